@@ -1,0 +1,11 @@
+"""dataset-factory: manufacture fine-tuning datasets with language models, then prove they are worth training on."""
+
+from factory.errors import FactoryError, GenerationError, RecipeError, RunLockedError
+from factory.pipeline import BuildResult, build
+from factory.records import Completion, Prompt, Record, Rejected
+from factory.spec import ClassificationSpec, InstructionSpec, load_recipe, parse_recipe
+
+__all__ = [
+    "BuildResult", "ClassificationSpec", "Completion", "FactoryError", "GenerationError", "InstructionSpec",
+    "Prompt", "Record", "RecipeError", "Rejected", "RunLockedError", "build", "load_recipe", "parse_recipe",
+]

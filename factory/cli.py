@@ -1,0 +1,120 @@
+"""The `factory` command: build | validate | models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from factory.errors import FactoryError, RecipeError
+from factory.spec import ClassificationSpec, load_recipe, recipe_schema
+
+log = logging.getLogger("factory")
+
+EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 1, 3, 130
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return number
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="factory", description="Manufacture fine-tuning datasets with language models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build", help="generate, filter and write a dataset from a recipe")
+    build.add_argument("recipe", type=Path)
+    build.add_argument("--out", type=Path, help="run directory (default: runs/<recipe name>)")
+    build.add_argument("--per-label", type=_positive, help="override generate.per_label (classification)")
+    build.add_argument("--count", type=_positive, help="override generate.count (instruction)")
+    build.add_argument("--max-requests", type=_positive, help="override the request budget")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    validate = sub.add_parser("validate", help="check a recipe without calling any model; print it resolved")
+    validate.add_argument("recipe", type=Path, nargs="?")
+    validate.add_argument("--schema", action="store_true", help="print the JSON schema of recipe files instead")
+
+    sub.add_parser("models", help="list the packaged local models and whether they are installed")
+    return parser
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202 - a RecipeSpec
+    spec = load_recipe(args.recipe)
+    if getattr(args, "per_label", None):
+        if not isinstance(spec, ClassificationSpec):
+            raise RecipeError(str(args.recipe), ["--per-label is for classification recipes; use --count"])
+        spec.generate.per_label = args.per_label
+    if getattr(args, "count", None):
+        if isinstance(spec, ClassificationSpec):
+            raise RecipeError(str(args.recipe), ["--count is for instruction recipes; use --per-label"])
+        spec.generate.count = args.count
+    if getattr(args, "max_requests", None):
+        spec.generate.max_requests = args.max_requests
+    return spec
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from factory.pipeline import build
+
+    spec = _load(args)
+    result = build(spec, args.out, progress=not args.no_progress)
+    manifest = result.manifest
+    print(f"run directory: {result.run_dir}")
+    for bucket, state in manifest["progress"].items():
+        print(f"  {bucket}: {state['kept']}/{state['target']}")
+    for stage in manifest["funnel"]:
+        dropped = ", ".join(f"{k}={v}" for k, v in stage["dropped"].items()) or "-"
+        print(f"  {stage['stage']:<12} in={stage['in']:<6} kept={stage['kept']:<6} dropped: {dropped}")
+    if not result.complete:
+        print(f"budget exhausted after {manifest['budget']['used']} requests: not every label reached its target "
+              "(raise generate.max_requests or --max-requests)", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    if args.schema:
+        print(json.dumps(recipe_schema(), indent=2))
+        return 0
+    if args.recipe is None:
+        raise FactoryError("validate needs a recipe path (or --schema)")
+    spec = _load(args)
+    print(yaml.safe_dump(spec.resolved(), sort_keys=False, allow_unicode=True), end="")
+    print(f"# ok: {args.recipe} (hash {spec.hash()})", file=sys.stderr)
+    return 0
+
+
+def cmd_models(_: argparse.Namespace) -> int:
+    from factory.generators.catalog import list_models
+
+    for model in list_models():
+        print(f"{model['name']:<32} {model['status']:<10} {model.get('description', '')}")
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "validate": cmd_validate, "models": cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except FactoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: finished requests are saved; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

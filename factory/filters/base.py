@@ -1,0 +1,60 @@
+"""The filter contract: a stage that keeps some records and drops the rest, each with a reason."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict
+
+from factory.records import Record, Rejected
+
+
+class FilterParams(BaseModel):
+    """Base of every filter's parameters; subclasses add `type: Literal[...]` and their fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(slots=True)
+class FilterContext:
+    """What a filter may learn from before it applies: the user's real rows and the run's seed."""
+
+    seed: int = 0
+    labels: tuple[str, ...] = ()
+    real: Sequence[Record] = ()
+
+
+@dataclass(slots=True)
+class FilterResult:
+    """Output of one stage: the kept rows in input order, the dropped ones with reasons, and stats."""
+
+    kept: list[Record]
+    dropped: list[Rejected]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def funnel(self, stage: str, rows_in: int) -> dict[str, Any]:
+        reasons = Counter(r.reason for r in self.dropped)
+        return {"stage": stage, "in": rows_in, "kept": len(self.kept), "dropped": dict(sorted(reasons.items())),
+                **({"stats": self.stats} if self.stats else {})}
+
+
+class Filter(ABC):
+    """One stage of the filter chain, chosen in the recipe by `type:`."""
+
+    type: ClassVar[str]
+    Params: ClassVar[type[FilterParams]]
+
+    def __init__(self, params: FilterParams) -> None:
+        self.params = params
+
+    def fit(self, context: FilterContext) -> Self:
+        """Learn from the context (real rows, seed). Stateless filters keep the default."""
+        return self
+
+    @abstractmethod
+    def apply(self, records: Sequence[Record]) -> FilterResult:
+        """Split `records` into kept and dropped. Deterministic for the same input and fit."""

@@ -1,0 +1,179 @@
+"""The `openai` backend: any OpenAI-compatible chat-completions server, asynchronously."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from factory.errors import GenerationError
+from factory.generators.base import Generator
+from factory.generators.params import OpenAIParams
+from factory.records import Completion, Prompt
+
+_JSON_MODES = ("json_schema", "json_object", "none")
+
+
+class OpenAIGenerator(Generator):
+    """Async client with a concurrency limit, per-request timeout and the only retry layer.
+
+    The SDK's own retries are off (max_retries=0) so that attempts are bounded in one place, and
+    `Retry-After` from a 429 or 503 is honoured. A request that still fails becomes a Completion
+    with `error` set: a rejected row, not an exception.
+    """
+
+    backend = "openai"
+    Params = OpenAIParams
+    params: OpenAIParams
+
+    def __init__(self, params: OpenAIParams) -> None:
+        super().__init__(params)
+        self._client: Any = None
+        self._json_mode = params.json_mode
+
+    def identity(self) -> dict[str, Any]:
+        # The host, not the full URL with credentials, and never the key.
+        parts = urlsplit(self.params.base_url)
+        host = f"{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path.rstrip('/')}"
+        return {**super().identity(), "endpoint": host, "extra_body": self.params.extra_body}
+
+    def load(self) -> None:
+        import openai
+
+        key = "not-needed"
+        if self.params.api_key_env:
+            key = os.environ.get(self.params.api_key_env, "")
+            if not key:
+                raise GenerationError(
+                    f"generator '{self.name}': the environment variable {self.params.api_key_env} is not set "
+                    "(it must hold the API key; set api_key_env: null for servers without keys)"
+                )
+        self._client = openai.AsyncOpenAI(
+            base_url=self.params.base_url, api_key=key, max_retries=0, timeout=self.params.timeout
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            try:
+                asyncio.get_running_loop().create_task(client.close())
+            except RuntimeError:
+                asyncio.run(client.close())
+
+    async def stream(self, prompts: Sequence[Prompt]) -> AsyncIterator[tuple[Prompt, Completion]]:
+        if self._client is None:
+            self.load()
+        gate = asyncio.Semaphore(self.params.concurrency)
+
+        async def run(prompt: Prompt) -> tuple[Prompt, Completion]:
+            async with gate:
+                return prompt, await self.complete(prompt)
+
+        tasks = [asyncio.ensure_future(run(p)) for p in prompts]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                yield await finished
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def _response_format(self, mode: str, prompt: Prompt) -> dict[str, Any] | None:
+        if prompt.schema is None or mode == "none":
+            return None
+        if mode == "json_object":
+            # llama.cpp's server reads `schema` here and constrains the output; others ignore it.
+            return {"type": "json_object", "schema": prompt.schema}
+        return {"type": "json_schema", "json_schema": {"name": "reply", "schema": prompt.schema}}
+
+    async def complete(self, prompt: Prompt) -> Completion:
+        """One request with bounded retries. Never raises for server or network faults."""
+        import openai
+
+        p = self.params
+        started = time.perf_counter()
+        last_error = ""
+        attempt = 0
+        while attempt < p.max_attempts:
+            mode = self._json_mode
+            fmt = self._response_format("json_schema" if mode == "auto" else mode, prompt)
+            kwargs: dict[str, Any] = {
+                "model": p.model, "messages": prompt.messages, "temperature": p.temperature,
+                "top_p": p.top_p, "max_tokens": p.max_tokens, "seed": prompt.seed,
+                **({"response_format": fmt} if fmt else {}), **({"extra_body": p.extra_body} if p.extra_body else {}),
+            }
+            attempt += 1
+            try:
+                reply = await self._client.chat.completions.create(**kwargs)
+            except openai.BadRequestError as exc:
+                if fmt is not None and p.json_mode == "auto":
+                    # This server refuses this way of asking for JSON: step down (json_schema ->
+                    # json_object -> plain text) without spending an attempt.
+                    self._step_down(mode)
+                    attempt -= 1
+                    continue
+                return self._failed(f"http_400: {_short(exc)}", started)
+            except openai.APIStatusError as exc:
+                last_error = f"http_{exc.status_code}"
+                if exc.status_code not in (408, 409, 429) and exc.status_code < 500:
+                    return self._failed(f"{last_error}: {_short(exc)}", started)
+                await self._backoff(attempt, exc.response.headers.get("retry-after"))
+            except openai.APITimeoutError:
+                last_error = "timeout"
+                await self._backoff(attempt, None)
+            except openai.APIConnectionError as exc:
+                last_error = f"connection_error: {_short(exc)}"
+                await self._backoff(attempt, None)
+            except (openai.APIError, ValueError, TypeError, AttributeError) as exc:
+                # A 200 whose body is not a chat completion: retrying the same request may help.
+                last_error = f"bad_response: {_short(exc)}"
+                await self._backoff(attempt, None)
+            else:
+                if p.json_mode == "auto" and mode == "auto":
+                    self._json_mode = "json_schema"  # accepted: stop probing
+                return self._completion(reply, started)
+        return self._failed(f"{last_error} (gave up after {p.max_attempts} attempts)", started)
+
+    def _step_down(self, mode: str) -> None:
+        if mode != self._json_mode:
+            return  # a concurrent request already stepped down from this mode
+        current = "json_schema" if mode == "auto" else mode
+        self._json_mode = _JSON_MODES[min(_JSON_MODES.index(current) + 1, len(_JSON_MODES) - 1)]  # type: ignore[assignment]
+
+    @staticmethod
+    def _failed(error: str, started: float) -> Completion:
+        return Completion(text="", error=error, seconds=time.perf_counter() - started)
+
+    def _completion(self, reply: Any, started: float) -> Completion:
+        choices = getattr(reply, "choices", None) or []
+        if not choices:
+            return self._failed("bad_response: no choices in the reply", started)
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        usage = getattr(reply, "usage", None)
+        return Completion(
+            text=(getattr(message, "content", None) or "") if message is not None else "",
+            model=getattr(reply, "model", "") or "",
+            finish_reason=getattr(choice, "finish_reason", None),
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            seconds=time.perf_counter() - started,
+        )
+
+    async def _backoff(self, attempt: int, retry_after: str | None) -> None:
+        if attempt >= self.params.max_attempts:
+            return
+        delay = self.params.backoff * 2 ** (attempt - 1) * (0.5 + random.random())  # noqa: S311 - jitter
+        if retry_after:
+            try:
+                delay = max(float(retry_after), 0.0)
+            except ValueError:
+                pass
+        await asyncio.sleep(min(delay, 120.0))
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).replace("\n", " ")[:200]

@@ -1,0 +1,60 @@
+"""Recipe-facing settings of each generator backend (light: no heavy imports here)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from factory.generators.base import GeneratorParams
+
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class OpenAIParams(GeneratorParams):
+    """Any OpenAI-compatible chat-completions server: OpenAI, vLLM, Ollama, llama.cpp's server."""
+
+    backend: Literal["openai"]
+    base_url: str = Field("https://api.openai.com/v1", description="Server URL up to and including /v1.")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", pattern=ENV_NAME,
+        description="Name of the environment variable that holds the API key (never the key itself); null for none.",
+    )
+    concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight at once.")
+    timeout: float = Field(60.0, gt=0, description="Seconds one request may take before it is retried.")
+    max_attempts: int = Field(4, ge=1, le=20, description="Attempts per request, the first included (the only retry layer).")
+    backoff: float = Field(1.0, ge=0, description="First retry delay in seconds, doubled each attempt unless the server sends Retry-After.")
+    json_mode: Literal["auto", "json_schema", "json_object", "none"] = Field(
+        "auto", description="How to ask for JSON: auto tries json_schema, then json_object, then plain text, and remembers what the server accepted.",
+    )
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra fields sent with every request (server-specific).")
+    price_per_1k_input: float | None = Field(None, ge=0, description="Price per 1k prompt tokens, for cost reports.")
+    price_per_1k_output: float | None = Field(None, ge=0, description="Price per 1k completion tokens, for cost reports.")
+
+
+class LlamaCppParams(GeneratorParams):
+    """An in-process GGUF model through llama-cpp-python."""
+
+    backend: Literal["llamacpp"]
+    model: str = Field(
+        "qwen2.5-coder-1.5b-instruct",
+        description="A catalog name (see `factory models`) or a path to a .gguf file.",
+    )
+    n_ctx: int = Field(2048, ge=256, description="Context window in tokens.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
+    n_gpu_layers: int = Field(0, description="Layers to offload to a GPU (-1: all), when llama.cpp was built with one.")
+    json_mode: bool = Field(True, description="Constrain the output to the reply's JSON schema with a grammar.")
+
+
+class TransformersParams(GeneratorParams):
+    """An in-process Hugging Face causal LM, loaded once and run in batches."""
+
+    backend: Literal["transformers"]
+    model: str = Field(description="A Hub id, a local folder, or a catalog name (loaded from its GGUF file).")
+    gguf_file: str | None = Field(None, description="GGUF file name inside `model`, when loading a GGUF checkpoint.")
+    batch_size: int = Field(8, ge=1, description="Prompts per generate() call.")
+    device: str = Field("cpu", description="torch device.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Weights' dtype.")
+
+
+ALL_PARAMS = (OpenAIParams, LlamaCppParams, TransformersParams)

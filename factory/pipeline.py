@@ -1,0 +1,292 @@
+"""build(): recipe -> prompts -> generators -> parse -> filters -> dataset, in rounds until targets are met."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import platform
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from factory.filters import FilterContext, build_filter
+from factory.generators import Generator, build_generator
+from factory.progress import BuildProgress
+from factory.recipes import Recipe, make_recipe
+from factory.records import Completion, Prompt, Record, Rejected
+from factory.spec import ClassificationSpec, InstructionSpec
+from factory.store import RunStore, request_key
+
+RecipeSpecT = ClassificationSpec | InstructionSpec
+VERSIONED = ("dataset-factory", "datasets", "openai", "pydantic", "torch", "transformers", "llama_cpp_python",
+             "sentence-transformers", "scikit-learn", "setfit", "huggingface-hub")
+
+
+@dataclass
+class GeneratorStats:
+    """Per-generator counters for the manifest."""
+
+    requests: int = 0
+    cached: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    models: Counter[str] = field(default_factory=Counter)
+
+    def add(self, completion: Completion) -> None:
+        self.requests += 1
+        self.cached += completion.cached
+        self.failed += completion.error is not None
+        self.prompt_tokens += completion.prompt_tokens
+        self.completion_tokens += completion.completion_tokens
+        if not completion.cached:
+            self.seconds += completion.seconds
+        if completion.model:
+            self.models[completion.model] += 1
+
+
+@dataclass
+class BuildResult:
+    """What `build()` returns: where the run is and what its manifest says."""
+
+    run_dir: Path
+    manifest: dict[str, Any]
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest["status"] == "complete"
+
+
+class Builder:
+    """One build of one recipe into one run directory. Holds no state beyond the run."""
+
+    def __init__(self, spec: RecipeSpecT, run_dir: Path, *, progress: bool = True, only_generator: str | None = None) -> None:
+        self.spec = spec
+        self.run_dir = Path(run_dir)
+        self.recipe: Recipe = make_recipe(spec)
+        self.only_generator = only_generator
+        self.generators: dict[str, Generator] = {g.name: build_generator(g) for g in spec.generators}
+        self.targets = spec.buckets()
+        self.filters = [build_filter(p).fit(FilterContext(seed=spec.seed, labels=tuple(self.targets)))
+                        for p in spec.filters]
+        self.stats: dict[str, GeneratorStats] = defaultdict(GeneratorStats)
+        self.parsed: dict[tuple[str, int], Record | Rejected] = {}
+        self.issued: Counter[str] = Counter()
+        self.show_progress = progress
+        self._loaded: set[str] = set()
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def _generator(self, name: str) -> Generator:
+        generator = self.generators[name]
+        if name not in self._loaded:  # load lazily: a fully cached re-run never loads a model
+            generator.load()
+            self._loaded.add(name)
+        return generator
+
+    async def _run_prompts(self, store: RunStore, prompts: list[Prompt], progress: BuildProgress) -> None:
+        keyed = [(request_key(self.generators[p.generator].identity(), p), p) for p in prompts]
+        cached = store.cache.get_many(k for k, _ in keyed)
+        pending: dict[str, list[tuple[str, Prompt]]] = defaultdict(list)
+        done: list[tuple[str, Prompt, Completion]] = []
+        for key, prompt in keyed:
+            if key in cached:
+                done.append((key, prompt, cached[key]))
+            else:
+                pending[prompt.generator].append((key, prompt))
+        self._accept(store, done, progress)
+
+        async def drive(name: str, items: list[tuple[str, Prompt]]) -> None:
+            generator = self._generator(name)
+            keys = {id(p): k for k, p in items}
+            identity = generator.identity()
+            batch: list[tuple[str, Prompt, Completion]] = []
+            async for prompt, completion in generator.stream([p for _, p in items]):
+                key = keys[id(prompt)]
+                if completion.error is None:
+                    # Persist before anything else: a finished request is never sent again.
+                    store.cache.put(key, prompt, identity, completion)
+                batch.append((key, prompt, completion))
+                if len(batch) >= max(1, min(8, self.spec.generate.batch_size)):
+                    self._accept(store, batch, progress)
+                    batch = []
+            self._accept(store, batch, progress)
+
+        await asyncio.gather(*(drive(name, items) for name, items in pending.items()))
+
+    def _accept(self, store: RunStore, done: Sequence[tuple[str, Prompt, Completion]], progress: BuildProgress) -> None:
+        records, rejected = [], []
+        for key, prompt, completion in done:
+            self.stats[prompt.generator].add(completion)
+            row = self.recipe.parse(prompt, completion, key[:16])
+            self.parsed[(prompt.bucket, prompt.index)] = row
+            (records if isinstance(row, Record) else rejected).append(row)
+            progress.request(prompt.bucket, completion, isinstance(row, Record))
+        store.add_records(records)
+        store.add_rejected(rejected)
+
+    # -- filtering ------------------------------------------------------------------------------
+
+    def _records_in_order(self) -> list[Record]:
+        order = {b: i for i, b in enumerate(self.targets)}
+        keys = sorted(self.parsed, key=lambda k: (k[1], order[k[0]]))
+        return [row for k in keys if isinstance(row := self.parsed[k], Record)]
+
+    def _filter(self, records: list[Record]) -> tuple[list[Record], list[Rejected], list[dict[str, Any]]]:
+        dropped: list[Rejected] = []
+        funnel = []
+        for stage in self.filters:
+            result = stage.apply(records)
+            funnel.append(result.funnel(stage.type, len(records)))
+            dropped.extend(result.dropped)
+            records = result.kept
+        return records, dropped, funnel
+
+    def _plan(self, kept: Counter[str], budget_left: int) -> dict[str, int]:
+        """Prompts to send per bucket this round: the deficit divided by the acceptance seen so far."""
+        plan: dict[str, int] = {}
+        for bucket, target in self.targets.items():
+            deficit = target - kept[bucket]
+            if deficit <= 0:
+                continue
+            issued = self.issued[bucket]
+            rate = kept[bucket] / issued if issued else 0.8
+            plan[bucket] = math.ceil(deficit / max(rate, 0.1) * 1.1)
+        total = sum(plan.values())
+        if total > budget_left:  # share what is left in proportion to need
+            scaled = {b: n * budget_left // total for b, n in plan.items()}
+            for b in sorted(plan, key=lambda b: -plan[b])[: budget_left - sum(scaled.values())]:
+                scaled[b] += 1
+            plan = {b: n for b, n in scaled.items() if n > 0}
+        return plan
+
+    # -- the run --------------------------------------------------------------------------------
+
+    async def _generate(self, store: RunStore, progress: BuildProgress) -> tuple[list[Record], str]:
+        budget = self.spec.budget()
+        while True:
+            kept, _, _ = self._filter(self._records_in_order())
+            counts = Counter(r.label or "all" for r in kept)
+            progress.kept(counts)
+            if all(counts[b] >= t for b, t in self.targets.items()):
+                return kept, "complete"
+            plan = self._plan(counts, budget - sum(self.issued.values()))
+            if not plan:
+                return kept, "budget_exhausted"
+            prompts = []
+            for bucket, n in plan.items():
+                start = self.issued[bucket]
+                prompts += [self.recipe.prompt(bucket, i, self.only_generator) for i in range(start, start + n)]
+                self.issued[bucket] += n
+            progress.plan(len(prompts))
+            for start in range(0, len(prompts), self.spec.generate.batch_size * 4):
+                await self._run_prompts(store, prompts[start : start + self.spec.generate.batch_size * 4], progress)
+
+    def run(self) -> BuildResult:
+        started = time.time()
+        with RunStore(self.run_dir) as store, BuildProgress(self.targets, enabled=self.show_progress) as progress:
+            try:
+                _, status = asyncio.run(self._generate(store, progress))
+            finally:
+                for name in self._loaded:
+                    self.generators[name].close()
+            generated_s = time.time() - started
+            records = self._records_in_order()
+            kept, dropped, funnel = self._filter(records)
+            final, surplus = self._trim(kept)
+            store.add_rejected(dropped + surplus)
+            store.write_dataset([self._dataset_row(r) for r in final])
+            manifest = self._manifest(status, records, final, funnel, surplus, started, generated_s)
+            store.write_manifest(manifest)
+        return BuildResult(self.run_dir, manifest)
+
+    def _trim(self, kept: list[Record]) -> tuple[list[Record], list[Rejected]]:
+        """Exactly the target per bucket, in generation order; the rest is surplus of the last round."""
+        taken: Counter[str] = Counter()
+        final, surplus = [], []
+        for record in kept:
+            bucket = record.label or "all"
+            if taken[bucket] < self.targets[bucket]:
+                taken[bucket] += 1
+                final.append(record)
+            else:
+                surplus.append(Rejected.from_record(record, "target", "over_target", "the label already has its target"))
+        return final, surplus
+
+    def _dataset_row(self, record: Record) -> dict[str, Any]:
+        row: dict[str, Any] = {"id": record.id}
+        if isinstance(self.spec, ClassificationSpec):
+            row |= {"text": record.text, "label": record.label}
+        else:
+            row |= {"instruction": record.text, "response": record.response}
+        row |= {"generator": record.meta.get("generator"), "model": record.meta.get("model")}
+        row |= {f"axis_{a}": record.meta.get(f"axis_{a}") for a in self.spec.axes}
+        if self.spec.generate.reasoning:
+            row["rationale"] = record.meta.get("rationale", "")
+        return row
+
+    def _manifest(self, status: str, records: list[Record], final: list[Record], funnel: list[dict[str, Any]],
+                  surplus: list[Rejected], started: float, generated_s: float) -> dict[str, Any]:
+        parse_drops = Counter(r.reason for r in self.parsed.values() if isinstance(r, Rejected))
+        final_counts = Counter(r.label or "all" for r in final)
+        return {
+            "name": self.spec.name,
+            "status": status,
+            "recipe_hash": self.spec.hash(),
+            "recipe": self.spec.resolved(),
+            "versions": _versions(),
+            "generators": [
+                {**self.generators[name].describe(), **_stats_json(self.stats[name])} for name in self.generators
+            ],
+            "targets": self.targets,
+            "progress": {b: {"target": t, "kept": final_counts[b], "reached": final_counts[b] >= t}
+                         for b, t in self.targets.items()},
+            "budget": {"max_requests": self.spec.budget(), "used": sum(self.issued.values())},
+            "funnel": [
+                {"stage": "parse", "in": len(self.parsed), "kept": len(records), "dropped": dict(sorted(parse_drops.items()))},
+                *funnel,
+                {"stage": "target", "in": len(final) + len(surplus), "kept": len(final),
+                 "dropped": {"over_target": len(surplus)} if surplus else {}},
+            ],
+            "rows": len(final),
+            "tokens": {
+                "prompt": sum(s.prompt_tokens for s in self.stats.values()),
+                "completion": sum(s.completion_tokens for s in self.stats.values()),
+            },
+            "timings": {"generation_s": round(generated_s, 3), "total_s": round(time.time() - started, 3),
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
+        }
+
+
+def _stats_json(stats: GeneratorStats) -> dict[str, Any]:
+    return {
+        "requests": stats.requests, "cached": stats.cached, "failed": stats.failed,
+        "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
+        "seconds": round(stats.seconds, 3), "models_reported": dict(stats.models),
+    }
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for dist in VERSIONED:
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def default_run_dir(spec: RecipeSpecT) -> Path:
+    return Path("runs") / spec.name
+
+
+def build(spec: RecipeSpecT, run_dir: str | Path | None = None, *, progress: bool = True,
+          only_generator: str | None = None) -> BuildResult:
+    """Run a validated recipe into `run_dir` (default runs/<name>). Re-running resumes from the cache."""
+    return Builder(spec, Path(run_dir) if run_dir else default_run_dir(spec), progress=progress,
+                   only_generator=only_generator).run()

@@ -1,0 +1,170 @@
+"""The recipe contract and what both recipe kinds share: sampling, reply parsing, rejection checks."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from abc import ABC, abstractmethod
+from functools import cache
+from pathlib import Path
+from string import Template
+from typing import Any, Generic, TypeVar
+
+from factory.records import Completion, Message, Prompt, Record, Rejected
+from factory.spec import AxisValues, RecipeBase
+from factory.text import normalize, words
+
+SpecT = TypeVar("SpecT", bound=RecipeBase)
+TEMPLATES = Path(__file__).parent / "templates"
+
+# Refusals and assistant boilerplate that small models emit instead of the requested text.
+REFUSAL = re.compile(
+    r"\b(i'?m sorry,? (but )?i (can'?t|cannot|am unable)|i (can'?t|cannot|won'?t) (assist|help|comply|provide|create|write|generate|fulfil)"
+    r"|i'?m (not able|unable) to (assist|help|provide|create|write|generate)|as an ai( language model)?\b"
+    r"|i apologi[sz]e,? but|i must decline|against my (guidelines|programming))",
+    re.IGNORECASE,
+)
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+@cache
+def template(name: str) -> Template:
+    return Template((TEMPLATES / f"{name}.txt").read_text(encoding="utf-8").strip())
+
+
+def weighted_pick(rng: random.Random, values: AxisValues) -> str:
+    if isinstance(values, dict):
+        names = list(values)
+        return rng.choices(names, weights=[values[n] for n in names], k=1)[0]
+    return rng.choice(values)
+
+
+def extract_json(text: str) -> dict[str, Any] | None:
+    """The JSON object in a reply: bare, in a code fence, or the outermost {...} span."""
+    candidates = [text.strip(), *_FENCE.findall(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except (json.JSONDecodeError, ValueError):
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def is_refusal(text: str) -> bool:
+    return bool(REFUSAL.search(text[:400]))
+
+
+def too_close(text: str, others: list[str], threshold: float = 0.8) -> bool:
+    """True when `text` is (nearly) one of `others`: word-set Jaccard at or above `threshold`."""
+    mine = set(words(text))
+    if not mine:
+        return False
+    for other in others:
+        theirs = set(words(other))
+        if theirs and len(mine & theirs) / len(mine | theirs) >= threshold:
+            return True
+    return False
+
+
+class Recipe(ABC, Generic[SpecT]):
+    """Turns a validated spec into prompts, and model replies into records or rejected rows.
+
+    Prompts are a pure function of (seed, bucket, index), so a resumed run or another worker
+    rebuilds exactly the same requests.
+    """
+
+    def __init__(self, spec: SpecT) -> None:
+        self.spec = spec
+        self._generator_names = [g.name for g in spec.generators]
+        self._generator_weights = [g.weight for g in spec.generators]
+
+    def rng(self, bucket: str, index: int, stream: str = "prompt") -> random.Random:
+        return random.Random(f"{self.spec.seed}/{bucket}/{index}/{stream}")
+
+    def assign_generator(self, bucket: str, index: int) -> str:
+        """Weighted choice of generator, on its own random stream so prompts do not depend on it."""
+        rng = self.rng(bucket, index, "generator")
+        return rng.choices(self._generator_names, weights=self._generator_weights, k=1)[0]
+
+    def sample_axes(self, rng: random.Random) -> dict[str, str]:
+        return {axis: weighted_pick(rng, values) for axis, values in self.spec.axes.items()}
+
+    @staticmethod
+    def constraints(axes: dict[str, str]) -> str:
+        if not axes:
+            return ""
+        return "It must fit: " + "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in axes.items()) + "."
+
+    def messages(self, user: str) -> list[Message]:
+        system = self.spec.system_prompt or template(f"{self.kind}_system").template
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    kind: str
+
+    @abstractmethod
+    def prompt(self, bucket: str, index: int, generator: str | None = None) -> Prompt:
+        """Prompt number `index` of `bucket`; `generator` overrides the weighted assignment."""
+
+    @abstractmethod
+    def parse(self, prompt: Prompt, completion: Completion, record_id: str) -> Record | Rejected:
+        """A record, or a rejected row with a reason. Never raises on bad model output."""
+
+    def _reply(self, prompt: Prompt, completion: Completion, record_id: str, fields: tuple[str, ...]) -> dict[str, str] | Rejected:
+        """Shared checks: failed request, truncation, empty, refusal, invalid JSON, missing fields."""
+
+        def reject(reason: str, detail: str = "", text: str = "") -> Rejected:
+            return Rejected(id=record_id, stage="parse", reason=reason, text=text or completion.text,
+                            label=prompt.target.get("label"), detail=detail, meta=self.meta(prompt, completion))
+
+        if completion.error:
+            return reject("request_failed", completion.error)
+        raw = completion.text.strip()
+        if completion.finish_reason == "length":
+            return reject("truncated", f"stopped at max_tokens after {completion.completion_tokens} tokens")
+        if not raw:
+            return reject("empty")
+        if is_refusal(raw):
+            return reject("refusal")
+        reply = extract_json(raw)
+        if reply is None:
+            return reject("bad_json", "the reply is not a JSON object")
+        values: dict[str, str] = {}
+        for name in fields:
+            value = reply.get(name)
+            if value is None and name in prompt.schema.get("required", []):  # type: ignore[union-attr]
+                return reject("bad_json", f"missing field '{name}'")
+            if value is not None and not isinstance(value, str):
+                return reject("bad_json", f"field '{name}' is a {type(value).__name__}, not a string")
+            values[name] = (value or "").strip()
+            if name in ("text", "instruction", "response"):
+                if not values[name]:
+                    return reject("empty", f"field '{name}' is empty")
+                if is_refusal(values[name]):
+                    return reject("refusal", text=values[name])
+        return values
+
+    def meta(self, prompt: Prompt, completion: Completion) -> dict[str, Any]:
+        return {
+            "generator": prompt.generator,
+            "model": completion.model,
+            "bucket": prompt.bucket,
+            "index": prompt.index,
+            **{f"axis_{k}": v for k, v in prompt.target.get("axes", {}).items()},
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+        }
+
+    def copies(self, text: str, prompt: Prompt) -> str | None:
+        """'copied_example' or 'repeats_prompt' when the text was lifted from the prompt, else None."""
+        if too_close(text, prompt.target.get("examples", [])):
+            return "copied_example"
+        norm = normalize(text)
+        if len(norm) >= 12 and norm in normalize(prompt.messages[-1]["content"]):
+            return "repeats_prompt"
+        return None

@@ -1,0 +1,94 @@
+"""The rows that flow between stages: Prompt -> Completion -> Record | Rejected."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Message = dict[str, str]
+
+
+@dataclass(slots=True)
+class Prompt:
+    """One request to a generator, with the target it was built for.
+
+    `bucket` is what the per-bucket target counts: the label for classification, "all" for
+    instruction recipes. `(bucket, index)` identifies the prompt within a run; the prompt is a pure
+    function of (recipe hash, seed, bucket, index), so any worker can rebuild it.
+    """
+
+    bucket: str
+    index: int
+    messages: list[Message]
+    generator: str
+    seed: int
+    target: dict[str, Any] = field(default_factory=dict)
+    schema: dict[str, Any] | None = None
+
+    @property
+    def uid(self) -> str:
+        return f"{self.bucket}:{self.index}"
+
+
+@dataclass(slots=True)
+class Completion:
+    """A generator's reply to one prompt, or the infrastructure error that replaced it."""
+
+    text: str
+    model: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+    cached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("cached")
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Completion:
+        return cls(**data, cached=True)
+
+
+@dataclass(slots=True)
+class Record:
+    """A kept row: text + label (classification) or instruction + response."""
+
+    text: str
+    label: str | None = None
+    response: str | None = None
+    id: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A row that did not make it, with the stage that dropped it and why."""
+
+    id: str
+    stage: str
+    reason: str
+    text: str = ""
+    label: str | None = None
+    detail: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Record, stage: str, reason: str, detail: str = "") -> Rejected:
+        return cls(
+            id=record.id, stage=stage, reason=reason, text=record.text, label=record.label,
+            detail=detail, meta=dict(record.meta),
+        )

@@ -1,0 +1,254 @@
+"""Recipe files: the validated RecipeSpec and load_recipe(), which fails before any model is called."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from factory.errors import RecipeError
+from factory.filters import FilterSpec
+from factory.filters.exact import ExactDedupParams
+from factory.filters.novelty import NoveltyParams
+from factory.generators.params import ALL_PARAMS, LlamaCppParams
+
+GeneratorSpec = Annotated[Union[ALL_PARAMS], Field(discriminator="backend")]  # type: ignore[valid-type]
+AxisValues = Union[list[str], dict[str, float]]
+DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LabelSpec(Strict):
+    """One class of a classification recipe."""
+
+    description: str = Field(min_length=1, description="What a text with this label is; it goes into every prompt.")
+    examples: list[str] = Field(default_factory=list, description="Example texts with this label, sampled as few-shot examples.")
+
+
+class InstructionExample(Strict):
+    """A seed task for an instruction recipe."""
+
+    instruction: str = Field(min_length=1, description="The instruction.")
+    response: str = Field(min_length=1, description="A good response to it.")
+
+
+class GenerateSpec(Strict):
+    """How much to generate and how to prompt."""
+
+    per_label: int | None = Field(None, ge=1, description="Classification: rows wanted per label AFTER filtering.")
+    count: int | None = Field(None, ge=1, description="Instruction recipes: rows wanted AFTER filtering.")
+    few_shot: int = Field(2, ge=0, le=20, description="Examples sampled into each prompt.")
+    reasoning: bool = Field(False, description="Ask for a short rationale before the text (chain of thought); kept in the row's meta.")
+    max_requests: int | None = Field(None, ge=1, description="Budget: most requests for the whole run (default: 4 x the target + 16).")
+    batch_size: int = Field(32, ge=1, description="Requests per batch; rows are flushed to disk after each batch.")
+
+
+class RecipeBase(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; also the default run directory runs/<name>.")
+    seed: int = Field(0, description="Seed for every random choice: labels, axes, few-shot picks, sampling.")
+    description: str = Field("", description="What the generated texts are, in a sentence (goes into every prompt).")
+    system_prompt: str | None = Field(None, description="Replaces the default system prompt.")
+    axes: dict[str, AxisValues] = Field(
+        default_factory=dict,
+        description="Diversity axes: one value of each is sampled per prompt. A list, or a mapping value -> weight.",
+    )
+    generate: GenerateSpec = Field(default_factory=GenerateSpec, description="Targets, few-shot and budget.")
+    generators: list[GeneratorSpec] = Field(  # type: ignore[valid-type]
+        default_factory=list,
+        description=f"Generators with weights; default: the packaged local model {DEFAULT_MODEL} (llamacpp).",
+    )
+    filters: list[FilterSpec] = Field(default_factory=list, description="Filter chain, run in order.")  # type: ignore[valid-type]
+
+    @field_validator("axes")
+    @classmethod
+    def _check_axes(cls, axes: dict[str, AxisValues]) -> dict[str, AxisValues]:
+        for axis, values in axes.items():
+            if not values:
+                raise ValueError(f"axis '{axis}' has no values")
+            if isinstance(values, dict):
+                if any(w < 0 for w in values.values()):
+                    raise ValueError(f"axis '{axis}' has a negative weight; weights must be >= 0")
+                if not any(w > 0 for w in values.values()):
+                    raise ValueError(f"axis '{axis}' has only zero weights; at least one must be > 0")
+        return axes
+
+    @model_validator(mode="after")
+    def _check_generators(self) -> RecipeBase:
+        if not self.generators:
+            self.generators = [LlamaCppParams(backend="llamacpp", model=DEFAULT_MODEL)]
+        for g in self.generators:
+            g.name = g.name or (g.backend if len(self.generators) == 1 else f"{g.backend}-{g.model}")
+        names = [g.name for g in self.generators]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"generator names must be unique; repeated: {', '.join(dupes)}")
+        if not any(g.weight > 0 for g in self.generators):
+            raise ValueError("generator weights are all zero; at least one must be > 0")
+        return self
+
+    def buckets(self) -> dict[str, int]:
+        """Target rows per bucket (label, or 'all' for instruction recipes)."""
+        raise NotImplementedError
+
+    def budget(self) -> int:
+        return self.generate.max_requests or 4 * sum(self.buckets().values()) + 16
+
+    def resolved(self) -> dict[str, Any]:
+        """The recipe with defaults filled in, as plain data (no secrets: recipes only name env vars)."""
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ClassificationSpec(RecipeBase):
+    """A recipe that makes (text, label) pairs."""
+
+    task: Literal["classification"]
+    labels: dict[str, LabelSpec] = Field(description="Label name -> description and examples; at least two labels.")
+
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, labels: dict[str, LabelSpec]) -> dict[str, LabelSpec]:
+        if len(labels) < 2:
+            raise ValueError(f"a classification recipe needs at least two labels, got {len(labels)}")
+        return labels
+
+    @model_validator(mode="after")
+    def _defaults(self) -> ClassificationSpec:
+        if self.generate.count is not None:
+            raise ValueError("generate.count is for instruction recipes; use generate.per_label")
+        self.generate.per_label = self.generate.per_label or 50
+        if not self.filters:
+            self.filters = [ExactDedupParams()]
+        return self
+
+    def buckets(self) -> dict[str, int]:
+        return {label: self.generate.per_label or 0 for label in self.labels}
+
+
+class InstructionSpec(RecipeBase):
+    """A recipe that makes (instruction, response) pairs, Self-Instruct style."""
+
+    task: Literal["instruction"]
+    examples: list[InstructionExample] = Field(min_length=1, description="Seed tasks, sampled as few-shot examples.")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> InstructionSpec:
+        if self.generate.per_label is not None:
+            raise ValueError("generate.per_label is for classification recipes; use generate.count")
+        self.generate.count = self.generate.count or 50
+        if not self.filters:
+            self.filters = [ExactDedupParams(), NoveltyParams()]
+        return self
+
+    def buckets(self) -> dict[str, int]:
+        return {"all": self.generate.count or 0}
+
+
+RecipeSpec = Annotated[Union[ClassificationSpec, InstructionSpec], Field(discriminator="task")]
+_ADAPTER: TypeAdapter[ClassificationSpec | InstructionSpec] = TypeAdapter(RecipeSpec)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe loader that refuses duplicate mapping keys (two labels with one name would silently merge)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (each name may appear once)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at `loc`, or of its deepest existing parent."""
+    node, line = root, None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+    return node.start_mark.line + 1 if node is not None else line
+
+
+def _describe(error: dict[str, Any]) -> str:
+    expected = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "value_error":
+        return expected
+    if error["type"] == "extra_forbidden":
+        expected = "unknown key (check the spelling; see `factory validate --schema`)"
+    elif error["type"] == "missing":
+        expected = "required field is missing"
+    elif "input" in error and error["type"] not in ("union_tag_invalid",):
+        shown = repr(error["input"])
+        expected = f"{expected}; got {shown[:60]}"
+    return expected
+
+
+def parse_recipe(data: Any, path: str = "<recipe>", root: yaml.Node | None = None) -> ClassificationSpec | InstructionSpec:
+    """Validate already-loaded recipe data, raising RecipeError with field paths (and lines)."""
+    if not isinstance(data, dict):
+        raise RecipeError(path, [f"the file must be a YAML mapping of recipe fields, got {type(data).__name__}"])
+    if "task" not in data:
+        raise RecipeError(path, ["task: required field is missing; expected 'classification' or 'instruction'"])
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            # pydantic puts the union tag (e.g. 'classification', 'openai') into the path: drop it.
+            loc = tuple(p for p in error["loc"] if p not in ("classification", "instruction")
+                        and not (isinstance(p, str) and (p in {"openai", "llamacpp", "transformers"} or p.startswith("function-"))))
+            loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
+            field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top level)"
+            line = _line_of(root, loc)
+            where = f"line {line}: " if line else ""
+            problems.append(f"{where}{field}: {_describe(error)}")
+        raise RecipeError(path, problems) from None
+
+
+def load_recipe(path: str | Path) -> ClassificationSpec | InstructionSpec:
+    """Read and validate a recipe file with a safe YAML loader. Raises RecipeError on any problem."""
+    path = Path(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from None
+    try:
+        root = yaml.compose(source, Loader=_UniqueKeyLoader)
+        data = yaml.load(source, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = exc.problem or str(exc)
+        if "could not determine a constructor" in problem:
+            problem += " (tags such as !!python/... are refused: recipes are read with a safe loader)"
+        raise RecipeError(str(path), [f"{where}{problem}"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(str(path), [f"{where}YAML syntax error: {problem}"]) from None
+    return parse_recipe(data, str(path), root)
+
+
+def recipe_schema() -> dict[str, Any]:
+    """JSON schema of recipe files, generated from the pydantic models."""
+    return _ADAPTER.json_schema()

@@ -1,0 +1,204 @@
+"""The run directory: request cache, append-only rows, atomic writes, lock and manifest.
+
+Everything a run finishes is on disk before the next step starts, so a crash or Ctrl+C loses
+nothing: a re-run reads the cache and never sends a finished request again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from factory.errors import RunLockedError
+from factory.records import Completion, Prompt, Record, Rejected
+
+
+def request_key(identity: dict[str, Any], prompt: Prompt) -> str:
+    """Stable key of one request: generator identity, messages, schema, seed and sample index.
+
+    Nothing process- or machine-specific goes in, so any worker computes the same key; nothing
+    secret goes in either (identities carry the endpoint host, never a key).
+    """
+    payload = {"generator": identity, "messages": prompt.messages, "schema": prompt.schema,
+               "seed": prompt.seed, "sample": prompt.uid}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file + rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def replace_dir(build: Path, target: Path) -> None:
+    """Swap a fully written directory into place (the old one is removed only after)."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(build, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class RequestCache:
+    """requests.sqlite: request key -> completion. One commit per completion, so SIGKILL loses at most the in-flight ones."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS requests (key TEXT PRIMARY KEY, request TEXT NOT NULL, completion TEXT NOT NULL, created REAL NOT NULL)"
+        )
+
+    def get(self, key: str) -> Completion | None:
+        row = self._db.execute("SELECT completion FROM requests WHERE key = ?", (key,)).fetchone()
+        return Completion.from_json(json.loads(row[0])) if row else None
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Completion]:
+        keys = list(keys)
+        found: dict[str, Completion] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, value in self._db.execute(f"SELECT key, completion FROM requests WHERE key IN ({marks})", chunk):
+                found[key] = Completion.from_json(json.loads(value))
+        return found
+
+    def put(self, key: str, prompt: Prompt, identity: dict[str, Any], completion: Completion) -> None:
+        request = {"generator": identity, "messages": prompt.messages, "seed": prompt.seed, "sample": prompt.uid}
+        self._db.execute(
+            "INSERT OR REPLACE INTO requests (key, request, completion, created) VALUES (?, ?, ?, ?)",
+            (key, json.dumps(request, ensure_ascii=False), json.dumps(completion.to_json(), ensure_ascii=False), time.time()),
+        )
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class JsonlLog:
+    """An append-only JSONL file that skips ids it already holds (so resumed runs add no duplicates)."""
+
+    def __init__(self, path: Path, key: tuple[str, ...] = ("id",)) -> None:
+        self.path = path
+        self.key = key
+        self._seen: set[tuple[Any, ...]] = set()
+        self._rows: list[dict[str, Any]] = []
+        if path.exists():
+            with path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a torn last line from a crash: the row is rebuilt from the cache
+                    if self._ident(row) not in self._seen:
+                        self._seen.add(self._ident(row))
+                        self._rows.append(row)
+        self._handle = path.open("a", encoding="utf-8")
+
+    def _ident(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row.get(k) for k in self.key)
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> int:
+        added = 0
+        for row in rows:
+            ident = self._ident(row)
+            if ident in self._seen:
+                continue
+            self._seen.add(ident)
+            self._rows.append(row)
+            self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            added += 1
+        if added:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        return added
+
+    def __contains__(self, ident: tuple[Any, ...]) -> bool:
+        return ident in self._seen
+
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self._rows)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class RunStore:
+    """One run directory (DESIGN.md §4). Use as a context manager: it holds the run's lock."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._lock = FileLock(str(self.root / ".lock"), timeout=0)
+
+    def __enter__(self) -> RunStore:
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise RunLockedError(
+                f"{self.root} is in use by another `factory build` (lock file {self.root / '.lock'}); "
+                "wait for it to finish or use another --out directory"
+            ) from None
+        self.cache = RequestCache(self.root / "requests.sqlite")
+        self.generated = JsonlLog(self.root / "generated.jsonl")
+        self.rejected = JsonlLog(self.root / "rejected.jsonl", key=("id", "stage"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cache.close()
+        self.generated.close()
+        self.rejected.close()
+        self._lock.release()
+
+    def add_records(self, records: Iterable[Record]) -> int:
+        return self.generated.append(r.to_json() for r in records)
+
+    def add_rejected(self, rows: Iterable[Rejected]) -> int:
+        return self.rejected.append(r.to_json() for r in rows)
+
+    def records(self) -> Iterator[Record]:
+        return (Record.from_json(row) for row in self.generated.rows())
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write_text(self.root / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
+
+    def write_dataset(self, rows: list[dict[str, Any]]) -> None:
+        """dataset/ as a Hugging Face dataset (save_to_disk) plus data/train.parquet, swapped in atomically."""
+        import datasets
+
+        build = self.root / ".dataset.partial"
+        shutil.rmtree(build, ignore_errors=True)
+        dataset = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({"id": [], "text": []})
+        dataset.save_to_disk(str(build))
+        (build / "data").mkdir()
+        dataset.to_parquet(str(build / "data" / "train.parquet"))
+        replace_dir(build, self.root / "dataset")
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    return json.loads((Path(root) / "manifest.json").read_text(encoding="utf-8"))
