@@ -167,17 +167,25 @@ class Builder:
 
     # -- the run --------------------------------------------------------------------------------
 
-    async def _generate(self, store: RunStore, progress: BuildProgress) -> tuple[list[Record], str]:
+    async def _generate(self, store: RunStore, progress: BuildProgress) -> str:
+        try:
+            return await self._rounds(store, progress)
+        finally:
+            for name in self._loaded:
+                await self.generators[name].aclose()
+            self._loaded.clear()
+
+    async def _rounds(self, store: RunStore, progress: BuildProgress) -> str:
         budget = self.spec.budget()
         while True:
             kept, _, _ = self._filter(self._records_in_order())
             counts = Counter(r.label or "all" for r in kept)
             progress.kept(counts)
             if all(counts[b] >= t for b, t in self.targets.items()):
-                return kept, "complete"
+                return "complete"
             plan = self._plan(counts, budget - sum(self.issued.values()))
             if not plan:
-                return kept, "budget_exhausted"
+                return "budget_exhausted"
             prompts = []
             for bucket, n in plan.items():
                 start = self.issued[bucket]
@@ -190,11 +198,7 @@ class Builder:
     def run(self) -> BuildResult:
         started = time.time()
         with RunStore(self.run_dir) as store, BuildProgress(self.targets, enabled=self.show_progress) as progress:
-            try:
-                _, status = asyncio.run(self._generate(store, progress))
-            finally:
-                for name in self._loaded:
-                    self.generators[name].close()
+            status = asyncio.run(self._generate(store, progress))
             generated_s = time.time() - started
             records = self._records_in_order()
             kept, dropped, funnel = self._filter(records)

@@ -45,8 +45,8 @@ class Generator(ABC):
     def load(self) -> None:
         """Load clients or weights. Called once, before the first request."""
 
-    def close(self) -> None:
-        """Release what `load()` took."""
+    async def aclose(self) -> None:
+        """Release what `load()` took, inside the event loop that used it."""
 
     def identity(self) -> dict[str, Any]:
         """What makes a reply differ between generators: part of the request cache key.

@@ -56,13 +56,11 @@ class OpenAIGenerator(Generator):
             base_url=self.params.base_url, api_key=key, max_retries=0, timeout=self.params.timeout
         )
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        # The HTTP pool belongs to the event loop that opened it, so it is closed inside that loop.
         if self._client is not None:
             client, self._client = self._client, None
-            try:
-                asyncio.get_running_loop().create_task(client.close())
-            except RuntimeError:
-                asyncio.run(client.close())
+            await client.close()
 
     async def stream(self, prompts: Sequence[Prompt]) -> AsyncIterator[tuple[Prompt, Completion]]:
         if self._client is None:

@@ -1,0 +1,69 @@
+"""Shared fixtures: loopback servers and small recipes that point at them."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from loopback_openai import LoopbackOpenAI  # noqa: E402
+
+CANARY_KEY = "sk-canary-5f1c9e0d-DO-NOT-LEAK-7a2b"
+
+
+@pytest.fixture()
+def loopback() -> Iterator[Callable[..., LoopbackOpenAI]]:
+    """Start loopback OpenAI servers: `loopback(script=..., delay=...)`; all stop after the test."""
+    servers: list[LoopbackOpenAI] = []
+
+    def start(**kwargs: Any) -> LoopbackOpenAI:
+        server = LoopbackOpenAI(**kwargs).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+def classification_recipe(base_url: str, **overrides: Any) -> dict[str, Any]:
+    """A small two-label recipe using the openai backend at `base_url`."""
+    recipe: dict[str, Any] = {
+        "name": "tiny",
+        "task": "classification",
+        "seed": 3,
+        "description": "Write a one-sentence product review.",
+        "labels": {
+            "positive": {"description": "The reviewer likes the product.", "examples": ["Works great, would buy again."]},
+            "negative": {"description": "The reviewer dislikes the product.", "examples": ["Broke after two days."]},
+        },
+        "axes": {"product": ["kettle", "lamp", "chair"], "length": {"short": 2, "long": 1}},
+        "generate": {"per_label": 5, "few_shot": 1, "batch_size": 4},
+        "generators": [{
+            "name": "loop", "backend": "openai", "model": "test-model", "base_url": base_url,
+            "api_key_env": "FACTORY_TEST_KEY", "concurrency": 4, "timeout": 2.0, "max_attempts": 3, "backoff": 0.01,
+        }],
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(recipe.get(key), dict):
+            recipe[key] = {**recipe[key], **value}
+        else:
+            recipe[key] = value
+    return recipe
+
+
+def write_recipe(path: Path, recipe: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def canary_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("FACTORY_TEST_KEY", CANARY_KEY)
+    return CANARY_KEY
