@@ -106,15 +106,13 @@ class OpenAIGenerator(Generator):
             attempt += 1
             try:
                 reply = await self._client.chat.completions.create(**kwargs)
-            except openai.BadRequestError as exc:
-                if fmt is not None and p.json_mode == "auto":
+            except openai.APIStatusError as exc:
+                if fmt is not None and p.json_mode == "auto" and _refuses_json_mode(exc):
                     # This server refuses this way of asking for JSON: step down (json_schema ->
                     # json_object -> plain text) without spending an attempt.
                     self._step_down(mode)
                     attempt -= 1
                     continue
-                return self._failed(f"http_400: {_short(exc)}", started)
-            except openai.APIStatusError as exc:
                 last_error = f"http_{exc.status_code}"
                 if exc.status_code not in (408, 409, 429) and exc.status_code < 500:
                     return self._failed(f"{last_error}: {_short(exc)}", started)
@@ -171,6 +169,13 @@ class OpenAIGenerator(Generator):
             except ValueError:
                 pass
         await asyncio.sleep(min(delay, 120.0))
+
+
+def _refuses_json_mode(exc: Exception) -> bool:
+    """A 400/422 to a request with response_format, or any error that names it (llama.cpp's server
+    answers an unsupported response_format with a 500)."""
+    status = getattr(exc, "status_code", 0)
+    return status in (400, 422) or "response_format" in str(exc)
 
 
 def _short(exc: BaseException) -> str:

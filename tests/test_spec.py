@@ -1,0 +1,106 @@
+"""Recipe validation: every bad recipe names the file, the field and what was expected, before any model call."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from factory.cli import main
+from factory.errors import RecipeError
+from factory.spec import ClassificationSpec, InstructionSpec, load_recipe
+
+GOOD = """\
+name: ok
+task: classification
+labels:
+  a: {description: "first", examples: ["x"]}
+  b: {description: "second"}
+axes:
+  tone: [calm, angry]
+  topic: {food: 2, travel: 1}
+"""
+
+
+def bad(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: x\ntask: classification\nlabels:\n  a: [\n", ["line 5", "YAML syntax error"]),
+        (GOOD + "colour: blue\n", ["colour", "unknown key"]),
+        (GOOD.replace('description: "second"', 'description: "second", exmples: []'), ["labels.b.exmples", "unknown key"]),
+        (GOOD + "seed: seven\n", ["seed", "valid integer", "'seven'"]),
+        (GOOD + "generate: {per_label: -3}\n", ["generate.per_label", "greater than or equal to 1"]),
+        ("name: x\ntask: classification\nlabels: {}\n", ["labels", "at least two labels", "line 3"]),
+        ("name: x\ntask: classification\n", ["labels", "required field is missing"]),
+        (GOOD.replace('{description: "second"}', "{examples: [y]}"), ["labels.b.description", "required field is missing"]),
+        (GOOD.replace('{description: "second"}', '{description: ""}'), ["labels.b.description", "at least 1 character"]),
+        (GOOD.replace("food: 2", "food: -2"), ["axes", "negative weight"]),
+        (GOOD.replace("food: 2, travel: 1", "food: 0, travel: 0"), ["axes", "only zero weights"]),
+        (GOOD.replace("  b: {", "  a: {"), ["duplicate key 'a'", "line 5"]),
+        (GOOD + "generators:\n  - {backend: skynet, model: m}\n", ["generators[0]", "'skynet'", "'openai'", "'llamacpp'"]),
+        (GOOD + "generators:\n  - {backend: openai, model: m, api_key_env: sk-123abc}\n", ["generators[0].api_key_env", "pattern"]),
+        (GOOD + "generators:\n  - {backend: openai, model: m, weight: 0}\n", ["weights are all zero"]),
+        (GOOD + "generators:\n  - {backend: openai, model: m, weight: -1}\n", ["generators[0].weight", "greater than or equal to 0"]),
+        (GOOD.replace("labels:", "labels: !!python/object/apply:os.system ['echo pwned']\nx:"), ["python/object/apply", "safe loader"]),
+        ("name: x\ntask: summarise\n", ["task", "'classification'", "'instruction'"]),
+        ("- just\n- a list\n", ["YAML mapping"]),
+    ],
+)
+def test_bad_recipes_fail_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: list[str]) -> None:
+    err = bad(tmp_path, text, capsys)
+    for fragment in expected:
+        assert fragment in err
+
+
+def test_python_tag_is_never_executed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    marker = tmp_path / "pwned"
+    bad(tmp_path, GOOD + f"x: !!python/object/apply:os.system ['touch {marker}']\n", capsys)
+    assert not marker.exists()
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 1
+    assert "cannot read the file" in capsys.readouterr().err
+
+
+def test_validate_prints_resolved_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+    assert main(["validate", str(path)]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["generate"]["per_label"] == 50
+    assert resolved["generators"][0]["backend"] == "llamacpp"
+    assert resolved["generators"][0]["model"] == "qwen2.5-coder-1.5b-instruct"
+    assert resolved["filters"] == [{"type": "exact_dedup", "per_label": False, "include_response": False}]
+
+
+def test_schema_is_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "classification" in json.dumps(schema) and "instruction" in json.dumps(schema)
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("recipes/*.yaml")))
+def test_shipped_recipes_validate(path: Path) -> None:
+    spec = load_recipe(path)
+    assert isinstance(spec, ClassificationSpec | InstructionSpec)
+    assert spec.hash() == load_recipe(path).hash()
+
+
+def test_recipe_error_lists_every_problem(tmp_path: Path) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text(GOOD + "seed: x\ncolour: red\n", encoding="utf-8")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert len(info.value.problems) == 2
