@@ -31,8 +31,8 @@ class Novelty(Filter):
     params: NoveltyParams
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
-        rouge_scorer = require("rouge_score.rouge_scorer", "dev")
-        tokenize = require("rouge_score.tokenize", "dev").tokenize
+        rouge_scorer = require("rouge_score.rouge_scorer", "all")
+        tokenize = require("rouge_score.tokenize", "all").tokenize
         scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
         limit = self.params.max_rouge_l
         kept: list[Record] = []
