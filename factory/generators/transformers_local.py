@@ -45,29 +45,36 @@ class TransformersGenerator(Generator):
 
     # ------------------------------------------------------------------ loading
 
-    def _source(self) -> tuple[str, str | None, str | None]:
-        """(what from_pretrained gets, gguf_file, sha256 of a GGUF file when known)."""
-        model, gguf = self.params.model, self.params.gguf_file
-        if gguf is None and (model in CATALOG or model.lower().endswith(".gguf")):
-            resolved = resolve(model)
-            return str(resolved.path.parent), resolved.path.name, resolved.sha256
-        return model, gguf, None
+    def _uses_catalog(self) -> bool:
+        """A catalog name or a .gguf path: resolved (and verified) by the catalog, loaded with gguf_file=."""
+        model = self.params.model
+        return self.params.gguf_file is None and (model in CATALOG or model.lower().endswith(".gguf"))
+
+    def _source(self) -> tuple[str, str | None]:
+        """(what from_pretrained gets, the GGUF file name inside it, if any)."""
+        if self._uses_catalog():
+            path = resolve(self.params.model).path
+            return str(path.parent), path.name
+        return self.params.model, self.params.gguf_file
 
     def load(self) -> None:
         if self.model_ is not None:
             return
         transformers = require("transformers", "hf")
         torch = require("torch", "hf")
-        source, gguf_file, _ = self._source()
+        source, gguf_file = self._source()
         if gguf_file is not None:
             # GGUF checkpoints are dequantised by these two; name the extra before transformers' own error.
             require("gguf", "hf")
             require("accelerate", "hf")
         kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
         dtype = "auto" if self.params.dtype == "auto" else getattr(torch, self.params.dtype)
+        # transformers renamed `torch_dtype` to `dtype` in 4.56; the hf extra allows older releases.
+        major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+        dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
-            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+            model = transformers.AutoModelForCausalLM.from_pretrained(source, **{dtype_key: dtype}, **kwargs)
         except Exception as exc:
             raise GenerationError(f"transformers could not load {self.params.model!r}: {exc}") from exc
         model.to(self.params.device)
@@ -98,10 +105,9 @@ class TransformersGenerator(Generator):
             "batch_size": self.params.batch_size,
             "dtype": self.params.dtype,
         }
-        model = self.params.model
-        if self.params.gguf_file is None and (model in CATALOG or model.lower().endswith(".gguf")):
+        if self._uses_catalog():
             try:
-                ident["sha256"] = model_sha256(model)
+                ident["sha256"] = model_sha256(self.params.model)
             except ModelSourceError:
                 ident["sha256"] = ""  # load() will raise the real error
         return ident
