@@ -93,42 +93,45 @@ class Builder:
         keyed = [(request_key(self.generators[p.generator].identity(), p), p) for p in prompts]
         cached = store.cache.get_many(k for k, _ in keyed)
         pending: dict[str, list[tuple[str, Prompt]]] = defaultdict(list)
-        done: list[tuple[str, Prompt, Completion]] = []
+        rows: list[Record | Rejected] = []
         for key, prompt in keyed:
             if key in cached:
-                done.append((key, prompt, cached[key]))
+                rows.append(self._accept(key, prompt, cached[key], progress))
             else:
                 pending[prompt.generator].append((key, prompt))
-        self._accept(store, done, progress)
+        self._flush(store, rows)
 
         async def drive(name: str, items: list[tuple[str, Prompt]]) -> None:
             generator = self._generator(name)
             keys = {id(p): k for k, p in items}
             identity = generator.identity()
-            batch: list[tuple[str, Prompt, Completion]] = []
+            rows: list[Record | Rejected] = []
+            flushed = time.monotonic()
             async for prompt, completion in generator.stream([p for _, p in items]):
                 key = keys[id(prompt)]
                 if completion.error is None:
                     # Persist before anything else: a finished request is never sent again.
                     store.cache.put(key, prompt, identity, completion)
-                batch.append((key, prompt, completion))
-                if len(batch) >= max(1, min(8, self.spec.generate.batch_size)):
-                    self._accept(store, batch, progress)
-                    batch = []
-            self._accept(store, batch, progress)
+                rows.append(self._accept(key, prompt, completion, progress))
+                # The row logs are rebuilt from the cache on resume, so they flush per batch or second.
+                if len(rows) >= self.spec.generate.batch_size or time.monotonic() - flushed > 1.0:
+                    self._flush(store, rows)
+                    rows, flushed = [], time.monotonic()
+            self._flush(store, rows)
 
         await asyncio.gather(*(drive(name, items) for name, items in pending.items()))
 
-    def _accept(self, store: RunStore, done: Sequence[tuple[str, Prompt, Completion]], progress: BuildProgress) -> None:
-        records, rejected = [], []
-        for key, prompt, completion in done:
-            self.stats[prompt.generator].add(completion)
-            row = self.recipe.parse(prompt, completion, key[:16])
-            self.parsed[(prompt.bucket, prompt.index)] = row
-            (records if isinstance(row, Record) else rejected).append(row)
-            progress.request(prompt.bucket, completion, isinstance(row, Record))
-        store.add_records(records)
-        store.add_rejected(rejected)
+    def _accept(self, key: str, prompt: Prompt, completion: Completion, progress: BuildProgress) -> Record | Rejected:
+        self.stats[prompt.generator].add(completion)
+        row = self.recipe.parse(prompt, completion, key[:16])
+        self.parsed[(prompt.bucket, prompt.index)] = row
+        progress.request(prompt.bucket, completion, isinstance(row, Record))
+        return row
+
+    @staticmethod
+    def _flush(store: RunStore, rows: Sequence[Record | Rejected]) -> None:
+        store.add_records(r for r in rows if isinstance(r, Record))
+        store.add_rejected(r for r in rows if isinstance(r, Rejected))
 
     # -- filtering ------------------------------------------------------------------------------
 
@@ -155,8 +158,9 @@ class Builder:
             if deficit <= 0:
                 continue
             issued = self.issued[bucket]
-            rate = kept[bucket] / issued if issued else 0.8
-            plan[bucket] = math.ceil(deficit / max(rate, 0.1) * 1.1)
+            # Optimistic first round (paid APIs bill every surplus request), then the observed rate.
+            rate = kept[bucket] / issued if issued else 1.0
+            plan[bucket] = math.ceil(deficit / max(rate, 0.1) * 1.05)
         total = sum(plan.values())
         if total > budget_left:  # share what is left in proportion to need
             scaled = {b: n * budget_left // total for b, n in plan.items()}
@@ -192,8 +196,8 @@ class Builder:
                 prompts += [self.recipe.prompt(bucket, i, self.only_generator) for i in range(start, start + n)]
                 self.issued[bucket] += n
             progress.plan(len(prompts))
-            for start in range(0, len(prompts), self.spec.generate.batch_size * 4):
-                await self._run_prompts(store, prompts[start : start + self.spec.generate.batch_size * 4], progress)
+            # One stream per round: the generator keeps its concurrency full; rows flush per batch.
+            await self._run_prompts(store, prompts, progress)
 
     def run(self) -> BuildResult:
         started = time.time()

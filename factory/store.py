@@ -194,9 +194,15 @@ class RunStore:
         build = self.root / ".dataset.partial"
         shutil.rmtree(build, ignore_errors=True)
         dataset = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({"id": [], "text": []})
-        dataset.save_to_disk(str(build))
-        (build / "data").mkdir()
-        dataset.to_parquet(str(build / "data" / "train.parquet"))
+        bars = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()  # the build has its own progress bar
+        try:
+            dataset.save_to_disk(str(build))
+            (build / "data").mkdir()
+            dataset.to_parquet(str(build / "data" / "train.parquet"))
+        finally:
+            if bars:
+                datasets.enable_progress_bars()
         replace_dir(build, self.root / "dataset")
 
 
