@@ -24,6 +24,10 @@ class GenerationError(FactoryError):
     """A generator could not be set up or reached at all (not one bad reply: that is a rejected row)."""
 
 
+class DataError(FactoryError):
+    """The user's real data cannot be read or does not fit the recipe."""
+
+
 class ModelSourceError(FactoryError):
     """A model file could not be found, assembled or verified."""
 

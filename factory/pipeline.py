@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from factory.eval.real_data import RealSplit, load_real_rows, split_real
 from factory.filters import FilterContext, build_filter
 from factory.generators import Generator, build_generator
 from factory.progress import BuildProgress
@@ -68,12 +69,17 @@ class Builder:
     def __init__(self, spec: RecipeSpecT, run_dir: Path, *, progress: bool = True, only_generator: str | None = None) -> None:
         self.spec = spec
         self.run_dir = Path(run_dir)
-        self.recipe: Recipe = make_recipe(spec)
+        # Real rows are read and split first: bad data fails here, before any model is loaded.
+        self.real = RealSplit([], [])
+        if isinstance(spec, ClassificationSpec) and spec.real_data is not None:
+            self.real = split_real(load_real_rows(spec), spec.real_data.train_per_label, spec.seed)
+        self.recipe: Recipe = make_recipe(spec, self.real.train)
         self.only_generator = only_generator
         self.generators: dict[str, Generator] = {g.name: build_generator(g) for g in spec.generators}
         self.targets = spec.buckets()
-        self.filters = [build_filter(p).fit(FilterContext(seed=spec.seed, labels=tuple(self.targets)))
-                        for p in spec.filters]
+        self.context = FilterContext(seed=spec.seed, labels=tuple(self.targets), real_train=self.real.train,
+                                     real_holdout=self.real.validation)
+        self.filters = [build_filter(p).fit(self.context) for p in spec.filters]
         self.stats: dict[str, GeneratorStats] = defaultdict(GeneratorStats)
         self.parsed: dict[tuple[str, int], Record | Rejected] = {}
         self.issued: Counter[str] = Counter()

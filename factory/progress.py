@@ -24,7 +24,7 @@ class BuildProgress:
         if self.enabled:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=0, unit="req", desc="requests", file=sys.stderr, dynamic_ncols=True)
+            self._bar = tqdm(total=0, unit="req", desc="requests", file=sys.stderr, dynamic_ncols=True, miniters=1, mininterval=0.5)
         return self
 
     def __exit__(self, *exc: object) -> None:

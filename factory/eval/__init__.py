@@ -1,0 +1,1 @@
+"""Eval stage: real data, evaluators and the scores on the user's real validation rows."""

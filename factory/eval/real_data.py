@@ -1,0 +1,105 @@
+"""The user's real labelled rows: reading them, and the seeded split into train and held-out rows."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from factory.errors import DataError
+from factory.records import Record
+from factory.spec import ClassificationSpec, RealDataSpec
+
+
+@dataclass(slots=True)
+class RealSplit:
+    """Real rows split once per run: `train` may reach prompts, filters and training; `validation` never does."""
+
+    train: list[Record]
+    validation: list[Record]
+
+
+def _read_table(spec: RealDataSpec, base_dir: Path):  # noqa: ANN202 - a pandas DataFrame
+    import pandas as pd
+
+    if spec.path.startswith("hf:"):
+        import datasets
+
+        try:
+            return datasets.load_dataset(spec.path[3:], split=spec.split).to_pandas()
+        except Exception as exc:  # the Hub client raises many types; the message is what matters
+            raise DataError(f"real_data: could not load the Hub dataset {spec.path[3:]!r} (split {spec.split!r}): {exc}") from exc
+    path = Path(spec.path) if Path(spec.path).is_absolute() else base_dir / spec.path
+    if not path.exists():
+        raise DataError(f"real_data.path: {path} does not exist")
+    name = path.name.lower()
+    try:
+        if name.endswith((".csv", ".csv.gz", ".csv.bz2")):
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        if name.endswith((".jsonl", ".jsonl.gz", ".json")):
+            return pd.read_json(path, lines=not name.endswith(".json"), dtype=False)
+        if name.endswith(".parquet"):
+            return pd.read_parquet(path)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"real_data.path: cannot read {path}: {exc}") from exc
+    raise DataError(f"real_data.path: {path} is not a csv, jsonl or parquet file")
+
+
+def load_real_rows(recipe: ClassificationSpec) -> list[Record]:
+    """Every usable real row, with labels mapped to the recipe's names. Raises DataError on bad data."""
+    spec = recipe.real_data
+    if spec is None:
+        return []
+    table = _read_table(spec, recipe.base_dir)
+    for role, column in (("text", spec.columns.text), ("label", spec.columns.label)):
+        if column not in table.columns:
+            raise DataError(f"real_data.columns.{role}: column {column!r} not found; the file has {list(table.columns)}")
+    rows: list[Record] = []
+    unknown: dict[str, int] = defaultdict(int)
+    empty = 0
+    for text, raw_label in zip(table[spec.columns.text], table[spec.columns.label]):
+        label = spec.label_map.get(str(raw_label), str(raw_label))
+        text = "" if text is None else str(text).strip()
+        if label not in recipe.labels:
+            unknown[label] += 1
+            continue
+        if not text:
+            empty += 1
+            continue
+        rid = hashlib.sha256(f"{label}\0{text}".encode()).hexdigest()[:16]
+        rows.append(Record(text=text, label=label, id=f"real-{rid}", meta={"source": "real"}))
+    if unknown and not spec.label_map:
+        shown = ", ".join(f"{k!r} ({v} rows)" for k, v in sorted(unknown.items())[:5])
+        raise DataError(
+            f"real_data: labels not in the recipe: {shown}; the recipe's labels are {list(recipe.labels)} "
+            "(map them with real_data.label_map; a raw value mapped to no recipe label is skipped)"
+        )
+    if empty and not rows:
+        raise DataError("real_data: every row has an empty text")
+    missing = [label for label in recipe.labels if not any(r.label == label for r in rows)]
+    if missing:
+        raise DataError(f"real_data: no rows for label(s) {missing}")
+    if spec.max_rows and len(rows) > spec.max_rows:
+        rows = random.Random(recipe.seed).sample(rows, spec.max_rows)
+    return rows
+
+
+def split_real(rows: list[Record], per_label: int, seed: int) -> RealSplit:
+    """Seeded split: `per_label` rows of each label for training, all the others held out.
+
+    Duplicate texts go to the same side, so no validation text is ever also a training text.
+    """
+    by_label: dict[str, list[Record]] = defaultdict(list)
+    for row in sorted(rows, key=lambda r: r.id):  # input order must not matter
+        by_label[row.label or ""].append(row)
+    train: list[Record] = []
+    validation: list[Record] = []
+    for label in sorted(by_label):
+        group = by_label[label]
+        random.Random(f"{seed}/real/{label}").shuffle(group)
+        chosen = {r.text for r in group[:per_label]}
+        for row in group:
+            (train if row.text in chosen else validation).append(row)
+    return RealSplit(train, validation)
