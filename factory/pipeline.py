@@ -188,7 +188,7 @@ class Builder:
     async def _rounds(self, store: RunStore, progress: BuildProgress) -> str:
         budget = self.spec.budget()
         while True:
-            kept, _, _ = self._filter(self._records_in_order())
+            kept, _, funnel = self._filter(self._records_in_order())
             counts = Counter(r.label or "all" for r in kept)
             progress.kept(counts)
             if all(counts[b] >= t for b, t in self.targets.items()):
@@ -196,10 +196,13 @@ class Builder:
             plan = self._plan(counts, budget - sum(self.issued.values()))
             if not plan:
                 return "budget_exhausted"
+            focus = _top_up_focus(funnel)
             prompts = []
             for bucket, n in plan.items():
                 start = self.issued[bucket]
-                prompts += [self.recipe.prompt(bucket, i, self.only_generator) for i in range(start, start + n)]
+                aims = focus.get(bucket, [])
+                prompts += [self.recipe.prompt(bucket, i, self.only_generator, aims[k] if k < len(aims) else ())
+                            for k, i in enumerate(range(start, start + n))]
                 self.issued[bucket] += n
             progress.plan(len(prompts))
             # One stream per round: the generator keeps its concurrency full; rows flush per batch.
@@ -275,6 +278,16 @@ class Builder:
             "timings": {"generation_s": round(generated_s, 3), "total_s": round(time.time() - started, 3),
                         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
         }
+
+
+def _top_up_focus(funnel: list[dict[str, Any]]) -> dict[str, list[list[str]]]:
+    """Per bucket, the example texts of each prompt to aim at a thin cluster (from rebalance's `top_up`)."""
+    focus: dict[str, list[list[str]]] = defaultdict(list)
+    for stage in funnel:
+        for bucket, clusters in stage.get("stats", {}).get("top_up", {}).items():
+            for cluster in clusters:
+                focus[bucket] += [list(cluster["examples"])] * int(cluster["wanted"])
+    return focus
 
 
 def _stats_json(stats: GeneratorStats) -> dict[str, Any]:

@@ -9,14 +9,25 @@ _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
+# ASCII fast path: NFKC leaves ASCII unchanged and casefold() equals lower() on it, so one
+# translate() does the punctuation step, and str.split() uses the same whitespace as regex \s.
+_ASCII_PUNCT = str.maketrans({chr(c): " " for c in range(128) if not re.match(r"[\w\s]", chr(c))})
+
 
 def normalize(text: str) -> str:
-    """Case-, width-, punctuation- and whitespace-insensitive form of `text`, for exact dedup."""
+    """Case-, width-, punctuation- and whitespace-insensitive form of `text`, for exact dedup.
+
+    NFKC, casefold, every character that is neither a word character nor whitespace replaced by a
+    space, whitespace runs collapsed to one space, ends stripped.
+    """
+    if text.isascii():
+        return " ".join(text.lower().translate(_ASCII_PUNCT).split())
     text = unicodedata.normalize("NFKC", text).casefold()
-    text = _PUNCT.sub(" ", text)
-    return _SPACE.sub(" ", text).strip()
+    return " ".join(_PUNCT.sub(" ", text).split())
 
 
 def words(text: str) -> list[str]:
     """Lower-cased word tokens."""
+    if text.isascii():
+        return _WORD.findall(text.lower())
     return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())

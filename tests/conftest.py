@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,6 +63,22 @@ def classification_recipe(base_url: str, **overrides: Any) -> dict[str, Any]:
 def write_recipe(path: Path, recipe: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     return path
+
+
+def request_identity(messages: list[dict[str, str]], seed: int) -> str:
+    return json.dumps({"messages": messages, "seed": seed}, sort_keys=True)
+
+
+def cached_requests(run_dir: Path) -> set[str]:
+    """The requests a run's cache holds as finished, as `request_identity` strings."""
+    with sqlite3.connect(run_dir / "requests.sqlite") as db:
+        rows = [json.loads(r) for (r,) in db.execute("SELECT request FROM requests")]
+    return {request_identity(r["messages"], r["seed"]) for r in rows}
+
+
+def resent(server: LoopbackOpenAI, since: int, finished: set[str]) -> list[str]:
+    """Requests the server received after log position `since` that were already finished."""
+    return [i for r in server.log[since:] if (i := request_identity(r.body["messages"], r.body["seed"])) in finished]
 
 
 @pytest.fixture()

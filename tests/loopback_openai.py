@@ -49,14 +49,21 @@ def fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+WORDS = ("amber velvet kettle orbit lantern cedar pixel harbor meadow copper falcon quartz summit "
+         "willow ember canyon glacier maple nimbus otter prairie radish saffron tundra umber violet "
+         "walnut yarrow zephyr basil cobalt dune").split()
+
+
 def default_text(body: dict[str, Any]) -> str:
     """A valid, unique reply: echoes the label the prompt asks for, varies with the seed."""
     user = body["messages"][-1]["content"]
     label = re.search(r'"label": "([^"]+)"', user)
     seed = body.get("seed", 0)
     if '"instruction"' in user:
-        return json.dumps({"instruction": f"Describe product number {seed} in a few words.",
-                           "response": f"Product {seed} is sturdy, light and well made."})
+        # Distinct wording per seed, so Self-Instruct's ROUGE-L novelty check keeps them.
+        words = [WORDS[(seed * k + k * k) % len(WORDS)] for k in range(1, 7)]
+        return json.dumps({"instruction": f"Describe the {' '.join(words)} for shoppers.",
+                           "response": f"It is {words[0]} and {words[1]}, built for {words[2]} days."})
     return json.dumps({"label": label.group(1) if label else "unknown",
                        "text": f"Sample text {seed} with its own distinct words {seed * 7919 % 10007}."})
 
@@ -128,7 +135,10 @@ class LoopbackOpenAI:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, b'{"error": {"message": "not found"}}')
                     return
-                body = json.loads(raw)
+                try:
+                    body = json.loads(raw)
+                except json.JSONDecodeError:
+                    return  # the client went away mid-request (e.g. killed)
                 fp = fingerprint(body)
                 with server._lock:
                     n = server._seen.get(fp, 0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 import pytest
-from conftest import CANARY_KEY, classification_recipe, write_recipe
+from conftest import CANARY_KEY, cached_requests, classification_recipe, resent, write_recipe
 from loopback_openai import Action, default_text
 
 from factory import build, load_recipe
@@ -201,20 +201,12 @@ def test_sigkill_mid_generation_resumes_without_resending(tmp_path: Path, loopba
     assert not (out / "manifest.json").exists(), "the run finished before it was killed"
 
     # What the cache holds after the crash is exactly what must never be sent again.
-    import sqlite3
-
-    with sqlite3.connect(out / "requests.sqlite") as db:
-        finished = {
-            json.dumps({"messages": json.loads(r)["messages"], "seed": json.loads(r)["seed"]}, sort_keys=True)
-            for (r,) in db.execute("SELECT request FROM requests")
-        }
+    finished = cached_requests(out)
     assert len(finished) >= 20
     sent_before = len(server.log)
 
     assert subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
-    resent = [r for r in server.log[sent_before:]
-              if json.dumps({"messages": r.body["messages"], "seed": r.body["seed"]}, sort_keys=True) in finished]
-    assert resent == []
+    assert resent(server, sent_before, finished) == []
     table = pd.read_parquet(out / "dataset" / "data" / "train.parquet")
     assert table["label"].value_counts().to_dict() == {"positive": 40, "negative": 40}
     assert table["id"].is_unique

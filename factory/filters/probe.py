@@ -13,9 +13,9 @@ import numpy as np
 from factory.errors import require
 
 
-def _probe(seed: int):  # noqa: ANN202 - an sklearn estimator
+def _probe(seed: int, class_weight: str | None = None, C: float = 1.0):  # noqa: ANN202, N803 - sklearn's name
     linear_model = require("sklearn.linear_model", "eval")
-    return linear_model.LogisticRegression(max_iter=1000, C=1.0, random_state=seed)
+    return linear_model.LogisticRegression(max_iter=1000, C=C, random_state=seed, class_weight=class_weight)
 
 
 def _proba(model, x: np.ndarray, labels: Sequence[str]) -> np.ndarray:  # noqa: ANN001
@@ -31,13 +31,20 @@ def _proba(model, x: np.ndarray, labels: Sequence[str]) -> np.ndarray:  # noqa: 
     return out
 
 
-def fit_proba(train_x: np.ndarray, train_y: Sequence[str], x: np.ndarray, labels: Sequence[str], seed: int) -> np.ndarray:
-    """Train on (train_x, train_y), predict x. Needs at least two classes in train_y."""
-    model = _probe(seed).fit(train_x, list(train_y))
+def fit_proba(train_x: np.ndarray, train_y: Sequence[str], x: np.ndarray, labels: Sequence[str], seed: int,
+              class_weight: str | None = None, C: float = 1.0) -> np.ndarray:  # noqa: N803
+    """Train on (train_x, train_y), predict x. Needs at least two classes in train_y.
+
+    `class_weight="balanced"` is for unequal classes (the critic's few real rows against many synthetic).
+    `C` is sklearn's inverse regularisation: at 1.0 a probe trained on a few dozen unit vectors gives
+    probabilities squashed towards 1/L (0.45-0.59 for 8 rows per label), so absolute thresholds need more.
+    """
+    model = _probe(seed, class_weight, C).fit(train_x, list(train_y))
     return _proba(model, x, labels)
 
 
-def crossfit_proba(x: np.ndarray, y: Sequence[str], labels: Sequence[str], seed: int, folds: int = 5) -> np.ndarray:
+def crossfit_proba(x: np.ndarray, y: Sequence[str], labels: Sequence[str], seed: int, folds: int = 5,
+                   class_weight: str | None = None, C: float = 1.0) -> np.ndarray:  # noqa: N803
     """Out-of-fold probabilities: no row is scored by a model that saw it.
 
     Returns uniform probabilities when there is too little data to fit (fewer than two labels, or a
@@ -52,5 +59,5 @@ def crossfit_proba(x: np.ndarray, y: Sequence[str], labels: Sequence[str], seed:
         return out
     splitter = model_selection.StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for train_idx, test_idx in splitter.split(x, y):
-        out[test_idx] = fit_proba(x[train_idx], y[train_idx], x[test_idx], labels, seed)
+        out[test_idx] = fit_proba(x[train_idx], y[train_idx], x[test_idx], labels, seed, class_weight, C)
     return out

@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from functools import cache
 from pathlib import Path
 from string import Template
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 from factory.records import Completion, Message, Prompt, Record, Rejected
@@ -108,8 +109,16 @@ class Recipe(ABC, Generic[SpecT]):
     kind: str
 
     @abstractmethod
-    def prompt(self, bucket: str, index: int, generator: str | None = None) -> Prompt:
-        """Prompt number `index` of `bucket`; `generator` overrides the weighted assignment."""
+    def prompt(self, bucket: str, index: int, generator: str | None = None, focus: Sequence[str] = ()) -> Prompt:
+        """Prompt number `index` of `bucket`; `generator` overrides the weighted assignment, and
+        `focus` (texts of a thin cluster) asks for more rows like them."""
+
+    @staticmethod
+    def focus_block(focus: Sequence[str]) -> str:
+        if not focus:
+            return ""
+        return ("The data set has too few texts like these; write about the same kind of content, in new words:\n"
+                + "\n".join(f"- {t}" for t in focus) + "\n")
 
     @abstractmethod
     def parse(self, prompt: Prompt, completion: Completion, record_id: str) -> Record | Rejected:

@@ -39,7 +39,7 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
         fields["text"] = "<the text>"
         return json.dumps(fields)
 
-    def prompt(self, bucket: str, index: int, generator: str | None = None) -> Prompt:
+    def prompt(self, bucket: str, index: int, generator: str | None = None, focus: Sequence[str] = ()) -> Prompt:
         rng = self.rng(bucket, index)
         axes = self.sample_axes(rng)
         pool = self.examples[bucket]
@@ -52,14 +52,14 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
             label_list="\n".join(f"- {name}: {label.description}" for name, label in self.spec.labels.items()),
             label=bucket,
             constraints=self.constraints(axes),
-            examples=example_block,
+            examples=example_block + self.focus_block(focus),
             reply_format=self.reply_format(bucket),
         )
         return Prompt(
             bucket=bucket, index=index, messages=self.messages(user),
             generator=generator or self.assign_generator(bucket, index),
             seed=rng.randrange(2**31), schema=self.schema(),
-            target={"label": bucket, "axes": axes, "examples": shots},
+            target={"label": bucket, "axes": axes, "examples": shots, **({"focus": list(focus)} if focus else {})},
         )
 
     def parse(self, prompt: Prompt, completion: Completion, record_id: str) -> Record | Rejected:

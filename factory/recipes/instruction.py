@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from factory.records import Completion, Prompt, Record, Rejected
 from factory.recipes.base import Recipe, template
@@ -20,7 +21,7 @@ class InstructionRecipe(Recipe[InstructionSpec]):
         props = {"instruction": {"type": "string"}, "response": {"type": "string"}}
         return {"type": "object", "properties": props, "required": list(props)}
 
-    def prompt(self, bucket: str, index: int, generator: str | None = None) -> Prompt:
+    def prompt(self, bucket: str, index: int, generator: str | None = None, focus: Sequence[str] = ()) -> Prompt:
         rng = self.rng(bucket, index)
         axes = self.sample_axes(rng)
         shots = rng.sample(self.spec.examples, min(self.spec.generate.few_shot, len(self.spec.examples)))
@@ -32,14 +33,14 @@ class InstructionRecipe(Recipe[InstructionSpec]):
         user = template("instruction_user").substitute(
             description=self.spec.description or "Write an instruction and its response.",
             constraints=self.constraints(axes),
-            examples=example_block,
+            examples=example_block + self.focus_block(focus),
             reply_format=json.dumps({"instruction": "<the task>", "response": "<the answer>"}),
         )
         return Prompt(
             bucket=bucket, index=index, messages=self.messages(user),
             generator=generator or self.assign_generator(bucket, index),
             seed=rng.randrange(2**31), schema=self.schema(),
-            target={"axes": axes, "examples": [s.instruction for s in shots]},
+            target={"axes": axes, "examples": [s.instruction for s in shots], **({"focus": list(focus)} if focus else {})},
         )
 
     def parse(self, prompt: Prompt, completion: Completion, record_id: str) -> Record | Rejected:

@@ -1,0 +1,177 @@
+"""confidence: drop a row whose intended label a classifier does not support."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from factory.errors import require
+from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
+from factory.filters.probe import crossfit_proba, fit_proba
+from factory.records import Record, Rejected
+
+
+class ConfidenceParams(FilterParams):
+    type: Literal["confidence"] = "confidence"
+    min_prob: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Keep a row only if the classifier gives its own label at least this probability "
+                    "(0.5: with two labels, drop the rows the classifier assigns to the other one).",
+    )
+    classifier: Literal["linear", "setfit"] = Field(
+        "linear",
+        description="linear: logistic regression on the shared embeddings (fast). setfit: a SetFit model "
+                    "fine-tuned from the packaged MiniLM on the real rows (slower; without real rows of two "
+                    "labels the linear cross-fit is used instead).",
+    )
+    C: float = Field(
+        10.0, gt=0,
+        description="Inverse regularisation of the logistic regression (the linear probe, or SetFit's head). "
+                    "sklearn's 1.0 squashes the probabilities of a model trained on a few dozen rows towards 1/L, "
+                    "which makes min_prob meaningless.",
+    )
+    folds: int = Field(5, ge=2, le=20, description="Folds of the cross-fit on the synthetic rows (used without real rows).")
+    setfit_iterations: int = Field(
+        10, ge=1, le=50, description="setfit: contrastive pairs drawn per training row and iteration (one positive, one negative)."
+    )
+    setfit_epochs: int = Field(1, ge=1, le=5, description="setfit: epochs of contrastive training of the body.")
+    setfit_batch_size: int = Field(16, ge=2, le=256, description="setfit: pairs per training step.")
+    setfit_max_length: int = Field(128, ge=16, le=512, description="setfit: tokens kept per text (longer texts are truncated).")
+
+
+def _accuracy(predictions: Any, references: Any) -> dict[str, float]:
+    # A function, not the string "accuracy": SetFit would fetch the metric script from the Hub.
+    return {"accuracy": float(np.mean(np.asarray(predictions) == np.asarray(references)))}
+
+
+def _train_setfit(texts: Sequence[str], targets: Sequence[int], params: ConfidenceParams, seed: int) -> Any:
+    """A SetFit model on the packaged MiniLM; everything it writes goes to a temporary folder."""
+    setfit = require("setfit", "eval")
+    datasets = require("datasets", "eval")
+    from factory.embeddings import packaged_minilm_path
+
+    # The head gets the probe's C, so min_prob means the same for both classifiers.
+    model = setfit.SetFitModel.from_pretrained(
+        packaged_minilm_path(), head_params={"C": params.C, "max_iter": 1000, "random_state": seed},
+    )
+    with tempfile.TemporaryDirectory(prefix="factory-setfit-") as scratch:
+        args = setfit.TrainingArguments(
+            output_dir=scratch, num_iterations=params.setfit_iterations, num_epochs=params.setfit_epochs,
+            batch_size=params.setfit_batch_size, max_length=params.setfit_max_length, seed=seed,
+            report_to="none", save_strategy="no", show_progress_bar=False,
+        )
+        train = datasets.Dataset.from_dict({"text": list(texts), "label": list(targets)})
+        setfit.Trainer(model=model, args=args, train_dataset=train, metric=_accuracy).train()
+    return model
+
+
+class Confidence(Filter):
+    """Keeps a row only if a classifier gives its label at least `min_prob`.
+
+    The classifier is trained on the user's real training rows when they cover two labels or more;
+    otherwise it is cross-fitted on the synthetic rows themselves, so no row is scored by a model that
+    saw it. A row whose label the classifier cannot score (no real rows of that label, too few
+    synthetic rows to cross-fit, no label at all) passes through unscored and is counted in the stats.
+    """
+
+    type = "confidence"
+    Params = ConfidenceParams
+    params: ConfidenceParams
+
+    def fit(self, context: FilterContext) -> Confidence:
+        self.context_ = context
+        train = [r for r in context.real_train if r.label is not None]
+        # Label order: the recipe's first, then any extra real label, so stats read in recipe order.
+        order = {label: i for i, label in enumerate(context.labels)}
+        self.train_labels_ = sorted({r.label for r in train}, key=lambda l: (order.get(l, len(order)), l))
+        self.train_rows_ = len(train) if len(self.train_labels_) >= 2 else 0
+        self.setfit_: Any = None
+        self.train_x_: np.ndarray | None = None
+        self.train_y_: list[str] = [r.label for r in train]  # type: ignore[misc]
+        if not self.train_rows_:
+            return self
+        texts = [r.text for r in train]
+        if self.params.classifier == "setfit":
+            index = {label: i for i, label in enumerate(self.train_labels_)}
+            self.setfit_ = _train_setfit(texts, [index[y] for y in self.train_y_], self.params, context.seed)
+        else:
+            self.train_x_ = context.embeddings().encode(texts)
+        return self
+
+    def _context(self) -> FilterContext:
+        if not hasattr(self, "context_"):
+            self.fit(FilterContext())
+        return self.context_
+
+    def _score(self, records: list[Record]) -> tuple[list[int], list[str], np.ndarray, dict[str, Any]]:
+        """(indices of scored rows, label columns, their probabilities, how the classifier was trained)."""
+        context = self._context()
+        if self.train_rows_:
+            labels = self.train_labels_
+            known = set(labels)
+            idx = [i for i, r in enumerate(records) if r.label in known]
+            texts = [records[i].text for i in idx]
+            real: dict[str, Any] = {"trained_on": "real", "train_rows": self.train_rows_}
+            if not idx:
+                return idx, labels, np.zeros((0, len(labels))), {"classifier": self.params.classifier, **real}
+            if self.setfit_ is not None:
+                proba = np.asarray(self.setfit_.predict_proba(texts, as_numpy=True), dtype=np.float64)
+                out = np.zeros((len(texts), len(labels)))
+                for column, target in enumerate(self.setfit_.model_head.classes_):
+                    out[:, int(target)] = proba[:, column]
+                return idx, labels, out, {"classifier": "setfit", **real}
+            x = context.embeddings().encode(texts)
+            proba = fit_proba(self.train_x_, self.train_y_, x, labels, context.seed, C=self.params.C)
+            return idx, labels, proba, {"classifier": "linear", **real}
+        # Cross-fit: only labels with two rows or more can be split into folds.
+        counts = Counter(r.label for r in records if r.label is not None)
+        labels = sorted(label for label, n in counts.items() if n >= 2)
+        how: dict[str, Any] = {"classifier": "linear", "trained_on": "synthetic (cross-fit)"}
+        if self.params.classifier == "setfit":
+            how["note"] = "setfit needs real rows of two labels or more; cross-fitted the linear probe instead"
+        if len(labels) < 2:
+            return [], labels, np.zeros((0, 0)), {**how, "train_rows": 0,
+                                                  "skipped": "fewer than two labels with two rows or more"}
+        known = set(labels)
+        idx = [i for i, r in enumerate(records) if r.label in known]
+        x = context.embeddings().encode([records[i].text for i in idx])
+        y = [records[i].label for i in idx]
+        folds = min(self.params.folds, min(counts[label] for label in labels))
+        proba = crossfit_proba(x, y, labels, context.seed, folds=folds, C=self.params.C)
+        return idx, labels, proba, {**how, "train_rows": len(idx), "folds": folds}
+
+    def apply(self, records: Sequence[Record]) -> FilterResult:
+        records = list(records)
+        idx, labels, proba, stats = self._score(records)
+        column = {label: j for j, label in enumerate(labels)}
+        scores: dict[int, Record] = {}
+        low: dict[int, str] = {}
+        for row, i in enumerate(idx):
+            record = records[i]
+            p = float(proba[row, column[record.label]])  # type: ignore[index]
+            scores[i] = dataclasses.replace(record, meta={**record.meta, "confidence": p})
+            if p < self.params.min_prob:
+                low[i] = self._detail(record.label, p, proba[row], labels)  # type: ignore[arg-type]
+        kept = [scores.get(i, r) for i, r in enumerate(records) if i not in low]
+        dropped = [Rejected.from_record(scores[i], self.type, "low_confidence", detail) for i, detail in low.items()]
+        unscored = Counter(r.label or "(none)" for i, r in enumerate(records) if i not in scores)
+        stats |= {"scored": len(idx), "unscored": sum(unscored.values())}
+        if idx:
+            stats["mean_confidence"] = round(float(np.mean([scores[i].meta["confidence"] for i in idx])), 4)
+        if unscored:
+            stats["unscored_labels"] = dict(sorted(unscored.items()))
+        return FilterResult(kept, dropped, stats)
+
+    def _detail(self, label: str, p: float, row: np.ndarray, labels: list[str]) -> str:
+        text = f"p({label})={p:.2f} < {self.params.min_prob:g}"
+        others = [(float(row[j]), other) for j, other in enumerate(labels) if other != label]
+        if others:
+            best_p, best = max(others)
+            text += f"; classifier prefers {best} ({best_p:.2f})" if best_p > p else "; still its top label"
+        return text

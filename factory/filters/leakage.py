@@ -1,0 +1,146 @@
+"""leakage: drop synthetic rows that are near copies of the user's real rows (train and holdout).
+
+A generator that saw real rows as few-shot examples may hand them back; training on a copy of a
+holdout row inflates the evaluation, and publishing one leaks the user's data. Two checks: word
+n-gram overlap (verbatim copying, via an inverted index) and embedding cosine (close paraphrase).
+The rejected row's detail names the real row by split and id, never by its text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Self
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
+from factory.filters.semantic import best_match, context_of
+from factory.records import Record, Rejected
+from factory.text import words
+
+
+class LeakageParams(FilterParams):
+    type: Literal["leakage"] = "leakage"
+    threshold: float | None = Field(
+        0.9, gt=0, le=1,
+        description="Drop a row whose embedding cosine with any real row is at least this; null turns the check off.",
+    )
+    ngram: int = Field(3, ge=1, le=8, description="Word n-gram size of the overlap check (a shorter text is one gram).")
+    ngram_threshold: float | None = Field(
+        0.5, gt=0, le=1,
+        description="Drop a row when this share of its n-grams appear in one real row (or Jaccard, see ngram_metric); "
+        "null turns the check off.",
+    )
+    ngram_metric: Literal["containment", "jaccard"] = Field(
+        "containment",
+        description="'containment': shared n-grams / the synthetic row's n-grams (catches copied fragments); "
+        "'jaccard': shared / union (only whole-row copies).",
+    )
+
+    @model_validator(mode="after")
+    def _one_check(self) -> LeakageParams:
+        if self.threshold is None and self.ngram_threshold is None:
+            raise ValueError("threshold and ngram_threshold are both null: the filter would check nothing")
+        return self
+
+
+@dataclass(slots=True, frozen=True)
+class _Match:
+    row: int  # index into the real rows (train first, then holdout)
+    score: float
+
+
+class Leakage(Filter):
+    """Drops synthetic rows that copy or closely paraphrase a real train or holdout row.
+
+    `fit` indexes the real rows once (the pipeline applies the chain every round): word n-gram sets
+    with an inverted index, and their embeddings. The overlap check uses prefix filtering: a real
+    row sharing at least t·|G| of a row's grams must contain one of its |G| - ⌈t·|G|⌉ + 1 rarest
+    grams, so only those grams' postings are read, and common grams cost nothing.
+    """
+
+    type = "leakage"
+    Params = LeakageParams
+    params: LeakageParams
+
+    def fit(self, context: FilterContext) -> Self:
+        self.context_ = context
+        self.real_ = [("train", r) for r in context.real_train] + [("holdout", r) for r in context.real_holdout]
+        self.grams_: list[frozenset[tuple[str, ...]]] = [self._grams(r.text) for _, r in self.real_]
+        self.postings_: dict[tuple[str, ...], list[int]] = {}
+        for k, grams in enumerate(self.grams_):
+            for gram in grams:
+                self.postings_.setdefault(gram, []).append(k)
+        self.vectors_: np.ndarray | None = None
+        if self.real_ and self.params.threshold is not None:
+            self.vectors_ = context.embeddings().encode([r.text for _, r in self.real_])
+        return self
+
+    def apply(self, records: Sequence[Record]) -> FilterResult:
+        if not hasattr(self, "real_"):
+            self.fit(context_of(self))
+        splits = {"train": sum(s == "train" for s, _ in self.real_), "holdout": sum(s == "holdout" for s, _ in self.real_)}
+        if not self.real_:
+            return FilterResult(list(records), [], {"real_rows": splits, "checked": False,
+                                                   "note": "no real rows: nothing to compare against, every row passes"})
+        overlap = [self._overlap(r.text) for r in records] if self.params.ngram_threshold is not None else []
+        cosine: list[_Match | None] = [None] * len(records)
+        if self.vectors_ is not None and records:
+            vectors = context_of(self).embeddings().encode([r.text for r in records])
+            best, arg = best_match(vectors, self.vectors_)
+            cosine = [_Match(int(a), min(float(b), 1.0)) if b >= self.params.threshold else None  # type: ignore[operator]
+                      for b, a in zip(best, arg)]
+
+        kept: list[Record] = []
+        dropped: list[Rejected] = []
+        leaked = {"train": 0, "holdout": 0}
+        gram_name = f"{self.params.ngram}-gram {self.params.ngram_metric}"
+        for i, record in enumerate(records):
+            hits = [(name, m) for name, m in ((gram_name, overlap[i] if overlap else None), ("cosine", cosine[i]))
+                    if m is not None]
+            if not hits:
+                kept.append(record)
+                continue
+            leaked[self.real_[hits[0][1].row][0]] += 1
+            by_row: dict[int, list[str]] = {}
+            for name, match in hits:
+                by_row.setdefault(match.row, []).append(f"{name} {match.score:.2f}")
+            # The real row is named by split and id only: its text is the user's private data.
+            detail = "; ".join(f"near copy of real {self._name(k)} ({', '.join(scores)})" for k, scores in by_row.items())
+            dropped.append(Rejected.from_record(record, self.type, "leakage", detail))
+        return FilterResult(kept, dropped, {"real_rows": splits, "checked": True, "leaked": leaked})
+
+    def _name(self, k: int) -> str:
+        split, real = self.real_[k]
+        position = k if split == "train" else k - len(self.context_.real_train)
+        return f"{split} row {real.id or '#' + str(position)}"
+
+    def _grams(self, text: str) -> frozenset[tuple[str, ...]]:
+        tokens = words(text)
+        n = self.params.ngram
+        if len(tokens) < n:  # a short text is one gram, so an exact (normalised) copy still matches
+            return frozenset([tuple(tokens)]) if tokens else frozenset()
+        return frozenset(tuple(tokens[k : k + n]) for k in range(len(tokens) - n + 1))
+
+    def _overlap(self, text: str) -> _Match | None:
+        """The real row with the highest n-gram score at or above the threshold, if any."""
+        grams = self._grams(text)
+        if not grams:
+            return None
+        t = self.params.ngram_threshold
+        assert t is not None
+        # Both metrics need |shared| >= t·|grams| (Jaccard's union is at least |grams|).
+        need = max(1, math.ceil(t * len(grams) - 1e-9))
+        rare = sorted(grams, key=lambda g: (len(self.postings_.get(g, ())), g))[: len(grams) - need + 1]
+        candidates = sorted({k for g in rare for k in self.postings_.get(g, ())})
+        best: _Match | None = None
+        for k in candidates:
+            shared = len(grams & self.grams_[k])
+            union = len(grams) if self.params.ngram_metric == "containment" else len(grams | self.grams_[k])
+            score = shared / union
+            if score >= t and (best is None or score > best.score):
+                best = _Match(k, score)
+        return best

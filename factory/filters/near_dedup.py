@@ -1,0 +1,459 @@
+"""near_dedup: MinHash + LSH finds rows that are near copies; exact Jaccard confirms each pair.
+
+The steps, all vectorised with numpy over the whole batch:
+
+1. shingles: character (default) or word n-grams of the normalised text, hashed with a stable
+   64-bit hash (blake2b for words, a splitmix64 mix of code points for characters), never Python's
+   salted `hash()`, so results are the same in every process;
+2. a MinHash signature of `num_perm` values per row, computed by one-permutation hashing with
+   optimal densification (Shrivastava, ICML 2017): one hash per shingle instead of `num_perm`, with
+   the same collision probability as classic MinHash, Pr[equal value] = Jaccard;
+3. LSH banding: rows that agree on every value of some band become candidate pairs;
+4. every candidate pair is checked with the exact Jaccard of the two shingle sets (precision);
+5. connected components of the confirmed pairs are clusters; the earliest row of each is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Literal, Self
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from factory.filters.base import Filter, FilterParams, FilterResult
+from factory.records import Record, Rejected
+from factory.text import normalize
+
+DEFAULT_NGRAM = {"char": 3, "word": 2}
+
+# Emoji and pictographs count as text here ("great 🙂" and "great 😡" are not copies of each other);
+# other punctuation does not. Word tokens are \w runs, and each emoji is a token of its own.
+_EMOJI = "\u2600-\u27bf\U0001f000-\U0001faff"
+_TOKEN = re.compile(rf"\w+|[{_EMOJI}]")
+_NOT_TEXT = re.compile(rf"[^\w\s{_EMOJI}]")
+
+_U64 = np.uint64
+_MUL = _U64(0x9E3779B97F4A7C15)  # polynomial base for combining token hashes into a shingle hash
+_M1, _M2 = _U64(0xBF58476D1CE4E5B9), _U64(0x94D049BB133111EB)
+_CHUNK_ROWS = 8192  # rows hashed at a time: bounds the temporaries, whatever the batch size
+_PAIR_BLOCK = 1 << 18  # shingles compared at a time (cache-sized) when verifying candidate pairs
+_FP_WEIGHT, _FN_WEIGHT = 0.05, 0.95  # verification removes false positives, so misses are what cost
+
+
+class NearDedupParams(FilterParams):
+    type: Literal["near_dedup"] = "near_dedup"
+    threshold: float = Field(
+        0.8, gt=0, le=1,
+        description="Drop a row whose shingle-set Jaccard similarity with an earlier row is at least this.",
+    )
+    unit: Literal["char", "word"] = Field(
+        "char",
+        description="Shingle unit. Characters suit short texts: a one-word edit in a 20-word row keeps char "
+                    "3-gram Jaccard near 0.9, but word 3-gram Jaccard at 0.71. Characters also work for "
+                    "languages written without spaces.",
+    )
+    ngram: int | None = Field(
+        None, ge=1, le=64, description="Shingle length in units; default 3 for `char`, 2 for `word`.",
+    )
+    num_perm: int = Field(128, ge=8, le=1024, description="MinHash signature length (more: better recall, slower).")
+    bands: int | None = Field(
+        None, ge=1,
+        description="LSH bands; with `rows` unset, chosen with it to minimise the weighted false positive and "
+                    "false negative probability at `threshold` (misses weigh 0.95: candidates are verified).",
+    )
+    rows: int | None = Field(None, ge=1, description="MinHash values per LSH band; see `bands`.")
+    seed: int = Field(0, ge=0, description="Seed of the MinHash permutation and the band hashes.")
+    per_label: bool = Field(
+        False,
+        description="Only treat rows with the same label as near duplicates. By default, near copies across "
+                    "labels are deduplicated too (the `conflicts` filter judges the labels).",
+    )
+    include_response: bool = Field(False, description="For instruction rows, compare instruction + response.")
+
+    @model_validator(mode="after")
+    def _check_bands(self) -> Self:
+        if self.bands is not None and self.rows is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        for name in ("bands", "rows"):
+            value = getattr(self, name)
+            if value is not None and value > self.num_perm:
+                raise ValueError(f"{name} = {value} exceeds num_perm = {self.num_perm}")
+        return self
+
+    def resolved_ngram(self) -> int:
+        return self.ngram or DEFAULT_NGRAM[self.unit]
+
+    def resolved_bands(self) -> tuple[int, int]:
+        """(bands, rows): as given, or optimal for the threshold as datasketch computes them."""
+        if self.bands is not None and self.rows is not None:
+            return self.bands, self.rows
+        if self.bands is not None:
+            return self.bands, self.num_perm // self.bands
+        if self.rows is not None:
+            return self.num_perm // self.rows, self.rows
+        return optimal_bands(self.threshold, self.num_perm)
+
+
+@lru_cache(maxsize=64)
+def optimal_bands(threshold: float, num_perm: int, fp_weight: float = _FP_WEIGHT,
+                  fn_weight: float = _FN_WEIGHT) -> tuple[int, int]:
+    """The (bands, rows) that minimise fp_weight * P(false positive) + fn_weight * P(false negative).
+
+    As in datasketch's `_optimal_param`: the probability that a pair of similarity s becomes a
+    candidate is 1 - (1 - s**r)**b, integrated below the threshold (false positives) and above it
+    (false negatives), here with the trapezoidal rule on a fine grid.
+    """
+    below = np.linspace(0.0, threshold, 513)
+    above = np.linspace(threshold, 1.0, 513)
+    best, best_error = (1, num_perm), float("inf")
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = np.trapezoid(1 - (1 - below**r) ** b, below)
+            fn = np.trapezoid((1 - above**r) ** b, above)
+            error = fp_weight * fp + fn_weight * fn
+            if error < best_error:
+                best, best_error = (b, r), error
+    return best
+
+
+def fold(text: str) -> str:
+    """`factory.text.normalize`, except that emoji survive: NFKC, casefold, no punctuation, single spaces."""
+    if text.isascii():
+        return normalize(text)
+    return " ".join(_NOT_TEXT.sub(" ", unicodedata.normalize("NFKC", text).casefold()).split())
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, in place on a uint64 array: a stable, well-spread 64-bit hash."""
+    x ^= x >> _U64(30)
+    x *= _M1
+    x ^= x >> _U64(27)
+    x *= _M2
+    x ^= x >> _U64(31)
+    return x
+
+
+def _seed_key(seed: int, purpose: int) -> np.uint64:
+    digest = hashlib.blake2b(f"near_dedup:{seed}:{purpose}".encode(), digest_size=8).digest()
+    return _U64(int.from_bytes(digest, "little"))
+
+
+class _Shingler:
+    """Turns texts into per-row sorted, unique 32-bit shingle hashes. Word hashes are memoised."""
+
+    def __init__(self, unit: str, ngram: int) -> None:
+        self.unit = unit
+        self.ngram = ngram
+        self.vocab_: dict[str, int] = {}
+        self.token_hashes_: list[bytes] = []
+        self.table_ = np.zeros(0, dtype=np.uint64)
+
+    def _word_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        vocab, digests = self.vocab_, self.token_hashes_
+        ids: list[int] = []
+        lengths = np.empty(len(texts), dtype=np.int64)
+        for i, text in enumerate(texts):
+            tokens = _TOKEN.findall(fold(text))
+            lengths[i] = len(tokens)
+            for token in tokens:
+                index = vocab.get(token)
+                if index is None:
+                    index = vocab[token] = len(digests)
+                    digests.append(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest())
+                ids.append(index)
+        if len(self.table_) < len(digests):
+            self.table_ = np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64)
+        return self.table_[np.asarray(ids, dtype=np.int64)], lengths
+
+    @staticmethod
+    def _char_tokens(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        norms = [fold(t) for t in texts]
+        lengths = np.fromiter((len(s) for s in norms), dtype=np.int64, count=len(norms))
+        points = np.frombuffer("".join(norms).encode("utf-32-le"), dtype="<u4").astype(np.uint64)
+        return _mix(points + _U64(0x632BE59BD9B4E019)), lengths
+
+    def shingle(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(hashes, counts): the rows' sorted unique shingle hashes, concatenated, and counts per row."""
+        tokens, lengths = self._word_tokens(texts) if self.unit == "word" else self._char_tokens(texts)
+        n, rows = self.ngram, len(texts)
+        starts = np.zeros(rows, dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        total = len(tokens)
+        parts_h: list[np.ndarray] = []
+        parts_d: list[np.ndarray] = []
+        if total >= n:
+            # Polynomial combination of n consecutive token hashes at every position, then keep the
+            # positions whose n-gram lies inside one row.
+            span = total - n + 1
+            h = tokens[:span].copy()
+            for k in range(1, n):
+                h *= _MUL
+                h += tokens[k:k + span]
+            row_of = np.repeat(np.arange(rows, dtype=np.int64), lengths)[:span]
+            valid = (np.arange(span, dtype=np.int64) - starts[row_of]) <= lengths[row_of] - n
+            parts_h.append(h[valid])
+            parts_d.append(row_of[valid])
+        # Rows shorter than n: the whole token sequence is their one shingle.
+        short = np.flatnonzero((lengths > 0) & (lengths < n))
+        for m in np.unique(lengths[short]):
+            docs = short[lengths[short] == m]
+            h = tokens[starts[docs]].copy()
+            for k in range(1, int(m)):
+                h *= _MUL
+                h += tokens[starts[docs] + k]
+            parts_h.append(h ^ _U64(0xA0761D6478BD642F * int(m) % (1 << 64)))
+            parts_d.append(docs)
+        if not parts_h:
+            return np.zeros(0, dtype=np.uint32), np.zeros(rows, dtype=np.int64)
+        h32 = (_mix(np.concatenate(parts_h)) >> _U64(32)).astype(np.uint64)
+        keys = np.sort((np.concatenate(parts_d).astype(np.uint64) << _U64(32)) | h32)
+        keep = np.ones(len(keys), dtype=bool)
+        keep[1:] = keys[1:] != keys[:-1]
+        keys = keys[keep]
+        counts = np.bincount((keys >> _U64(32)).astype(np.int64), minlength=rows)
+        return (keys & _U64(0xFFFFFFFF)).astype(np.uint32), counts
+
+
+def _minhash(hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
+    """(rows, num_perm) uint32 signatures by one-permutation hashing with optimal densification.
+
+    Each shingle is hashed once; its high bits pick a bin, its low bits are the value, and each bin
+    keeps its minimum. An empty bin borrows the value of the first non-empty bin in a probe sequence
+    that depends only on (seed, bin, attempt), so two rows agree on a bin with probability equal to
+    their Jaccard similarity, as with num_perm independent permutations. Rows without shingles get
+    an all-ones signature and are left out of LSH by the caller.
+    """
+    rows = len(counts)
+    x = _mix(hashes.astype(np.uint64) ^ _seed_key(seed, 1))
+    bins = ((x >> _U64(32)) * _U64(num_perm)) >> _U64(32)
+    flat = np.repeat(np.arange(rows, dtype=np.int64) * num_perm, counts) + bins.astype(np.int64)
+    sig = np.full(rows * num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
+    np.minimum.at(sig, flat, (x & _U64(0xFFFFFFFF)).astype(np.uint32))
+    filled = np.zeros(rows * num_perm, dtype=bool)
+    filled[flat] = True
+    has = counts > 0
+    empty = np.flatnonzero(~filled.reshape(rows, num_perm)[has].ravel())
+    if len(empty):
+        doc_rows = np.flatnonzero(has)
+        base = doc_rows[empty // num_perm] * num_perm
+        target = empty % num_perm
+        key = _seed_key(seed, 2)
+        source = np.empty(len(empty), dtype=np.int64)
+        pending = np.arange(len(empty))
+        attempt = 0
+        while len(pending):
+            attempt += 1
+            probe = target[pending].astype(np.uint64) * _U64(0x100000001B3) + _U64(attempt)
+            donor = (((_mix(probe ^ key) >> _U64(32)) * _U64(num_perm)) >> _U64(32)).astype(np.int64)
+            hit = filled[base[pending] + donor]
+            source[pending[hit]] = base[pending[hit]] + donor[hit]
+            pending = pending[~hit]
+            if attempt >= 8 * num_perm and len(pending):
+                # Only rows with one or two filled bins get here: take the first filled bin after the
+                # empty one (a rule that, like the probes, depends only on which bins are filled).
+                grid = filled.reshape(rows, num_perm)
+                for p in pending:
+                    row = base[p] // num_perm
+                    order = (np.arange(1, num_perm + 1) + target[p]) % num_perm
+                    source[p] = base[p] + order[np.argmax(grid[row, order])]
+                break
+        sig[base + target] = sig[source]
+    return sig.reshape(rows, num_perm)
+
+
+def _band_pairs(sig: np.ndarray, active: np.ndarray, groups: np.ndarray, bands: int, rows: int,
+                seed: int) -> np.ndarray:
+    """Unique candidate pairs (i < j) as int64 codes i * n + j, from rows sharing a band's values.
+
+    Within a bucket every member is paired with the bucket's first member and with its predecessor:
+    linear in the bucket size (all-identical inputs stay cheap), and a near-copy pair is missed only
+    if every band that holds it also holds an unrelated row between them.
+    """
+    n = len(sig)
+    idx = np.flatnonzero(active)
+    if len(idx) < 2:
+        return np.zeros(0, dtype=np.int64)
+    codes: list[np.ndarray] = []
+    salt = _mix(groups[idx].astype(np.uint64) ^ _seed_key(seed, 3))
+    for band in range(bands):
+        key = salt + _U64(band * int(_MUL) % (1 << 64))
+        for col in sig[idx, band * rows:(band + 1) * rows].T:
+            key = _mix(key ^ col.astype(np.uint64))
+        order = np.argsort(key, kind="stable")
+        sorted_key = key[order]
+        same = sorted_key[1:] == sorted_key[:-1]
+        if not same.any():
+            continue
+        members = idx[order]
+        starts = np.flatnonzero(np.concatenate(([True], ~same)))
+        first = members[starts[np.cumsum(np.concatenate(([True], ~same))) - 1]]
+        right = members[1:][same]
+        codes.append(members[:-1][same] * n + right)
+        to_first = first[1:][same] != members[:-1][same]
+        codes.append(first[1:][same][to_first] * n + right[to_first])
+    if not codes:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate(codes))
+
+
+def _likely(sig: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray,
+            threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs worth an exact check: MinHash estimate within four standard deviations of the threshold.
+
+    Candidates from LSH include many pairs well below the threshold (texts that share a template);
+    the signature agreement estimates their Jaccard almost for free. The margin uses the largest
+    binomial variance, 1/4, over min(num_perm, smaller set size) samples (a set of k shingles fills
+    at most k bins), so a true pair is skipped with probability well under 1e-4.
+    """
+    keep = np.zeros(len(a), dtype=bool)
+    step = max(1, (1 << 22) // sig.shape[1])
+    for start in range(0, len(a), step):
+        pa, pb = a[start:start + step], b[start:start + step]
+        estimate = (sig[pa] == sig[pb]).mean(axis=1)
+        samples = np.minimum(np.minimum(counts[pa], counts[pb]), sig.shape[1])
+        keep[start:start + step] = estimate >= threshold - 2.0 / np.sqrt(np.maximum(samples, 1))
+    return a[keep], b[keep]
+
+
+def _jaccard(hashes: np.ndarray, starts: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of the shingle sets of rows a[k] and b[k], for every k (vectorised, in blocks).
+
+    Each side's sets are laid end to end with the pair's index in the high 32 bits, which keeps
+    both arrays sorted; the intersection is then a binary search of one in the other.
+    """
+    out = np.zeros(len(a), dtype=np.float64)
+    ends = np.cumsum(counts[a] + counts[b])
+    start = 0
+    while start < len(a):
+        done = ends[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, done + _PAIR_BLOCK, side="right")))
+        pa, pb = a[start:stop], b[start:stop]
+        keys = []
+        for rows in (pa, pb):
+            lengths = counts[rows]
+            tag = np.repeat(np.arange(len(rows), dtype=np.uint64), lengths)
+            # Position of each element: its row's start, plus its rank within the row's run.
+            first = np.repeat(starts[rows] - (np.cumsum(lengths) - lengths), lengths)
+            keys.append((tag << _U64(32)) | hashes[first + np.arange(len(tag))].astype(np.uint64))
+        key_a, key_b = keys
+        inter = np.zeros(len(pa), dtype=np.int64)
+        if len(key_a) and len(key_b):
+            pos = np.minimum(np.searchsorted(key_a, key_b), len(key_a) - 1)
+            found = key_a[pos] == key_b
+            inter = np.bincount((key_b[found] >> _U64(32)).astype(np.int64), minlength=len(pa))
+        union = counts[pa] + counts[pb] - inter
+        out[start:stop] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        start = stop
+    return out
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Root of every node's connected component: its smallest index (hook high to low, then jump)."""
+    parent = np.arange(n, dtype=np.int64)
+    while len(a):
+        ra, rb = parent[a], parent[b]
+        lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
+        moving = lo != hi
+        if not moving.any():
+            break
+        np.minimum.at(parent, hi[moving], lo[moving])
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+    return parent
+
+
+class NearDedup(Filter):
+    """Drops near copies: rows whose shingle sets overlap an earlier row's by Jaccard >= threshold.
+
+    MinHash + LSH proposes candidate pairs in near-linear time; each candidate is confirmed with the
+    exact Jaccard, so a dropped row really is that similar to some row. Confirmed pairs are joined
+    into clusters (a chain A~B~C is one cluster even if A and C are further apart); the earliest row
+    of each cluster is kept, and the detail of every dropped row names it, with their exact Jaccard
+    and, for a chained row, the cluster member it matched.
+    """
+
+    type = "near_dedup"
+    Params = NearDedupParams
+    params: NearDedupParams
+
+    def apply(self, records: Sequence[Record]) -> FilterResult:
+        p = self.params
+        n = len(records)
+        ngram = p.resolved_ngram()
+        bands, rows = p.resolved_bands()
+        stats: dict[str, object] = {"unit": p.unit, "ngram": ngram, "bands": bands, "rows": rows}
+        if n == 0:
+            return FilterResult([], [], {**stats, "candidate_pairs": 0, "confirmed_pairs": 0})
+        texts = [r.text + ("\n" + (r.response or "") if p.include_response else "") for r in records]
+        shingler = _Shingler(p.unit, ngram)
+        hash_parts, count_parts, sig_parts = [], [], []
+        for start in range(0, n, _CHUNK_ROWS):
+            hashes, counts = shingler.shingle(texts[start:start + _CHUNK_ROWS])
+            hash_parts.append(hashes)
+            count_parts.append(counts)
+            sig_parts.append(_minhash(hashes, counts, p.num_perm, p.seed))
+        hashes, counts, sig = np.concatenate(hash_parts), np.concatenate(count_parts), np.concatenate(sig_parts)
+        starts = np.cumsum(counts) - counts
+        if p.per_label:
+            names: dict[str | None, int] = {}
+            groups = np.fromiter((names.setdefault(r.label, len(names)) for r in records), dtype=np.int64, count=n)
+        else:
+            groups = np.zeros(n, dtype=np.int64)
+        codes = _band_pairs(sig, counts > 0, groups, bands, rows, p.seed)
+        a, b = codes // n, codes % n
+        # Pairs whose sizes alone rule the threshold out skip the exact check: J <= small / large.
+        small, large = np.minimum(counts[a], counts[b]), np.maximum(counts[a], counts[b])
+        possible = small >= p.threshold * large - 1e-9
+        a, b = a[possible], b[possible]
+        a, b = _likely(sig, counts, a, b, p.threshold)
+        similarity = _jaccard(hashes, starts, counts, a, b)
+        close = similarity >= p.threshold - 1e-12
+        a, b, similarity = a[close], b[close], similarity[close]
+        root = _components(n, a, b)
+        dropped_rows = np.flatnonzero(root != np.arange(n))
+        to_root = _jaccard(hashes, starts, counts, root[dropped_rows], dropped_rows)
+        via = self._links(dropped_rows[to_root < p.threshold - 1e-12], a, b, similarity)
+
+        drop = np.zeros(n, dtype=bool)
+        drop[dropped_rows] = True
+        kept = [r for r, d in zip(records, drop.tolist()) if not d]
+        dropped: list[Rejected] = []
+        shingle = f"{p.unit} {ngram}-grams"
+        for row, jac in zip(dropped_rows.tolist(), to_root.tolist()):
+            keeper = records[int(root[row])]
+            if row in via:
+                other, other_jac = via[row]
+                detail = (f"near duplicate of {records[other].id} (Jaccard {other_jac:.2f} on {shingle}), in the "
+                          f"cluster kept as {keeper.id} (Jaccard {jac:.2f})")
+            else:
+                detail = f"near duplicate of {keeper.id} (Jaccard {jac:.2f} on {shingle})"
+            rejected = Rejected.from_record(records[row], self.type, "near_duplicate", detail)
+            rejected.meta["near_duplicate_of"] = keeper.id
+            dropped.append(rejected)
+        stats.update({
+            "candidate_pairs": int(len(codes)), "confirmed_pairs": int(len(a)),
+            "clusters": int(len(np.unique(root[dropped_rows]))), "rows_without_shingles": int((counts == 0).sum()),
+        })
+        return FilterResult(kept, dropped, stats)
+
+    @staticmethod
+    def _links(rows: np.ndarray, a: np.ndarray, b: np.ndarray, similarity: np.ndarray) -> dict[int, tuple[int, float]]:
+        """For rows that joined their cluster through a chain: the most similar confirmed partner."""
+        if not len(rows):
+            return {}
+        ends, others = np.concatenate((a, b)), np.concatenate((b, a))
+        sims = np.concatenate((similarity, similarity))
+        mine = np.isin(ends, rows)
+        ends, others, sims = ends[mine], others[mine], sims[mine]
+        order = np.lexsort((others, -sims, ends))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = ends[order][1:] != ends[order][:-1]
+        return {int(ends[i]): (int(others[i]), float(sims[i])) for i in order[first]}

@@ -1,0 +1,128 @@
+"""semantic_dedup: drop a row whose embedding is too close to a row already kept (greedy, input order).
+
+Also home of the block-wise similarity helpers that conflicts and leakage share: every product is
+at most BLOCK × BLOCK, so memory stays linear in the number of rows however many there are.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Literal, Self
+
+import numpy as np
+from pydantic import Field
+
+from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
+from factory.records import Record, Rejected
+
+# Rows per side of one similarity product: 1024 × 1024 float32 is 4 MiB, big enough for fast BLAS.
+BLOCK = 1024
+
+
+def best_match(queries: np.ndarray, reference: np.ndarray, block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For each query row, the highest cosine with any reference row and that row's index.
+
+    Both inputs are unit vectors. Rows with no reference get (-inf, -1). Never holds more than
+    block × block similarities at once.
+    """
+    block = block or BLOCK
+    best = np.full(len(queries), -np.inf, dtype=np.float32)
+    arg = np.full(len(queries), -1, dtype=np.int64)
+    for q in range(0, len(queries), block):
+        rows = slice(q, q + block)
+        for r in range(0, len(reference), block):
+            sims = queries[rows] @ reference[r : r + block].T
+            top = sims.argmax(axis=1)
+            value = sims[np.arange(len(top)), top]
+            better = value > best[rows]
+            best[rows][better] = value[better]
+            arg[rows][better] = top[better] + r
+    return best, arg
+
+
+def context_of(self: Filter) -> FilterContext:
+    """The fitted context, or a default one (own embedder) when `apply` runs without `fit`."""
+    context = getattr(self, "context_", None)
+    if context is None:
+        context = self.context_ = FilterContext()  # type: ignore[attr-defined]
+    return context
+
+
+class SemanticDedupParams(FilterParams):
+    type: Literal["semantic_dedup"] = "semantic_dedup"
+    threshold: float = Field(
+        0.92, gt=0, le=1,
+        description="Drop a row whose cosine similarity (all-MiniLM-L6-v2) to an already kept row is above this.",
+    )
+    scope: Literal["label", "all"] = Field(
+        "label", description="Compare rows only within their own label ('label'), or across every row ('all')."
+    )
+
+
+class SemanticDedup(Filter):
+    """Greedy semantic dedup: rows are kept in input order unless one already kept is too similar.
+
+    Candidates go in blocks: one matrix product against the kept rows so far, then a block-internal
+    product for the rows of the same block, decided in order. Kept vectors are compacted into the
+    front of the block-processed array, so the kept set costs no extra memory.
+    """
+
+    type = "semantic_dedup"
+    Params = SemanticDedupParams
+    params: SemanticDedupParams
+
+    def fit(self, context: FilterContext) -> Self:
+        self.context_ = context
+        return self
+
+    def apply(self, records: Sequence[Record]) -> FilterResult:
+        if not records:
+            return FilterResult([], [])
+        vectors = context_of(self).embeddings().encode([r.text for r in records])
+        groups: dict[str | None, list[int]] = defaultdict(list)
+        for i, record in enumerate(records):
+            groups[record.label if self.params.scope == "label" else None].append(i)
+        match: dict[int, tuple[int, float]] = {}  # dropped row -> (kept row, similarity)
+        for members in groups.values():
+            index = np.asarray(members)
+            for local, (other, sim) in greedy_dedup(vectors[index], self.params.threshold).items():
+                match[int(index[local])] = (int(index[other]), sim)
+        kept = [r for i, r in enumerate(records) if i not in match]
+        dropped = [
+            Rejected.from_record(records[i], self.type, "semantic_duplicate",
+                                 f"cosine {sim:.3f} > {self.params.threshold} with kept row {records[other].id}")
+            for i, (other, sim) in sorted(match.items())
+        ]
+        return FilterResult(kept, dropped)
+
+
+def greedy_dedup(x: np.ndarray, threshold: float, block: int | None = None) -> dict[int, tuple[int, float]]:
+    """Greedy pass over unit vectors `x` (which it overwrites): {dropped row: (closest kept row, cosine)}.
+
+    A row is dropped when its best cosine with any earlier kept row is above `threshold`.
+    """
+    block = block or BLOCK
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    kept_rows: list[int] = []  # kept_rows[k] is the original row now stored at x[k]
+    dropped: dict[int, tuple[int, float]] = {}
+    for start in range(0, len(x), block):
+        xb = x[start : start + block].copy()
+        prior_best, prior_arg = best_match(xb, x[: len(kept_rows)], block)
+        inner = xb @ xb.T
+        local: list[int] = []
+        for i in range(len(xb)):
+            best, other = float(prior_best[i]), (kept_rows[prior_arg[i]] if prior_arg[i] >= 0 else -1)
+            if local:
+                row = inner[i, local]
+                j = int(row.argmax())
+                if row[j] > best:
+                    best, other = float(row[j]), start + local[j]
+            if best > threshold:
+                dropped[start + i] = (other, min(best, 1.0))
+            else:
+                local.append(i)
+        # The block is decided, so its kept rows can move down over rows no later block reads.
+        x[len(kept_rows) : len(kept_rows) + len(local)] = xb[local]
+        kept_rows.extend(start + i for i in local)
+    return dropped

@@ -1,0 +1,132 @@
+"""More of `factory build`: instruction recipes, Ctrl+C, real data in prompts, and the local default."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import CANARY_KEY, cached_requests, classification_recipe, resent, write_recipe
+
+from factory import build, load_recipe
+from factory.cli import main
+from factory.eval.real_data import load_real_rows, split_real
+
+
+def test_instruction_recipe_builds_pairs(tmp_path: Path, loopback, canary_key: str) -> None:
+    server = loopback()
+    base = classification_recipe(server.base_url)
+    recipe = {
+        "name": "pairs", "task": "instruction", "seed": 4, "description": "Product descriptions.",
+        "axes": {"category": ["toys", "audio"]},
+        "examples": [{"instruction": "Describe the X1 speaker.", "response": "Loud and clear."}],
+        "generate": {"count": 6}, "generators": base["generators"],
+    }
+    result = build(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "run", progress=False)
+    table = pd.read_parquet(tmp_path / "run" / "dataset" / "data" / "train.parquet")
+    assert len(table) == 6 and {"instruction", "response", "axis_category"} <= set(table.columns)
+    assert [s["stage"] for s in result.manifest["funnel"]] == ["parse", "exact_dedup", "novelty", "target"]
+
+
+def test_ctrl_c_saves_work_and_resumes(tmp_path: Path, loopback) -> None:
+    server = loopback(delay=0.05)
+    path = write_recipe(tmp_path / "r.yaml", classification_recipe(server.base_url, generate={"per_label": 40}))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "factory", "build", str(path), "--out", str(out), "--no-progress"]
+    env = {**os.environ, "FACTORY_TEST_KEY": CANARY_KEY}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while len(server.completed()) < 20 and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    finished, sent = cached_requests(out), len(server.log)
+    assert len(finished) >= 15
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    assert resent(server, sent, finished) == []
+    table = pd.read_parquet(out / "dataset" / "data" / "train.parquet")
+    assert table["label"].value_counts().to_dict() == {"positive": 40, "negative": 40}
+
+
+def real_csv(tmp_path: Path) -> Path:
+    rows = [(f"positive real review number {i} praising the kettle", "pos") for i in range(12)]
+    rows += [(f"negative real review number {i} about a broken lamp", "neg") for i in range(12)]
+    path = tmp_path / "real.csv"
+    pd.DataFrame(rows, columns=["review", "verdict"]).to_csv(path, index=False)
+    return path
+
+
+def test_few_shot_comes_from_real_train_rows_never_validation(tmp_path: Path, loopback, canary_key: str) -> None:
+    server = loopback()
+    real = real_csv(tmp_path)
+    recipe = classification_recipe(server.base_url, generate={"per_label": 10, "few_shot": 3})
+    recipe["real_data"] = {"path": real.name, "columns": {"text": "review", "label": "verdict"},
+                           "label_map": {"pos": "positive", "neg": "negative"}, "train_per_label": 4}
+    spec = load_recipe(write_recipe(tmp_path / "r.yaml", recipe))
+    split = split_real(load_real_rows(spec), 4, spec.seed)
+    assert len(split.train) == 8 and len(split.validation) == 16
+    build(spec, tmp_path / "run", progress=False)
+    prompts = " ".join(r.body["messages"][-1]["content"] for r in server.log)
+    assert any(row.text in prompts for row in split.train)
+    assert not any(row.text in prompts for row in split.validation)
+
+
+def test_real_split_is_deterministic_and_disjoint(tmp_path: Path) -> None:
+    recipe = classification_recipe("http://127.0.0.1:9/v1")
+    recipe["real_data"] = {"path": real_csv(tmp_path).name, "columns": {"text": "review", "label": "verdict"},
+                           "label_map": {"pos": "positive", "neg": "negative"}}
+    spec = load_recipe(write_recipe(tmp_path / "r.yaml", recipe))
+    rows = load_real_rows(spec)
+    a, b = split_real(rows, 3, 1), split_real(list(reversed(rows)), 3, 1)
+    assert [r.id for r in a.train] == [r.id for r in b.train]
+    assert {r.text for r in a.train}.isdisjoint({r.text for r in a.validation})
+    assert [r.id for r in split_real(rows, 3, 2).train] != [r.id for r in a.train]
+
+
+@pytest.mark.parametrize(
+    ("real_data", "message"),
+    [
+        ({"path": "missing.csv"}, "does not exist"),
+        ({"path": "real.csv", "columns": {"text": "body", "label": "verdict"}}, "column 'body' not found"),
+        ({"path": "real.csv", "columns": {"text": "review", "label": "verdict"}}, "labels not in the recipe: 'neg'"),
+    ],
+)
+def test_bad_real_data_fails_before_any_request(tmp_path: Path, loopback, canary_key: str, capsys, real_data, message) -> None:
+    server = loopback()
+    real_csv(tmp_path)
+    recipe = classification_recipe(server.base_url)
+    recipe["real_data"] = real_data
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    assert main(["build", str(path), "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    assert message in capsys.readouterr().err
+    assert server.log == []
+
+
+def test_models_command_lists_the_catalog(capsys) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m-instruct" in out and "qwen2.5-coder-1.5b-instruct" in out
+
+
+@pytest.mark.slow
+def test_build_with_in_process_llamacpp(tmp_path: Path) -> None:
+    """The embedded local backend through the whole build, with the packaged SmolLM2."""
+    recipe = classification_recipe("unused", generate={"per_label": 2, "max_requests": 16})
+    recipe["generators"] = [{"name": "smol", "backend": "llamacpp", "model": "smollm2-135m-instruct",
+                             "max_tokens": 80, "temperature": 0.7}]
+    out = tmp_path / "run"
+    assert main(["build", str(write_recipe(tmp_path / "r.yaml", recipe)), "--out", str(out), "--no-progress"]) in (0, 3)
+    manifest = json.loads((out / "manifest.json").read_text())
+    gen = manifest["generators"][0]
+    assert gen["requests"] >= 4 and gen["completion_tokens"] > 0 and gen["models_reported"]
+    assert manifest["funnel"][0]["kept"] >= 1, manifest["funnel"]
+    rerun = build(load_recipe(tmp_path / "r.yaml"), out, progress=False)
+    assert rerun.manifest["generators"][0]["cached"] == rerun.manifest["generators"][0]["requests"]
