@@ -15,7 +15,7 @@ from factory.spec import ClassificationSpec, load_recipe, recipe_schema
 
 log = logging.getLogger("factory")
 
-EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 1, 3, 130
+EXIT_ERROR, EXIT_INCOMPLETE, EXIT_GATE_FAILED, EXIT_INTERRUPTED = 1, 3, 4, 130
 
 
 def _positive(value: str) -> int:
@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a recipe without calling any model; print it resolved")
     validate.add_argument("recipe", type=Path, nargs="?")
     validate.add_argument("--schema", action="store_true", help="print the JSON schema of recipe files instead")
+
+    evaluate = sub.add_parser("eval", help="re-score a finished run on the real validation rows")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--evaluators", help="comma-separated: linear,setfit,encoder (default: the recipe's)")
+    evaluate.add_argument("--seeds", help="comma-separated integers (default: the recipe's)")
 
     sub.add_parser("models", help="list the packaged local models and whether they are installed")
     return parser
@@ -73,11 +78,37 @@ def cmd_build(args: argparse.Namespace) -> int:
     for stage in manifest["funnel"]:
         dropped = ", ".join(f"{k}={v}" for k, v in stage["dropped"].items()) or "-"
         print(f"  {stage['stage']:<12} in={stage['in']:<6} kept={stage['kept']:<6} dropped: {dropped}")
+    if "eval" in manifest:
+        print_eval(manifest["eval"])
     if not result.complete:
         print(f"budget exhausted after {manifest['budget']['used']} requests: not every label reached its target "
               "(raise generate.max_requests or --max-requests)", file=sys.stderr)
         return EXIT_INCOMPLETE
+    if not result.passing:
+        print("the eval gate failed: the run is written but marked as not passing (a push needs --force)", file=sys.stderr)
+        return EXIT_GATE_FAILED
     return 0
+
+
+def print_eval(results: dict) -> None:
+    """The eval table: macro-F1 mean ± std per evaluator and condition, the gain, and the ablation."""
+    print(f"eval on {results['validation_rows']} real validation rows, seeds {results['seeds']} (macro-F1):")
+    for name, scored in results["evaluators"].items():
+        cells = [f"{c}={scored[c]['macro_f1']['mean']:.3f}±{scored[c]['macro_f1']['std']:.3f}"
+                 for c in ("real", "synthetic", "synthetic+real") if c in scored]
+        gain = scored.get("gain")
+        if gain:
+            cells.append(f"gain={gain['gain']:+.3f} [{gain['ci_low']:+.3f}, {gain['ci_high']:+.3f}]")
+        print(f"  {name:<8} " + "  ".join(cells))
+    for entry in results.get("ablation", []):
+        sr = entry["synthetic+real"]
+        delta = f"{entry['delta']:+.3f}" if entry["delta"] is not None else ""
+        print(f"  after {entry['stage']:<14} rows={entry['rows']:<6} synthetic+real={sr['mean']:.3f} {delta}" if sr
+              else f"  after {entry['stage']:<14} rows=0")
+    gate = results["gate"]
+    for check in gate["checks"]:
+        print(f"  gate {check['check']}: required {check['required']}, measured {check['measured']}: "
+              f"{'pass' if check['passed'] else 'FAIL'}")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -92,6 +123,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from factory.eval.rescore import rescore
+
+    evaluators = args.evaluators.split(",") if args.evaluators else None
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    results = rescore(args.run_dir, evaluators=evaluators, seeds=seeds)
+    print_eval(results)
+    return 0 if results["gate"]["passed"] else EXIT_GATE_FAILED
+
+
 def cmd_models(_: argparse.Namespace) -> int:
     from factory.generators.catalog import list_models
 
@@ -100,7 +141,7 @@ def cmd_models(_: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "validate": cmd_validate, "models": cmd_models}
+COMMANDS = {"build": cmd_build, "validate": cmd_validate, "eval": cmd_eval, "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.eval.real_data import RealSplit, load_real_rows, split_real
+from factory.eval.runner import evaluate
 from factory.filters import FilterContext, build_filter
 from factory.generators import Generator, build_generator
 from factory.progress import BuildProgress
@@ -52,6 +53,16 @@ class GeneratorStats:
 
 
 @dataclass
+class ChainResult:
+    """The filter chain's output: kept rows, drops, the funnel, and the rows after each stage."""
+
+    kept: list[Record]
+    dropped: list[Rejected]
+    funnel: list[dict[str, Any]]
+    stages: list[tuple[str, list[Record]]]
+
+
+@dataclass
 class BuildResult:
     """What `build()` returns: where the run is and what its manifest says."""
 
@@ -61,6 +72,11 @@ class BuildResult:
     @property
     def complete(self) -> bool:
         return self.manifest["status"] == "complete"
+
+    @property
+    def passing(self) -> bool:
+        """False when the recipe's eval gate failed (outputs are written; a push is refused)."""
+        return bool(self.manifest.get("passing", True))
 
 
 class Builder:
@@ -146,15 +162,15 @@ class Builder:
         keys = sorted(self.parsed, key=lambda k: (k[1], order[k[0]]))
         return [row for k in keys if isinstance(row := self.parsed[k], Record)]
 
-    def _filter(self, records: list[Record]) -> tuple[list[Record], list[Rejected], list[dict[str, Any]]]:
-        dropped: list[Rejected] = []
-        funnel = []
+    def _filter(self, records: list[Record]) -> ChainResult:
+        chain = ChainResult(records, [], [], [])
         for stage in self.filters:
-            result = stage.apply(records)
-            funnel.append(result.funnel(stage.type, len(records)))
-            dropped.extend(result.dropped)
-            records = result.kept
-        return records, dropped, funnel
+            result = stage.apply(chain.kept)
+            chain.funnel.append(result.funnel(stage.type, len(chain.kept)))
+            chain.dropped.extend(result.dropped)
+            chain.kept = result.kept
+            chain.stages.append((stage.type, result.kept))
+        return chain
 
     def _plan(self, kept: Counter[str], budget_left: int) -> dict[str, int]:
         """Prompts to send per bucket this round: the deficit divided by the acceptance seen so far."""
@@ -188,15 +204,15 @@ class Builder:
     async def _rounds(self, store: RunStore, progress: BuildProgress) -> str:
         budget = self.spec.budget()
         while True:
-            kept, _, funnel = self._filter(self._records_in_order())
-            counts = Counter(r.label or "all" for r in kept)
+            chain = self._filter(self._records_in_order())
+            counts = Counter(r.label or "all" for r in chain.kept)
             progress.kept(counts)
             if all(counts[b] >= t for b, t in self.targets.items()):
                 return "complete"
             plan = self._plan(counts, budget - sum(self.issued.values()))
             if not plan:
                 return "budget_exhausted"
-            focus = _top_up_focus(funnel)
+            focus = _top_up_focus(chain.funnel)
             prompts = []
             for bucket, n in plan.items():
                 start = self.issued[bucket]
@@ -214,12 +230,23 @@ class Builder:
             status = asyncio.run(self._generate(store, progress))
             generated_s = time.time() - started
             records = self._records_in_order()
-            kept, dropped, funnel = self._filter(records)
-            final, surplus = self._trim(kept)
-            store.add_rejected(dropped + surplus)
+            chain = self._filter(records)
+            final, surplus = self._trim(chain.kept)
+            store.add_rejected(chain.dropped + surplus)
             store.write_dataset([self._dataset_row(r) for r in final])
-            manifest = self._manifest(status, records, final, funnel, surplus, started, generated_s)
+            stages = [("parse", records), *chain.stages, ("final", final)]
+            store.write_stages({name: [r.id for r in rows] for name, rows in stages})
+            manifest = self._manifest(status, records, final, chain.funnel, surplus, started, generated_s)
             store.write_manifest(manifest)
+            if isinstance(self.spec, ClassificationSpec) and self.spec.eval is not None:
+                manifest["eval"] = evaluate(
+                    self.spec.eval, list(self.spec.labels), self.real.train, self.real.validation, stages,
+                    embedder=self.context.embeddings(), seed=self.spec.seed,
+                    save_dir=self.run_dir / "models" if self.spec.eval.save_models else None,
+                )
+                manifest["passing"] = manifest["eval"]["gate"]["passed"]
+                manifest["timings"]["total_s"] = round(time.time() - started, 3)
+                store.write_manifest(manifest)
         return BuildResult(self.run_dir, manifest)
 
     def _trim(self, kept: list[Record]) -> tuple[list[Record], list[Rejected]]:
@@ -256,6 +283,9 @@ class Builder:
             "status": status,
             "recipe_hash": self.spec.hash(),
             "recipe": self.spec.resolved(),
+            "recipe_dir": str(self.spec.base_dir),
+            # With a gate, a run passes only once its eval has said so.
+            "passing": not (isinstance(self.spec, ClassificationSpec) and self.spec.eval and self.spec.eval.gate),
             "versions": _versions(),
             "generators": [
                 {**self.generators[name].describe(), **_stats_json(self.stats[name])} for name in self.generators

@@ -57,6 +57,33 @@ class RealDataSpec(Strict):
     max_rows: int | None = Field(None, ge=1, description="Read at most this many rows (a seeded sample).")
 
 
+EVALUATOR_NAMES = ("linear", "setfit", "encoder")
+
+
+class GateSpec(Strict):
+    """What a run must reach to count as passing; a failing gate keeps the outputs but blocks a push."""
+
+    min_gain: float | None = Field(None, description="Least macro-F1 gain of synthetic+real over real-only (0.05 = 5 points).")
+    min_macro_f1: float | None = Field(None, ge=0, le=1, description="Least macro-F1 of synthetic+real.")
+    evaluator: Literal["linear", "setfit", "encoder"] = Field("linear", description="Whose scores the gate reads.")
+
+
+class EvalSpec(Strict):
+    """Train small classifiers on synthetic, real and synthetic+real rows; score them on real validation rows."""
+
+    evaluators: list[Literal["linear", "setfit", "encoder"]] = Field(
+        default_factory=lambda: ["linear"], min_length=1,
+        description="Headline evaluators; the fast linear one always also scores every filter stage (the ablation).",
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="One training run per seed.")
+    ablation: bool = Field(True, description="Score the data as it stood after each filter stage (linear evaluator).")
+    max_validation: int | None = Field(2000, ge=10, description="Score on at most this many validation rows (a seeded sample).")
+    bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for the gain's confidence interval.")
+    save_models: bool = Field(False, description="Save the trained synthetic+real models into the run directory.")
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Settings per evaluator, e.g. {setfit: {max_steps: 100}}.")
+    gate: GateSpec | None = Field(None, description="Minimum gain or score for the run to pass.")
+
+
 class GenerateSpec(Strict):
     """How much to generate and how to prompt."""
 
@@ -139,6 +166,7 @@ class ClassificationSpec(RecipeBase):
     task: Literal["classification"]
     labels: dict[str, LabelSpec] = Field(description="Label name -> description and examples; at least two labels.")
     real_data: RealDataSpec | None = Field(None, description="The user's real labelled rows, if any.")
+    eval: EvalSpec | None = Field(None, description="Prove the data helps, on the real validation rows (needs real_data).")
 
     @field_validator("labels")
     @classmethod
@@ -152,6 +180,8 @@ class ClassificationSpec(RecipeBase):
         if self.generate.count is not None:
             raise ValueError("generate.count is for instruction recipes; use generate.per_label")
         self.generate.per_label = self.generate.per_label or 50
+        if self.eval is not None and self.real_data is None:
+            raise ValueError("eval needs real_data: the scores are measured on the user's real validation rows")
         if not self.filters:
             self.filters = [ExactDedupParams()]
         return self

@@ -184,6 +184,10 @@ class RunStore:
     def records(self) -> Iterator[Record]:
         return (Record.from_json(row) for row in self.generated.rows())
 
+    def write_stages(self, stages: dict[str, list[str]]) -> None:
+        """stages.json: the ids that stood after each stage, so `factory eval` can re-score the ablation."""
+        atomic_write_text(self.root / "stages.json", json.dumps(stages) + "\n")
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_text(self.root / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
 

@@ -5,6 +5,13 @@ from __future__ import annotations
 import re
 import unicodedata
 
+# Refusals and assistant boilerplate that small models emit instead of the requested text.
+REFUSAL = re.compile(
+    r"\b(i'?m sorry,? (but )?i (can'?t|cannot|am unable)|i (can'?t|cannot|won'?t) (assist|help|comply|provide|create|write|generate|fulfil)"
+    r"|i'?m (not able|unable) to (assist|help|provide|create|write|generate)|as an ai( language model)?\b"
+    r"|i apologi[sz]e,? but|i must decline|against my (guidelines|programming))",
+    re.IGNORECASE,
+)
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -31,3 +38,8 @@ def words(text: str) -> list[str]:
     if text.isascii():
         return _WORD.findall(text.lower())
     return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+def is_refusal(text: str) -> bool:
+    """True when the start of `text` is a refusal or assistant boilerplate instead of the requested text."""
+    return bool(REFUSAL.search(text[:400]))

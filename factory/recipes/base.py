@@ -14,18 +14,11 @@ from typing import Any, Generic, TypeVar
 
 from factory.records import Completion, Message, Prompt, Record, Rejected
 from factory.spec import AxisValues, RecipeBase
-from factory.text import normalize, words
+from factory.text import is_refusal, normalize, words
 
 SpecT = TypeVar("SpecT", bound=RecipeBase)
 TEMPLATES = Path(__file__).parent / "templates"
 
-# Refusals and assistant boilerplate that small models emit instead of the requested text.
-REFUSAL = re.compile(
-    r"\b(i'?m sorry,? (but )?i (can'?t|cannot|am unable)|i (can'?t|cannot|won'?t) (assist|help|comply|provide|create|write|generate|fulfil)"
-    r"|i'?m (not able|unable) to (assist|help|provide|create|write|generate)|as an ai( language model)?\b"
-    r"|i apologi[sz]e,? but|i must decline|against my (guidelines|programming))",
-    re.IGNORECASE,
-)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
@@ -55,10 +48,6 @@ def extract_json(text: str) -> dict[str, Any] | None:
         if isinstance(value, dict):
             return value
     return None
-
-
-def is_refusal(text: str) -> bool:
-    return bool(REFUSAL.search(text[:400]))
 
 
 def too_close(text: str, others: list[str], threshold: float = 0.8) -> bool:

@@ -1,0 +1,54 @@
+"""`factory eval RUN_DIR`: re-score a finished run without regenerating anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from factory.errors import FactoryError
+from factory.eval.real_data import load_real_rows, split_real
+from factory.eval.runner import evaluate
+from factory.records import Record
+from factory.spec import ClassificationSpec, EvalSpec, parse_recipe
+from factory.store import RunStore, read_manifest
+
+
+def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
+    """Re-run the eval stage of `run_dir` and store the scores in its manifest. Returns the eval section."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "manifest.json").exists():
+        raise FactoryError(f"{run_dir} is not a finished run (no manifest.json)")
+    manifest = read_manifest(run_dir)
+    spec = parse_recipe(manifest["recipe"], str(run_dir / "manifest.json"))
+    if not isinstance(spec, ClassificationSpec) or spec.real_data is None:
+        raise FactoryError(f"{run_dir}: the recipe has no real_data, so there are no real validation rows to score on")
+    spec._base_dir = Path(manifest.get("recipe_dir", "."))
+    overrides = {k: v for k, v in (("evaluators", evaluators), ("seeds", seeds)) if v}
+    try:
+        eval_spec = EvalSpec.model_validate({**(spec.eval.model_dump() if spec.eval else {}), **overrides})
+    except ValidationError as exc:
+        raise FactoryError(f"invalid eval options: {exc.errors()[0]['msg']}") from None
+    real = split_real(load_real_rows(spec), spec.real_data.train_per_label, spec.seed)
+    stages = _stages(run_dir)
+    with RunStore(run_dir) as store:
+        by_id = {r.id: r for r in store.records()}
+        missing = [i for ids in stages.values() for i in ids if i not in by_id]
+        if missing:
+            raise FactoryError(f"{run_dir}: {len(missing)} rows named in stages.json are not in generated.jsonl")
+        staged: list[tuple[str, list[Record]]] = [(name, [by_id[i] for i in ids]) for name, ids in stages.items()]
+        results = evaluate(eval_spec, list(spec.labels), real.train, real.validation, staged, seed=spec.seed,
+                           save_dir=run_dir / "models" if eval_spec.save_models else None)
+        manifest["eval"] = results
+        manifest["passing"] = results["gate"]["passed"]
+        store.write_manifest(manifest)
+    return results
+
+
+def _stages(run_dir: Path) -> dict[str, list[str]]:
+    path = run_dir / "stages.json"
+    if not path.exists():
+        raise FactoryError(f"{run_dir}: stages.json is missing; build the run again with this version to re-score it")
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,134 @@
+"""The eval stage: conditions x seeds x evaluators, the filter ablation and the gate."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from factory.embeddings import Embedder
+from factory.eval.metrics import mean_spread, paired_gain_ci, scores
+from factory.records import Record
+from factory.spec import EvalSpec
+
+log = logging.getLogger(__name__)
+CONDITIONS = ("real", "synthetic", "synthetic+real")
+
+
+def _condition_rows(condition: str, real: Sequence[Record], synthetic: Sequence[Record]) -> list[Record]:
+    return {"real": list(real), "synthetic": list(synthetic), "synthetic+real": [*synthetic, *real]}[condition]
+
+
+def _summary(runs: list[dict[str, Any]], labels: Sequence[str]) -> dict[str, Any]:
+    return {
+        "macro_f1": mean_spread([r["macro_f1"] for r in runs]),
+        "accuracy": mean_spread([r["accuracy"] for r in runs]),
+        "per_label_f1": {label: float(np.mean([r["per_label_f1"][label] for r in runs])) for label in labels},
+        "runs": runs,
+    }
+
+
+class EvalRun:
+    """Scores one run's rows on the real validation set. Deterministic for the spec's seeds."""
+
+    def __init__(self, spec: EvalSpec, labels: Sequence[str], real_train: Sequence[Record], validation: Sequence[Record],
+                 *, embedder: Embedder | None = None, seed: int = 0) -> None:
+        self.spec = spec
+        self.labels = list(labels)
+        self.real_train = list(real_train)
+        self.embedder = embedder or Embedder()
+        rows = sorted(validation, key=lambda r: r.id)
+        if spec.max_validation and len(rows) > spec.max_validation:
+            rows = random.Random(f"{seed}/validation").sample(rows, spec.max_validation)
+        self.validation = rows
+        self.gold = [r.label or "" for r in rows]
+        self.seed = seed
+
+    def _evaluator(self, name: str):  # noqa: ANN202 - an Evaluator
+        from factory.eval.evaluators import build_evaluator
+
+        return build_evaluator(name, self.spec.params.get(name), self.embedder)
+
+    def _predict(self, evaluator, train: Sequence[Record], seed: int, save_to: Path | None = None) -> list[str]:  # noqa: ANN001
+        if not train:
+            return []
+        return evaluator.predict(train, self.validation, self.labels, seed=seed,
+                                 save_to=str(save_to) if save_to else None).predicted
+
+    def headline(self, name: str, synthetic: Sequence[Record], save_dir: Path | None = None) -> dict[str, Any]:
+        """Every condition and seed for one evaluator, with the gain of synthetic+real over real."""
+        evaluator = self._evaluator(name)
+        predictions: dict[str, list[list[str]]] = {c: [] for c in CONDITIONS}
+        started = time.perf_counter()
+        for seed in self.spec.seeds:
+            for condition in CONDITIONS:
+                save_to = save_dir / f"{name}-seed{seed}" if save_dir and condition == "synthetic+real" else None
+                preds = self._predict(evaluator, _condition_rows(condition, self.real_train, synthetic), seed, save_to)
+                if preds:
+                    predictions[condition].append(preds)
+            log.info("eval %s seed %s done", name, seed)
+        result: dict[str, Any] = {"seconds": round(time.perf_counter() - started, 1)}
+        for condition, runs in predictions.items():
+            if runs:
+                result[condition] = _summary([scores(p, self.gold, self.labels) for p in runs], self.labels)
+        if predictions["real"] and predictions["synthetic+real"]:
+            result["gain"] = paired_gain_ci(predictions["synthetic+real"], predictions["real"], self.gold, self.labels,
+                                            resamples=self.spec.bootstrap, seed=self.seed)
+        return result
+
+    def ablation(self, stages: Sequence[tuple[str, Sequence[Record]]]) -> list[dict[str, Any]]:
+        """The linear evaluator on the data as it stood after each stage: which filter helped, which hurt."""
+        evaluator = self._evaluator("linear")
+        table: list[dict[str, Any]] = []
+        previous: float | None = None
+        for stage, rows in stages:
+            entry: dict[str, Any] = {"stage": stage, "rows": len(rows)}
+            for condition in ("synthetic", "synthetic+real"):
+                train = _condition_rows(condition, self.real_train, rows)
+                runs = [self._predict(evaluator, train, seed) for seed in self.spec.seeds] if rows else []
+                entry[condition] = mean_spread([scores(p, self.gold, self.labels)["macro_f1"] for p in runs]) if runs else None
+            current = entry["synthetic+real"]["mean"] if entry["synthetic+real"] else None
+            entry["delta"] = None if previous is None or current is None else current - previous
+            previous = current if current is not None else previous
+            table.append(entry)
+        return table
+
+
+def check_gate(spec: EvalSpec, results: dict[str, Any]) -> dict[str, Any]:
+    """Did the run reach the recipe's minimum gain / score? No gate: it passes."""
+    gate = spec.gate
+    if gate is None:
+        return {"passed": True, "checks": []}
+    scored = results["evaluators"].get(gate.evaluator, {})
+    checks = []
+    if gate.min_gain is not None:
+        measured = scored.get("gain", {}).get("gain")
+        checks.append({"check": "min_gain", "evaluator": gate.evaluator, "required": gate.min_gain, "measured": measured,
+                       "passed": measured is not None and measured >= gate.min_gain})
+    if gate.min_macro_f1 is not None:
+        measured = scored.get("synthetic+real", {}).get("macro_f1", {}).get("mean")
+        checks.append({"check": "min_macro_f1", "evaluator": gate.evaluator, "required": gate.min_macro_f1,
+                       "measured": measured, "passed": measured is not None and measured >= gate.min_macro_f1})
+    return {"passed": all(c["passed"] for c in checks), "checks": checks}
+
+
+def evaluate(spec: EvalSpec, labels: Sequence[str], real_train: Sequence[Record], validation: Sequence[Record],
+             stages: Sequence[tuple[str, Sequence[Record]]], *, embedder: Embedder | None = None, seed: int = 0,
+             save_dir: Path | None = None) -> dict[str, Any]:
+    """The eval section of the manifest. `stages` ends with the final dataset."""
+    run = EvalRun(spec, labels, real_train, validation, embedder=embedder, seed=seed)
+    final = stages[-1][1]
+    names = list(dict.fromkeys([*spec.evaluators, *([spec.gate.evaluator] if spec.gate else [])]))
+    results: dict[str, Any] = {
+        "validation_rows": len(run.validation), "real_train_rows": len(run.real_train), "synthetic_rows": len(final),
+        "seeds": spec.seeds, "evaluators": {name: run.headline(name, final, save_dir) for name in names},
+    }
+    if spec.ablation:
+        results["ablation"] = run.ablation(stages)
+    results["gate"] = check_gate(spec, results)
+    return results
