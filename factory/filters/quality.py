@@ -16,9 +16,8 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 
 from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
-from factory.recipes.base import REFUSAL
 from factory.records import Record, Rejected
-from factory.text import words
+from factory.text import REFUSAL, words
 
 _I = re.IGNORECASE
 _M = re.MULTILINE
