@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import platform
 import time
@@ -15,7 +16,11 @@ from typing import Any
 
 from factory.eval.real_data import RealSplit, load_real_rows, split_real
 from factory.eval.runner import evaluate
+from factory.embeddings import Embedder
+from factory.errors import MissingExtraError
 from factory.filters import FilterContext, build_filter
+from factory.publish.card import write_card
+from factory.report import write_report
 from factory.generators import Generator, build_generator
 from factory.progress import BuildProgress
 from factory.recipes import Recipe, make_recipe
@@ -23,6 +28,7 @@ from factory.records import Completion, Prompt, Record, Rejected
 from factory.spec import ClassificationSpec, InstructionSpec
 from factory.store import RunStore, request_key
 
+log = logging.getLogger(__name__)
 RecipeSpecT = ClassificationSpec | InstructionSpec
 VERSIONED = ("dataset-factory", "datasets", "openai", "pydantic", "torch", "transformers", "llama_cpp_python",
              "sentence-transformers", "scikit-learn", "setfit", "huggingface-hub")
@@ -247,6 +253,7 @@ class Builder:
                 manifest["passing"] = manifest["eval"]["gate"]["passed"]
                 manifest["timings"]["total_s"] = round(time.time() - started, 3)
                 store.write_manifest(manifest)
+            write_documents(self.run_dir, self.context.embedder)
         return BuildResult(self.run_dir, manifest)
 
     def _trim(self, kept: list[Record]) -> tuple[list[Record], list[Rejected]]:
@@ -291,8 +298,8 @@ class Builder:
                 {**self.generators[name].describe(), **_stats_json(self.stats[name])} for name in self.generators
             ],
             "targets": self.targets,
-            "progress": {b: {"target": t, "kept": final_counts[b], "reached": final_counts[b] >= t}
-                         for b, t in self.targets.items()},
+            "progress": {b: {"target": t, "kept": final_counts[b], "reached": final_counts[b] >= t,
+                             "requests": self.issued[b]} for b, t in self.targets.items()},
             "budget": {"max_requests": self.spec.budget(), "used": sum(self.issued.values())},
             "funnel": [
                 {"stage": "parse", "in": len(self.parsed), "kept": len(records), "dropped": dict(sorted(parse_drops.items()))},
@@ -336,6 +343,15 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+def write_documents(run_dir: Path, embedder: Embedder | None = None) -> None:
+    """The dataset card and the HTML report, from what the run directory holds."""
+    write_card(run_dir)
+    try:
+        write_report(run_dir, embedder)
+    except MissingExtraError as exc:  # the report is optional; say what would make it
+        log.warning("report.html skipped: %s", exc)
 
 
 def default_run_dir(spec: RecipeSpecT) -> Path:

@@ -14,7 +14,7 @@ from factory.errors import RecipeError
 from factory.filters import FilterSpec
 from factory.filters.exact import ExactDedupParams
 from factory.filters.novelty import NoveltyParams
-from factory.generators.params import ALL_PARAMS, LlamaCppParams
+from factory.generators.params import ALL_PARAMS, ENV_NAME, LlamaCppParams
 
 GeneratorSpec = Annotated[Union[ALL_PARAMS], Field(discriminator="backend")]  # type: ignore[valid-type]
 AxisValues = Union[list[str], dict[str, float]]
@@ -84,6 +84,17 @@ class EvalSpec(Strict):
     gate: GateSpec | None = Field(None, description="Minimum gain or score for the run to pass.")
 
 
+class HubSpec(Strict):
+    """Where `factory build` pushes the dataset when the eval gate passes (and `factory push` by default)."""
+
+    repo_id: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="owner/name of the dataset repo.")
+    private: bool = Field(True, description="Create the repo as private.")
+    token_env: str = Field("HF_TOKEN", pattern=ENV_NAME, description="Environment variable holding the Hub token (never the token).")
+    include_rejected: bool = Field(False, description="Also upload the rejected rows, as the `rejected` config.")
+    license: str = Field("other", description="License id for the dataset card (e.g. cc-by-4.0, apache-2.0).")
+    language: list[str] = Field(default_factory=lambda: ["en"], description="Language codes for the dataset card.")
+
+
 class GenerateSpec(Strict):
     """How much to generate and how to prompt."""
 
@@ -112,6 +123,7 @@ class RecipeBase(Strict):
         description=f"Generators with weights; default: the packaged local model {DEFAULT_MODEL} (llamacpp).",
     )
     filters: list[FilterSpec] = Field(default_factory=list, description="Filter chain, run in order.")  # type: ignore[valid-type]
+    hub: HubSpec | None = Field(None, description="Push the finished dataset to the Hugging Face Hub.")
 
     @field_validator("axes")
     @classmethod

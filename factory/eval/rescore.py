@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from factory.errors import FactoryError
 from factory.eval.real_data import load_real_rows, split_real
 from factory.eval.runner import evaluate
+from factory.pipeline import write_documents
 from factory.records import Record
 from factory.spec import ClassificationSpec, EvalSpec, parse_recipe
 from factory.store import RunStore, read_manifest
@@ -44,6 +45,7 @@ def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[i
         manifest["eval"] = results
         manifest["passing"] = results["gate"]["passed"]
         store.write_manifest(manifest)
+        write_documents(run_dir)
     return results
 
 

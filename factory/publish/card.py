@@ -1,0 +1,167 @@
+"""The dataset card (the run directory's README.md): Hub metadata plus a truthful account of the run."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from factory.store import atomic_write_text, read_manifest
+
+SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
+HIGH_REFUSAL = 0.10
+
+
+def size_category(rows: int) -> str:
+    return next((name for limit, name in SIZE_CATEGORIES if rows < limit), "n>1M")
+
+
+def secret_values(recipe: dict[str, Any]) -> list[str]:
+    """Values of every environment variable the recipe names as a secret (a safety net for the card)."""
+    names = {g.get("api_key_env") for g in recipe.get("generators", [])} | {"HF_TOKEN"}
+    if recipe.get("hub"):
+        names.add(recipe["hub"].get("token_env"))
+    return [v for n in names if n and len(v := os.environ.get(n, "")) >= 6]
+
+
+def _rejected(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "rejected.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _metadata(manifest: dict[str, Any]) -> dict[str, Any]:
+    recipe = manifest["recipe"]
+    hub = recipe.get("hub") or {}
+    classification = recipe["task"] == "classification"
+    return {
+        "license": hub.get("license", "other"),
+        "task_categories": ["text-classification"] if classification else ["text-generation"],
+        "language": hub.get("language", ["en"]),
+        "size_categories": [size_category(manifest["rows"])],
+        "tags": ["synthetic", "dataset-factory", recipe["task"]],
+        "pretty_name": recipe["name"],
+    }
+
+
+def limitations(manifest: dict[str, Any], rejected: list[dict[str, Any]]) -> list[str]:
+    """Known weaknesses, read off the run: refusals, unmet targets, thin clusters, the gate, small eval sets."""
+    notes = []
+    refusals = Counter(r.get("label") or r["meta"].get("bucket") for r in rejected
+                       if r["stage"] == "parse" and r["reason"] == "refusal")
+    for label, count in sorted(refusals.items()):
+        requests = manifest["progress"].get(label, {}).get("requests", 0)
+        if requests and count / requests >= HIGH_REFUSAL:
+            notes.append(f"The generator often refused to write `{label}` rows ({count} of {requests} requests, "
+                         f"{count / requests:.0%}).")
+    for label, state in manifest["progress"].items():
+        if not state["reached"]:
+            notes.append(f"`{label}` has {state['kept']} rows, short of its target of {state['target']} (the request budget ran out).")
+    for stage in manifest["funnel"]:
+        for label, info in (stage.get("stats", {}).get("labels", {}) or {}).items():
+            thin = info.get("thin") if isinstance(info, dict) else None
+            if thin:
+                notes.append(f"`{label}` has {len(thin)} thin cluster(s) after rebalancing: some kinds of text are rare.")
+    ev = manifest.get("eval")
+    if ev:
+        if not ev["gate"]["passed"]:
+            notes.append("The run did NOT pass its eval gate: " + "; ".join(
+                f"{c['check']} required {c['required']}, measured {_fmt(c['measured'])}" for c in ev["gate"]["checks"] if not c["passed"]))
+        if ev["validation_rows"] < 200:
+            notes.append(f"Scores come from only {ev['validation_rows']} real validation rows: expect wide intervals.")
+    else:
+        notes.append("No eval was run: nothing here shows that training on this data helps.")
+    notes.append("Every row was written by a language model; it can carry the model's biases, factual errors and "
+                 "label noise that the filters did not catch.")
+    return notes
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _eval_section(ev: dict[str, Any]) -> list[str]:
+    out = ["## Evaluation on real validation rows", "",
+           f"Classifiers trained on each condition and scored on {ev['validation_rows']} held-out **real** rows "
+           f"({ev['real_train_rows']} real training rows, {ev['synthetic_rows']} synthetic rows, seeds {ev['seeds']}). "
+           "Macro-F1, mean ± standard deviation over seeds:", ""]
+    rows = []
+    for name, scored in ev["evaluators"].items():
+        cells = [f"{scored[c]['macro_f1']['mean']:.3f} ± {scored[c]['macro_f1']['std']:.3f}" if c in scored else "-"
+                 for c in ("real", "synthetic", "synthetic+real")]
+        gain = scored.get("gain")
+        cells.append(f"{gain['gain']:+.3f} [{gain['ci_low']:+.3f}, {gain['ci_high']:+.3f}]" if gain else "-")
+        rows.append([name, *cells])
+    out += [_table(["evaluator", "real only", "synthetic only", "synthetic + real", "gain (95% CI)"], rows), ""]
+    if ev.get("ablation"):
+        out += ["Filter ablation (linear evaluator, synthetic + real, macro-F1 after each stage):", "",
+                _table(["stage", "rows", "macro-F1", "change"],
+                       [[a["stage"], a["rows"], _fmt(a["synthetic+real"]["mean"]) if a["synthetic+real"] else "-",
+                         f"{a['delta']:+.3f}" if a["delta"] is not None else ""] for a in ev["ablation"]]), ""]
+    gate = ev["gate"]
+    if gate["checks"]:
+        out += [f"Gate: **{'passed' if gate['passed'] else 'failed'}**", ""]
+    return out
+
+
+def render_card(run_dir: Path) -> str:
+    """The card's text for a finished run directory."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    recipe = manifest["recipe"]
+    rejected = _rejected(run_dir)
+    hub = recipe.get("hub") or {}
+    repo = hub.get("repo_id", f"<owner>/{recipe['name']}")
+    lines = ["---", yaml.safe_dump(_metadata(manifest), sort_keys=False).strip(), "---", "",
+             f"# {recipe['name']}", "",
+             f"**This dataset is synthetic.** Every row was written by a language model from the recipe below, "
+             f"then filtered by [dataset-factory]. It has {manifest['rows']} rows "
+             f"({recipe['task']}; run status: {manifest['status']}"
+             f"{'' if manifest.get('passing', True) else ', eval gate NOT passed'}).", "",
+             "## Generators", "",
+             _table(["name", "backend", "model requested", "model reported by the generator", "temperature", "top_p",
+                     "max_tokens", "requests", "tokens (prompt / completion)"],
+                    [[g["name"], g["backend"], g["model"], ", ".join(g.get("models_reported") or {}) or "-",
+                      g.get("temperature"), g.get("top_p"), g.get("max_tokens"), g.get("requests"),
+                      f"{g.get('prompt_tokens', 0)} / {g.get('completion_tokens', 0)}"] for g in manifest["generators"]]),
+             ""]
+    counts = {label: state["kept"] for label, state in manifest["progress"].items()}
+    lines += ["## Rows per label", "", _table(["label", "rows", "target"],
+                                              [[k, v, manifest["targets"][k]] for k, v in counts.items()]), ""]
+    lines += ["## Filter funnel", "", "Every generated reply passes these stages in order; each drop has a reason "
+              "(the rejected rows are kept in `rejected.jsonl`" + (" and the `rejected` config" if hub.get("include_rejected") else "") + ").", "",
+              _table(["stage", "in", "kept", "dropped (reason: rows)"],
+                     [[s["stage"], s["in"], s["kept"], ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"]
+                      for s in manifest["funnel"]]), ""]
+    if manifest.get("eval"):
+        lines += _eval_section(manifest["eval"])
+    lines += ["## Known limitations", "", *[f"- {note}" for note in limitations(manifest, rejected)], ""]
+    lines += ["## How to load", "", "```python", "from datasets import load_dataset", "",
+              f'ds = load_dataset("{repo}", split="train")', "```", "",
+              "From a local run directory: `datasets.load_from_disk(\"<run>/dataset\")`.", ""]
+    lines += ["## Recipe", "", f"Recipe hash `{manifest['recipe_hash']}`; package versions: "
+              + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()) + ".", "",
+              "```yaml", yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).strip(), "```", "",
+              "[dataset-factory]: https://pypi.org/project/dataset-factory/", ""]
+    text = "\n".join(lines)
+    for secret in secret_values(recipe):
+        text = text.replace(secret, "***")
+    return text
+
+
+def write_card(run_dir: Path) -> Path:
+    """Write (or rewrite) `run_dir/README.md` atomically."""
+    path = Path(run_dir) / "README.md"
+    atomic_write_text(path, render_card(run_dir))
+    return path

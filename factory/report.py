@@ -1,0 +1,190 @@
+"""report.html: one self-contained page (charts embedded as PNG) that shows a person what a run made."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from factory.embeddings import Embedder
+from factory.errors import require
+from factory.records import Record
+from factory.store import atomic_write_text, read_manifest
+
+MAX_POINTS = 2000
+SAMPLE = 12
+
+
+def _png(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    require("matplotlib.pyplot", "hub").close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _plt() -> Any:
+    matplotlib = require("matplotlib", "hub")
+    matplotlib.use("Agg")  # no display: render to PNG only
+    return require("matplotlib.pyplot", "hub")
+
+
+def balance_chart(before: Counter[str], after: Counter[str], labels: list[str]) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(labels)), 3))
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, [before[label] for label in labels], 0.4, label="generated (parsed)", color="#9bb7d4")
+    ax.bar(x + 0.2, [after[label] for label in labels], 0.4, label="final dataset", color="#2d6a9f")
+    ax.set_xticks(x, labels, rotation=20, ha="right")
+    ax.set_ylabel("rows")
+    ax.set_title("Label balance before and after filtering")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=8)
+    return _png(fig)
+
+
+def funnel_chart(funnel: list[dict[str, Any]]) -> str:
+    plt = _plt()
+    stages = [s["stage"] for s in funnel]
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(stages) + 1))
+    y = np.arange(len(stages))[::-1]
+    ax.barh(y, [s["in"] for s in funnel], color="#e3c9a8", label="in")
+    ax.barh(y, [s["kept"] for s in funnel], color="#b5651d", label="kept")
+    ax.set_yticks(y, stages)
+    ax.set_xlabel("rows")
+    ax.set_title("Filter funnel")
+    ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def cluster_chart(records: list[Record], embedder: Embedder, seed: int) -> str | None:
+    """2-D PCA of the final rows' embeddings, one panel per label, coloured by KMeans cluster."""
+    if len(records) < 4:
+        return None
+    decomposition, cluster = require("sklearn.decomposition", "eval"), require("sklearn.cluster", "eval")
+    records = records[:MAX_POINTS]
+    vectors = embedder.encode([r.text for r in records])
+    points = decomposition.PCA(n_components=2, random_state=seed).fit_transform(vectors)
+    labels = list(dict.fromkeys(r.label or "all" for r in records))[:8]
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels), 3.2), squeeze=False, sharex=True, sharey=True)
+    for ax, label in zip(axes[0], labels):
+        idx = np.array([i for i, r in enumerate(records) if (r.label or "all") == label])
+        k = max(1, min(6, len(idx) // 8))
+        colours = cluster.KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(vectors[idx]) if k > 1 else np.zeros(len(idx))
+        ax.scatter(points[idx, 0], points[idx, 1], c=colours, cmap="tab10", s=10, alpha=0.8)
+        ax.set_title(f"{label} ({len(idx)} rows, {k} clusters)", fontsize=9)
+    fig.suptitle("Embedding clusters per label (PCA of MiniLM embeddings)", fontsize=10, y=1.06)
+    return _png(fig)
+
+
+def eval_chart(ev: dict[str, Any]) -> str:
+    plt = _plt()
+    conditions = ("real", "synthetic", "synthetic+real")
+    names = list(ev["evaluators"])
+    has_ablation = bool(ev.get("ablation"))
+    fig, axes = plt.subplots(1, 2 if has_ablation else 1, figsize=(11 if has_ablation else 6, 3.4), squeeze=False)
+    ax = axes[0][0]
+    width = 0.8 / len(conditions)
+    for i, condition in enumerate(conditions):
+        means = [ev["evaluators"][n].get(condition, {}).get("macro_f1", {}).get("mean", 0) for n in names]
+        stds = [ev["evaluators"][n].get(condition, {}).get("macro_f1", {}).get("std", 0) for n in names]
+        ax.bar(np.arange(len(names)) + (i - 1) * width, means, width, yerr=stds, capsize=3, label=condition)
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("macro-F1 on real validation rows")
+    ax.set_title("Conditions (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    if has_ablation:
+        ax = axes[0][1]
+        rows = [a for a in ev["ablation"] if a["synthetic+real"]]
+        ax.plot([a["stage"] for a in rows], [a["synthetic+real"]["mean"] for a in rows], marker="o", label="synthetic+real")
+        synth = [a for a in rows if a["synthetic"]]
+        ax.plot([a["stage"] for a in synth], [a["synthetic"]["mean"] for a in synth], marker="s", label="synthetic")
+        real = ev["evaluators"].get("linear", {}).get("real")
+        if real:
+            ax.axhline(real["macro_f1"]["mean"], color="grey", linestyle="--", label="real only")
+        ax.set_title("Which stage helped (linear evaluator)")
+        ax.tick_params(axis="x", rotation=25)
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _rows_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em}.meta{color:#555}img{max-width:100%;display:block;margin:1em 0}
+table{border-collapse:collapse;width:100%;font-size:13px;margin:1em 0}td,th{border:1px solid #ddd;padding:4px 6px;vertical-align:top;text-align:left}
+th{background:#f3f3f3}.bad{color:#a00;font-weight:bold}.good{color:#070;font-weight:bold}"""
+
+
+def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
+    """The report's HTML for a finished run directory."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    recipe = manifest["recipe"]
+    generated = {row["id"]: Record.from_json(row) for row in _jsonl(run_dir / "generated.jsonl")}
+    stages = json.loads((run_dir / "stages.json").read_text()) if (run_dir / "stages.json").exists() else {}
+    final = [generated[i] for i in stages.get("final", []) if i in generated]
+    labels = list(manifest["targets"])
+    before = Counter(r.label or "all" for r in generated.values())
+    after = Counter(r.label or "all" for r in final)
+    rejected = _jsonl(run_dir / "rejected.jsonl")
+    passing = manifest.get("passing", True)
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(recipe['name'])} report</title>"
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(recipe['name'])}</h1>",
+        f"<p class='meta'>{manifest['rows']} synthetic rows · status {html.escape(manifest['status'])} · "
+        f"<span class='{'good' if passing else 'bad'}'>{'passing' if passing else 'eval gate NOT passed'}</span> · "
+        f"recipe {manifest['recipe_hash']} · generators: "
+        + ", ".join(html.escape(f"{g['name']} ({', '.join(g.get('models_reported') or {}) or g['model']})") for g in manifest["generators"])
+        + "</p>",
+        "<h2>Label balance</h2>", f"<img alt='label balance' src='{balance_chart(before, after, labels)}'>",
+        "<h2>Filter funnel</h2>", f"<img alt='funnel' src='{funnel_chart(manifest['funnel'])}'>",
+        _rows_table([{"stage": s["stage"], "in": s["in"], "kept": s["kept"],
+                      "dropped": ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"} for s in manifest["funnel"]],
+                    ["stage", "in", "kept", "dropped"]),
+    ]
+    picture = cluster_chart(final, embedder or Embedder(), recipe.get("seed", 0)) if final else None
+    if picture:
+        parts += ["<h2>Embedding clusters</h2>", f"<img alt='clusters' src='{picture}'>"]
+    if manifest.get("eval"):
+        ev = manifest["eval"]
+        parts += ["<h2>Evaluation on real validation rows</h2>",
+                  f"<p>{ev['validation_rows']} held-out real rows; {ev['real_train_rows']} real training rows; seeds {ev['seeds']}.</p>",
+                  f"<img alt='eval' src='{eval_chart(ev)}'>"]
+    text_column = "text"
+    kept_rows = [{"label": r.label or "", text_column: r.text, **({"response": r.response} if r.response else {}),
+                  "generator": r.meta.get("generator", "")} for r in final[:SAMPLE]]
+    parts += ["<h2>Sample of kept rows</h2>",
+              _rows_table(kept_rows, ["label", text_column, *(["response"] if recipe["task"] == "instruction" else []), "generator"])]
+    sample_rejected = sorted(rejected, key=lambda r: (r["reason"], r["id"]))
+    by_reason: dict[str, list[dict[str, Any]]] = {}
+    for row in sample_rejected:
+        by_reason.setdefault(row["reason"], []).append(row)
+    shown = [row for rows in by_reason.values() for row in rows[:3]][:SAMPLE * 2]
+    parts += ["<h2>Sample of rejected rows</h2>",
+              _rows_table([{**r, "text": r["text"][:300]} for r in shown], ["stage", "reason", "label", "text", "detail"]),
+              "</body></html>"]
+    return "\n".join(parts)
+
+
+def write_report(run_dir: Path, embedder: Embedder | None = None) -> Path:
+    path = Path(run_dir) / "report.html"
+    atomic_write_text(path, render_report(run_dir, embedder))
+    return path

@@ -1,0 +1,95 @@
+"""The eval stage through `factory build` and `factory eval`: conditions, ablation, gate."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pandas as pd
+from conftest import classification_recipe, write_recipe
+from loopback_openai import Action
+
+from factory.cli import main
+
+GOOD = ["love", "adore", "recommend", "enjoy", "praise"]
+BAD = ["hate", "regret", "return", "despise", "avoid"]
+THINGS = ["kettle", "lamp", "chair", "blender", "toaster", "desk", "heater", "fan"]
+
+
+def review(label: str, rng: random.Random) -> str:
+    verb = rng.choice(GOOD if label == "positive" else BAD)
+    tail = "it works perfectly and looks great" if label == "positive" else "it broke and feels cheap"
+    return f"I {verb} this {rng.choice(THINGS)} {rng.randint(1, 10**6)}, {tail} after {rng.randint(2, 60)} days."
+
+
+def scripted(body: dict, n: int) -> Action:
+    label = re.search(r'"label": "([^"]+)"', body["messages"][-1]["content"]).group(1)
+    text = review(label, random.Random(body["seed"]))
+    return Action(text=json.dumps({"label": label, "text": text}))
+
+
+def real_rows(tmp_path: Path) -> str:
+    rng = random.Random(0)
+    rows = [(review(label, rng), label) for label in ("positive", "negative") for _ in range(40)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "real.csv", index=False)
+    return "real.csv"
+
+
+def recipe(tmp_path: Path, server, gate: dict) -> Path:
+    data = classification_recipe(server.base_url, generate={"per_label": 12})
+    data["real_data"] = {"path": real_rows(tmp_path), "train_per_label": 4}
+    data["filters"] = [{"type": "exact_dedup"}, {"type": "near_dedup", "threshold": 0.9}]
+    data["eval"] = {"evaluators": ["linear"], "seeds": [0, 1], "bootstrap": 200, "gate": gate}
+    return write_recipe(tmp_path / "r.yaml", data)
+
+
+def test_build_scores_conditions_and_ablation_and_eval_rescores(tmp_path: Path, loopback, canary_key: str, capsys) -> None:
+    server = loopback(script=scripted)
+    out = tmp_path / "run"
+    assert main(["build", str(recipe(tmp_path, server, {"min_macro_f1": 0.5})), "--out", str(out), "--no-progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    ev = manifest["eval"]
+    assert manifest["passing"] is True and ev["gate"]["passed"] is True
+    assert ev["validation_rows"] == 72 and ev["real_train_rows"] == 8 and ev["synthetic_rows"] == 24
+    linear = ev["evaluators"]["linear"]
+    for condition in ("real", "synthetic", "synthetic+real"):
+        assert len(linear[condition]["runs"]) == 2
+        assert set(linear[condition]["per_label_f1"]) == {"positive", "negative"}
+    assert linear["synthetic+real"]["macro_f1"]["mean"] > 0.9  # separable data
+    gain = linear["gain"]
+    assert gain["ci_low"] <= gain["gain"] <= gain["ci_high"]
+    assert [a["stage"] for a in ev["ablation"]] == ["parse", "exact_dedup", "near_dedup", "final"]
+    assert all(a["synthetic+real"] is not None for a in ev["ablation"])
+    assert "macro-F1" in capsys.readouterr().out
+
+    # Re-scoring the finished run gives the same numbers without any request.
+    sent = len(server.log)
+    assert main(["eval", str(out)]) == 0
+    again = json.loads((out / "manifest.json").read_text())["eval"]
+    assert again["evaluators"]["linear"]["synthetic+real"]["macro_f1"] == linear["synthetic+real"]["macro_f1"]
+    assert len(server.log) == sent
+
+
+def test_failing_gate_writes_everything_and_exits_non_zero(tmp_path: Path, loopback, canary_key: str, capsys) -> None:
+    server = loopback(script=scripted)
+    out = tmp_path / "run"
+    code = main(["build", str(recipe(tmp_path, server, {"min_gain": 0.99})), "--out", str(out), "--no-progress"])
+    assert code == 4
+    assert "gate failed" in capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["passing"] is False
+    assert manifest["eval"]["gate"]["checks"][0]["passed"] is False
+    assert len(pd.read_parquet(out / "dataset" / "data" / "train.parquet")) == 24
+    assert main(["eval", str(out), "--evaluators", "nope"]) == 1
+
+
+def test_eval_of_a_run_without_real_data_fails_clearly(tmp_path: Path, loopback, canary_key: str, capsys) -> None:
+    server = loopback()
+    out = tmp_path / "run"
+    assert main(["build", str(write_recipe(tmp_path / "r.yaml", classification_recipe(server.base_url))),
+                 "--out", str(out), "--no-progress"]) == 0
+    assert main(["eval", str(out)]) == 1
+    assert "no real_data" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nothing")]) == 1
