@@ -42,4 +42,4 @@ def words(text: str) -> list[str]:
 
 def is_refusal(text: str) -> bool:
     """True when the start of `text` is a refusal or assistant boilerplate instead of the requested text."""
-    return bool(REFUSAL.search(text[:400]))
+    return bool(REFUSAL.search(text[:400].replace("\u2019", "'")))  # curly apostrophes too

@@ -65,8 +65,16 @@ class Filter(ABC):
         self.params = params
 
     def fit(self, context: FilterContext) -> Self:
-        """Learn from the context (real rows, seed). Stateless filters keep the default."""
+        """Learn from the context (real rows, seed). Filters that learn call `super().fit()` first."""
+        self.context_ = context
         return self
+
+    @property
+    def context(self) -> FilterContext:
+        """The fitted context; a filter applied without `fit` gets a default one (and its own embedder)."""
+        if not hasattr(self, "context_"):
+            self.fit(FilterContext())
+        return self.context_
 
     @abstractmethod
     def apply(self, records: Sequence[Record]) -> FilterResult:

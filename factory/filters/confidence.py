@@ -85,7 +85,7 @@ class Confidence(Filter):
     params: ConfidenceParams
 
     def fit(self, context: FilterContext) -> Confidence:
-        self.context_ = context
+        super().fit(context)
         train = [r for r in context.real_train if r.label is not None]
         # Label order: the recipe's first, then any extra real label, so stats read in recipe order.
         order = {label: i for i, label in enumerate(context.labels)}
@@ -104,14 +104,9 @@ class Confidence(Filter):
             self.train_x_ = context.embeddings().encode(texts)
         return self
 
-    def _context(self) -> FilterContext:
-        if not hasattr(self, "context_"):
-            self.fit(FilterContext())
-        return self.context_
-
     def _score(self, records: list[Record]) -> tuple[list[int], list[str], np.ndarray, dict[str, Any]]:
         """(indices of scored rows, label columns, their probabilities, how the classifier was trained)."""
-        context = self._context()
+        context = self.context
         if self.train_rows_:
             labels = self.train_labels_
             known = set(labels)

@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from itertools import combinations
-from typing import Literal, Self
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from factory.errors import require
-from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
+from factory.filters.base import Filter, FilterParams, FilterResult
 from factory.filters.probe import crossfit_proba, fit_proba
-from factory.filters.semantic import BLOCK, context_of
+from factory.filters.similarity import BLOCK
 from factory.records import Record, Rejected
 from factory.text import normalize
 
@@ -47,16 +47,12 @@ class Conflicts(Filter):
     Params = ConflictsParams
     params: ConflictsParams
 
-    def fit(self, context: FilterContext) -> Self:
-        self.context_ = context
-        return self
-
     def apply(self, records: Sequence[Record]) -> FilterResult:
         labelled = [i for i, r in enumerate(records) if r.label is not None]
         groups, vectors = self._groups([records[i] for i in labelled])
         groups = [[labelled[i] for i in g] for g in groups]
         if vectors is None and groups and self.params.resolve == "classifier":
-            vectors = context_of(self).embeddings().encode([records[i].text for i in labelled])
+            vectors = self.context.embeddings().encode([records[i].text for i in labelled])
         row_vector = {row: vectors[k] for k, row in enumerate(labelled)} if vectors is not None else {}
 
         pairs: Counter[str] = Counter()
@@ -102,7 +98,7 @@ class Conflicts(Filter):
         vectors = None
         component = np.arange(len(node_rows))
         if self.params.threshold is not None:
-            vectors = context_of(self).embeddings().encode([r.text for r in records])
+            vectors = self.context.embeddings().encode([r.text for r in records])
             # One label id per node; -1 marks a node that already holds several labels (links to all).
             label_ids = {label: k for k, label in enumerate(sorted({r.label for r in records}))}  # type: ignore[type-var]
             node_label = np.array([label_ids[next(iter(s))] if len(s) == 1 else -1 for s in node_labels])
@@ -122,7 +118,7 @@ class Conflicts(Filter):
     def _proba(self, records: Sequence[Record], labelled: list[int], groups: list[list[int]],
                vectors: np.ndarray) -> tuple[dict[int, np.ndarray], list[str], str]:
         """Label probabilities for every row in a group: probe on real_train, else cross-fitted."""
-        context = context_of(self)
+        context = self.context
         labels = list(context.labels) or sorted({records[i].label for i in labelled})  # type: ignore[type-var]
         real = [r for r in context.real_train if r.label in labels]
         in_groups = [i for g in groups for i in g]
@@ -145,7 +141,8 @@ class Conflicts(Filter):
         ranked = sorted(group_labels, key=lambda label: -score[label])
         winner = ranked[0] if score[ranked[0]] - score[ranked[1]] > _TIE else None
         shown = ", ".join(f"p({label})={score[label]:.2f}" for label in group_labels)
-        verdict = f"the classifier favours '{winner}'" if winner is not None else "the classifier cannot tell the labels apart"
+        verdict = (f"the classifier favours '{winner}'" if winner is not None
+                   else "the classifier cannot tell the labels apart")
         described = self._describe(records, group, row_vector)
         return {i: f"{described[i]}; {verdict} ({shown})" for i in group if records[i].label != winner}
 

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from factory.errors import require
-from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
+from factory.filters.base import Filter, FilterParams, FilterResult
 from factory.filters.probe import crossfit_proba
 from factory.records import Record, Rejected
 
@@ -64,10 +64,6 @@ class Critic(Filter):
     Params = CriticParams
     params: CriticParams
 
-    def fit(self, context: FilterContext) -> Critic:
-        self.context_ = context
-        return self
-
     def _skip(self, records: list[Record], n_real: int) -> str | None:
         if n_real < self.params.min_real:
             return f"only {n_real} real rows; need {self.params.min_real}"
@@ -76,9 +72,7 @@ class Critic(Filter):
         return None
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
-        if not hasattr(self, "context_"):
-            self.fit(FilterContext())
-        context = self.context_
+        context = self.context
         records = list(records)
         real = [r.text for r in context.real_train]
         reason = self._skip(records, len(real))

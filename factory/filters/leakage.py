@@ -3,7 +3,8 @@
 A generator that saw real rows as few-shot examples may hand them back; training on a copy of a
 holdout row inflates the evaluation, and publishing one leaks the user's data. Two checks: word
 n-gram overlap (verbatim copying, via an inverted index) and embedding cosine (close paraphrase).
-The rejected row's detail names the real row by split and id, never by its text.
+The rejected row's detail names the real row by split and id, never by its text, and the rejected
+row's own text (a near copy of that private row) is blanked unless `redact: false`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
-from factory.filters.semantic import best_match, context_of
+from factory.filters.similarity import best_match
 from factory.records import Record, Rejected
 from factory.text import words
 
@@ -38,6 +39,10 @@ class LeakageParams(FilterParams):
         "containment",
         description="'containment': shared n-grams / the synthetic row's n-grams (catches copied fragments); "
         "'jaccard': shared / union (only whole-row copies).",
+    )
+    redact: bool = Field(
+        True, description="Blank the text of a dropped row: it is a near copy of the user's private rows, and "
+        "rejected rows are written to rejected.jsonl.",
     )
 
     @model_validator(mode="after")
@@ -67,7 +72,7 @@ class Leakage(Filter):
     params: LeakageParams
 
     def fit(self, context: FilterContext) -> Self:
-        self.context_ = context
+        super().fit(context)
         self.real_ = [("train", r) for r in context.real_train] + [("holdout", r) for r in context.real_holdout]
         self.grams_: list[frozenset[tuple[str, ...]]] = [self._grams(r.text) for _, r in self.real_]
         self.postings_: dict[tuple[str, ...], list[int]] = {}
@@ -81,15 +86,15 @@ class Leakage(Filter):
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
         if not hasattr(self, "real_"):
-            self.fit(context_of(self))
-        splits = {"train": sum(s == "train" for s, _ in self.real_), "holdout": sum(s == "holdout" for s, _ in self.real_)}
+            self.fit(self.context)
+        splits = {"train": len(self.context_.real_train), "holdout": len(self.context_.real_holdout)}
         if not self.real_:
             return FilterResult(list(records), [], {"real_rows": splits, "checked": False,
                                                    "note": "no real rows: nothing to compare against, every row passes"})
         overlap = [self._overlap(r.text) for r in records] if self.params.ngram_threshold is not None else []
         cosine: list[_Match | None] = [None] * len(records)
         if self.vectors_ is not None and records:
-            vectors = context_of(self).embeddings().encode([r.text for r in records])
+            vectors = self.context.embeddings().encode([r.text for r in records])
             best, arg = best_match(vectors, self.vectors_)
             cosine = [_Match(int(a), min(float(b), 1.0)) if b >= self.params.threshold else None  # type: ignore[operator]
                       for b, a in zip(best, arg)]
@@ -99,8 +104,8 @@ class Leakage(Filter):
         leaked = {"train": 0, "holdout": 0}
         gram_name = f"{self.params.ngram}-gram {self.params.ngram_metric}"
         for i, record in enumerate(records):
-            hits = [(name, m) for name, m in ((gram_name, overlap[i] if overlap else None), ("cosine", cosine[i]))
-                    if m is not None]
+            hits = [(gram_name, overlap[i])] if overlap and overlap[i] else []
+            hits += [("cosine", cosine[i])] if cosine[i] else []
             if not hits:
                 kept.append(record)
                 continue
@@ -110,7 +115,11 @@ class Leakage(Filter):
                 by_row.setdefault(match.row, []).append(f"{name} {match.score:.2f}")
             # The real row is named by split and id only: its text is the user's private data.
             detail = "; ".join(f"near copy of real {self._name(k)} ({', '.join(scores)})" for k, scores in by_row.items())
-            dropped.append(Rejected.from_record(record, self.type, "leakage", detail))
+            rejected = Rejected.from_record(record, self.type, "leakage", detail)
+            if self.params.redact:
+                rejected.text = ""
+                rejected.meta["redacted"] = "text removed: a near copy of a real row"
+            dropped.append(rejected)
         return FilterResult(kept, dropped, {"real_rows": splits, "checked": True, "leaked": leaked})
 
     def _name(self, k: int) -> str:
@@ -139,8 +148,8 @@ class Leakage(Filter):
         best: _Match | None = None
         for k in candidates:
             shared = len(grams & self.grams_[k])
-            union = len(grams) if self.params.ngram_metric == "containment" else len(grams | self.grams_[k])
-            score = shared / union
+            whole = len(grams) if self.params.ngram_metric == "containment" else len(grams | self.grams_[k])
+            score = shared / whole
             if score >= t and (best is None or score > best.score):
                 best = _Match(k, score)
         return best

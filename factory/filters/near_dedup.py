@@ -2,9 +2,9 @@
 
 The steps, all vectorised with numpy over the whole batch:
 
-1. shingles: character (default) or word n-grams of the normalised text, hashed with a stable
-   64-bit hash (blake2b for words, a splitmix64 mix of code points for characters), never Python's
-   salted `hash()`, so results are the same in every process;
+1. shingles: character (default) or word n-grams of the folded text (`fold`), hashed with a
+   stable 64-bit hash (splitmix64 of code points, polynomial over a word's and an n-gram's parts),
+   never Python's salted `hash()`, so results are the same in every process and for every seed;
 2. a MinHash signature of `num_perm` values per row, computed by one-permutation hashing with
    optimal densification (Shrivastava, ICML 2017): one hash per shingle instead of `num_perm`, with
    the same collision probability as classic MinHash, Pr[equal value] = Jaccard;
@@ -29,16 +29,16 @@ from factory.filters.base import Filter, FilterParams, FilterResult
 from factory.records import Record, Rejected
 from factory.text import normalize
 
-DEFAULT_NGRAM = {"char": 3, "word": 2}
-
 # Emoji and pictographs count as text here ("great 🙂" and "great 😡" are not copies of each other);
-# other punctuation does not. Word tokens are \w runs, and each emoji is a token of its own.
+# other punctuation does not.
 _EMOJI = "\u2600-\u27bf\U0001f000-\U0001faff"
-_TOKEN = re.compile(rf"\w+|[{_EMOJI}]")
+_EMOJI_RUN = re.compile(rf"[{_EMOJI}]")
 _NOT_TEXT = re.compile(rf"[^\w\s{_EMOJI}]")
 
 _U64 = np.uint64
 _MUL = _U64(0x9E3779B97F4A7C15)  # polynomial base for combining token hashes into a shingle hash
+_BASE = _U64(0x100000001B3)  # polynomial base over a word's code points (odd, so invertible)
+_BASE_INV = _U64(pow(0x100000001B3, -1, 1 << 64))
 _M1, _M2 = _U64(0xBF58476D1CE4E5B9), _U64(0x94D049BB133111EB)
 _CHUNK_ROWS = 8192  # rows hashed at a time: bounds the temporaries, whatever the batch size
 _PAIR_BLOCK = 1 << 18  # shingles compared at a time (cache-sized) when verifying candidate pairs
@@ -57,9 +57,7 @@ class NearDedupParams(FilterParams):
                     "3-gram Jaccard near 0.9, but word 3-gram Jaccard at 0.71. Characters also work for "
                     "languages written without spaces.",
     )
-    ngram: int | None = Field(
-        None, ge=1, le=64, description="Shingle length in units; default 3 for `char`, 2 for `word`.",
-    )
+    ngram: int = Field(3, ge=1, le=64, description="Shingle length in units (characters or words).")
     num_perm: int = Field(128, ge=8, le=1024, description="MinHash signature length (more: better recall, slower).")
     bands: int | None = Field(
         None, ge=1,
@@ -85,9 +83,6 @@ class NearDedupParams(FilterParams):
                 raise ValueError(f"{name} = {value} exceeds num_perm = {self.num_perm}")
         return self
 
-    def resolved_ngram(self) -> int:
-        return self.ngram or DEFAULT_NGRAM[self.unit]
-
     def resolved_bands(self) -> tuple[int, int]:
         """(bands, rows): as given, or optimal for the threshold as datasketch computes them."""
         if self.bands is not None and self.rows is not None:
@@ -108,24 +103,30 @@ def optimal_bands(threshold: float, num_perm: int, fp_weight: float = _FP_WEIGHT
     candidate is 1 - (1 - s**r)**b, integrated below the threshold (false positives) and above it
     (false negatives), here with the trapezoidal rule on a fine grid.
     """
-    below = np.linspace(0.0, threshold, 513)
-    above = np.linspace(threshold, 1.0, 513)
+    def area(y: np.ndarray, x: np.ndarray) -> np.ndarray:  # trapezoidal rule along the last axis
+        return ((y[..., 1:] + y[..., :-1]) * np.diff(x) / 2).sum(axis=-1)
+
+    below, above = np.linspace(0.0, threshold, 1025), np.linspace(threshold, 1.0, 1025)
     best, best_error = (1, num_perm), float("inf")
     for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            fp = np.trapezoid(1 - (1 - below**r) ** b, below)
-            fn = np.trapezoid((1 - above**r) ** b, above)
-            error = fp_weight * fp + fn_weight * fn
-            if error < best_error:
-                best, best_error = (b, r), error
+        r = np.arange(1, num_perm // b + 1, dtype=np.float64)[:, None]
+        error = (fp_weight * area(1 - (1 - below**r) ** b, below)
+                 + fn_weight * area((1 - above**r) ** b, above))
+        k = int(np.argmin(error))
+        if error[k] < best_error:
+            best, best_error = (b, k + 1), float(error[k])
     return best
 
 
 def fold(text: str) -> str:
-    """`factory.text.normalize`, except that emoji survive: NFKC, casefold, no punctuation, single spaces."""
+    """`factory.text.normalize`, except that emoji survive, each as a word of its own.
+
+    NFKC, casefold, punctuation to spaces, single spaces: "Great🙂!" -> "great 🙂".
+    """
     if text.isascii():
         return normalize(text)
-    return " ".join(_NOT_TEXT.sub(" ", unicodedata.normalize("NFKC", text).casefold()).split())
+    text = _NOT_TEXT.sub(" ", unicodedata.normalize("NFKC", text).casefold())
+    return " ".join(_EMOJI_RUN.sub(r" \g<0> ", text).split())
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -143,80 +144,90 @@ def _seed_key(seed: int, purpose: int) -> np.uint64:
     return _U64(int.from_bytes(digest, "little"))
 
 
-class _Shingler:
-    """Turns texts into per-row sorted, unique 32-bit shingle hashes. Word hashes are memoised."""
+def _codepoints(norms: list[str]) -> np.ndarray:
+    return np.frombuffer("".join(norms).encode("utf-32-le"), dtype="<u4").astype(np.uint64)
 
-    def __init__(self, unit: str, ngram: int) -> None:
-        self.unit = unit
-        self.ngram = ngram
-        self.vocab_: dict[str, int] = {}
-        self.token_hashes_: list[bytes] = []
-        self.table_ = np.zeros(0, dtype=np.uint64)
 
-    def _word_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        vocab, digests = self.vocab_, self.token_hashes_
-        ids: list[int] = []
-        lengths = np.empty(len(texts), dtype=np.int64)
-        for i, text in enumerate(texts):
-            tokens = _TOKEN.findall(fold(text))
-            lengths[i] = len(tokens)
-            for token in tokens:
-                index = vocab.get(token)
-                if index is None:
-                    index = vocab[token] = len(digests)
-                    digests.append(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest())
-                ids.append(index)
-        if len(self.table_) < len(digests):
-            self.table_ = np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64)
-        return self.table_[np.asarray(ids, dtype=np.int64)], lengths
-
-    @staticmethod
-    def _char_tokens(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _tokens(texts: Sequence[str], unit: str) -> tuple[np.ndarray, np.ndarray]:
+    """(token hashes of all rows end to end, tokens per row). A token is a character or a word."""
+    if unit == "char":
         norms = [fold(t) for t in texts]
         lengths = np.fromiter((len(s) for s in norms), dtype=np.int64, count=len(norms))
-        points = np.frombuffer("".join(norms).encode("utf-32-le"), dtype="<u4").astype(np.uint64)
-        return _mix(points + _U64(0x632BE59BD9B4E019)), lengths
+        return _mix(_codepoints(norms) + _U64(0x632BE59BD9B4E019)), lengths
+    # Words: runs of non-spaces in the folded texts, each row followed by a space. A word's hash is
+    # the polynomial sum(c_k * B**k) of its code points, read off prefix sums (times B**-start, as B
+    # is odd and so invertible mod 2**64): no Python loop over tokens.
+    norms = [fold(t) + " " for t in texts]
+    points = _codepoints(norms)
+    if not len(points):
+        return np.zeros(0, dtype=np.uint64), np.zeros(len(texts), dtype=np.int64)
+    word = points != _U64(32)
+    begin = np.flatnonzero(word & ~np.concatenate(([False], word[:-1])))
+    end = np.flatnonzero(word & ~np.concatenate((word[1:], [False]))) + 1
+    powers = np.full(len(points), _BASE, dtype=np.uint64)
+    powers[0] = 1
+    np.cumprod(powers, out=powers)
+    inverse = np.full(len(points), _BASE_INV, dtype=np.uint64)
+    inverse[0] = 1
+    np.cumprod(inverse, out=inverse)
+    prefix = np.zeros(len(points) + 1, dtype=np.uint64)
+    np.cumsum(points * powers, out=prefix[1:])
+    hashes = _mix((prefix[end] - prefix[begin]) * inverse[begin])
+    row_of_point = np.repeat(np.arange(len(texts), dtype=np.int64),
+                             np.fromiter((len(s) for s in norms), dtype=np.int64, count=len(norms)))
+    return hashes, np.bincount(row_of_point[begin], minlength=len(texts))
 
-    def shingle(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(hashes, counts): the rows' sorted unique shingle hashes, concatenated, and counts per row."""
-        tokens, lengths = self._word_tokens(texts) if self.unit == "word" else self._char_tokens(texts)
-        n, rows = self.ngram, len(texts)
-        starts = np.zeros(rows, dtype=np.int64)
-        np.cumsum(lengths[:-1], out=starts[1:])
-        total = len(tokens)
-        parts_h: list[np.ndarray] = []
-        parts_d: list[np.ndarray] = []
-        if total >= n:
-            # Polynomial combination of n consecutive token hashes at every position, then keep the
-            # positions whose n-gram lies inside one row.
-            span = total - n + 1
-            h = tokens[:span].copy()
-            for k in range(1, n):
-                h *= _MUL
-                h += tokens[k:k + span]
-            row_of = np.repeat(np.arange(rows, dtype=np.int64), lengths)[:span]
-            valid = (np.arange(span, dtype=np.int64) - starts[row_of]) <= lengths[row_of] - n
-            parts_h.append(h[valid])
-            parts_d.append(row_of[valid])
-        # Rows shorter than n: the whole token sequence is their one shingle.
-        short = np.flatnonzero((lengths > 0) & (lengths < n))
-        for m in np.unique(lengths[short]):
-            docs = short[lengths[short] == m]
-            h = tokens[starts[docs]].copy()
-            for k in range(1, int(m)):
-                h *= _MUL
-                h += tokens[starts[docs] + k]
-            parts_h.append(h ^ _U64(0xA0761D6478BD642F * int(m) % (1 << 64)))
-            parts_d.append(docs)
-        if not parts_h:
-            return np.zeros(0, dtype=np.uint32), np.zeros(rows, dtype=np.int64)
-        h32 = (_mix(np.concatenate(parts_h)) >> _U64(32)).astype(np.uint64)
-        keys = np.sort((np.concatenate(parts_d).astype(np.uint64) << _U64(32)) | h32)
-        keep = np.ones(len(keys), dtype=bool)
-        keep[1:] = keys[1:] != keys[:-1]
-        keys = keys[keep]
-        counts = np.bincount((keys >> _U64(32)).astype(np.int64), minlength=rows)
-        return (keys & _U64(0xFFFFFFFF)).astype(np.uint32), counts
+
+def _shingles(texts: Sequence[str], unit: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, counts): each row's sorted unique 32-bit shingle hashes, end to end, and counts per row.
+
+    A shingle is n consecutive tokens of a row; a row with fewer tokens (but some) has its whole
+    token sequence as its one shingle, and a row without tokens has no shingles.
+    """
+    tokens, lengths = _tokens(texts, unit)
+    rows = len(texts)
+    starts = np.cumsum(lengths) - lengths
+    total = len(tokens)
+    parts_h: list[np.ndarray] = []
+    parts_d: list[np.ndarray] = []
+    if total >= n:
+        # Polynomial combination of n consecutive token hashes at every position, then keep the
+        # positions whose n-gram lies inside one row.
+        span = total - n + 1
+        h = tokens[:span].copy()
+        for k in range(1, n):
+            h *= _MUL
+            h += tokens[k:k + span]
+        row_of = np.repeat(np.arange(rows, dtype=np.int64), lengths)[:span]
+        valid = (np.arange(span, dtype=np.int64) - starts[row_of]) <= lengths[row_of] - n
+        parts_h.append(h[valid])
+        parts_d.append(row_of[valid])
+    short = np.flatnonzero((lengths > 0) & (lengths < n))
+    for m in np.unique(lengths[short]).tolist():
+        docs = short[lengths[short] == m]
+        h = tokens[starts[docs]].copy()
+        for k in range(1, m):
+            h *= _MUL
+            h += tokens[starts[docs] + k]
+        parts_h.append(h ^ _U64(0xA0761D6478BD642F * m % (1 << 64)))  # unlike any full n-gram
+        parts_d.append(docs)
+    if not parts_h:
+        return np.zeros(0, dtype=np.uint32), np.zeros(rows, dtype=np.int64)
+    h32 = _mix(np.concatenate(parts_h)) >> _U64(32)
+    keys = np.sort((np.concatenate(parts_d).astype(np.uint64) << _U64(32)) | h32)
+    keep = np.ones(len(keys), dtype=bool)
+    keep[1:] = keys[1:] != keys[:-1]
+    keys = keys[keep]
+    counts = np.bincount((keys >> _U64(32)).astype(np.int64), minlength=rows)
+    return (keys & _U64(0xFFFFFFFF)).astype(np.uint32), counts
+
+
+@lru_cache(maxsize=16)
+def _probe_table(num_perm: int, seed: int, attempts: int) -> np.ndarray:
+    """(num_perm, attempts) bins an empty bin probes, in order: a function of (seed, bin, attempt) only."""
+    probe = (np.arange(num_perm, dtype=np.uint64)[:, None] * _U64(0x100000001B3)
+             + np.arange(1, attempts + 1, dtype=np.uint64)[None, :])
+    return (((_mix(probe ^ _seed_key(seed, 2)) >> _U64(32)) * _U64(num_perm)) >> _U64(32)).astype(np.int64)
 
 
 def _minhash(hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
@@ -225,44 +236,39 @@ def _minhash(hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int) -
     Each shingle is hashed once; its high bits pick a bin, its low bits are the value, and each bin
     keeps its minimum. An empty bin borrows the value of the first non-empty bin in a probe sequence
     that depends only on (seed, bin, attempt), so two rows agree on a bin with probability equal to
-    their Jaccard similarity, as with num_perm independent permutations. Rows without shingles get
-    an all-ones signature and are left out of LSH by the caller.
+    their Jaccard similarity, as with num_perm independent permutations (Shrivastava, ICML 2017).
+    Rows without shingles keep an all-ones signature; the caller leaves them out of LSH.
     """
     rows = len(counts)
     x = _mix(hashes.astype(np.uint64) ^ _seed_key(seed, 1))
-    bins = ((x >> _U64(32)) * _U64(num_perm)) >> _U64(32)
-    flat = np.repeat(np.arange(rows, dtype=np.int64) * num_perm, counts) + bins.astype(np.int64)
+    bins = (((x >> _U64(32)) * _U64(num_perm)) >> _U64(32)).astype(np.int64)
+    flat = np.repeat(np.arange(rows, dtype=np.int64) * num_perm, counts) + bins
     sig = np.full(rows * num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
     np.minimum.at(sig, flat, (x & _U64(0xFFFFFFFF)).astype(np.uint32))
     filled = np.zeros(rows * num_perm, dtype=bool)
     filled[flat] = True
-    has = counts > 0
-    empty = np.flatnonzero(~filled.reshape(rows, num_perm)[has].ravel())
+    empty = np.flatnonzero(~filled & np.repeat(counts > 0, num_perm))
     if len(empty):
-        doc_rows = np.flatnonzero(has)
-        base = doc_rows[empty // num_perm] * num_perm
+        attempts = 4 * num_perm
+        table = _probe_table(num_perm, seed, attempts)
         target = empty % num_perm
-        key = _seed_key(seed, 2)
-        source = np.empty(len(empty), dtype=np.int64)
-        pending = np.arange(len(empty))
-        attempt = 0
-        while len(pending):
-            attempt += 1
-            probe = target[pending].astype(np.uint64) * _U64(0x100000001B3) + _U64(attempt)
-            donor = (((_mix(probe ^ key) >> _U64(32)) * _U64(num_perm)) >> _U64(32)).astype(np.int64)
-            hit = filled[base[pending] + donor]
-            source[pending[hit]] = base[pending[hit]] + donor[hit]
-            pending = pending[~hit]
-            if attempt >= 8 * num_perm and len(pending):
-                # Only rows with one or two filled bins get here: take the first filled bin after the
-                # empty one (a rule that, like the probes, depends only on which bins are filled).
-                grid = filled.reshape(rows, num_perm)
-                for p in pending:
-                    row = base[p] // num_perm
-                    order = (np.arange(1, num_perm + 1) + target[p]) % num_perm
-                    source[p] = base[p] + order[np.argmax(grid[row, order])]
+        base = empty - target
+        source = np.zeros(len(empty), dtype=np.int64)
+        pending, bins_left, base_left = np.arange(len(empty)), target, base
+        for attempt in range(attempts):
+            probe = base_left + table[bins_left, attempt]
+            hit = filled[probe]
+            source[pending[hit]] = probe[hit]
+            miss = ~hit
+            pending, bins_left, base_left = pending[miss], bins_left[miss], base_left[miss]
+            if not len(pending):
                 break
-        sig[base + target] = sig[source]
+        # Left only in rows with one or two filled bins: the first filled bin after the empty one
+        # (a rule that, like the probes, depends only on which bins are filled).
+        for k in pending.tolist():
+            order = base[k] + (target[k] + np.arange(1, num_perm + 1)) % num_perm
+            source[k] = order[np.argmax(filled[order])]
+        sig[empty] = sig[source]
     return sig.reshape(rows, num_perm)
 
 
@@ -306,17 +312,19 @@ def _likely(sig: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray,
     """The pairs worth an exact check: MinHash estimate within four standard deviations of the threshold.
 
     Candidates from LSH include many pairs well below the threshold (texts that share a template);
-    the signature agreement estimates their Jaccard almost for free. The margin uses the largest
-    binomial variance, 1/4, over min(num_perm, smaller set size) samples (a set of k shingles fills
-    at most k bins), so a true pair is skipped with probability well under 1e-4.
+    the signature agreement estimates their Jaccard almost for free. The margin is four standard
+    deviations at the largest binomial variance, 1/4, counting as samples only the bins the smaller
+    set fills itself (k shingles fill num_perm * (1 - exp(-k / num_perm)) bins on average; the rest
+    are borrowed copies), so a true pair is skipped with probability well under 1e-4.
     """
     keep = np.zeros(len(a), dtype=bool)
     step = max(1, (1 << 22) // sig.shape[1])
     for start in range(0, len(a), step):
         pa, pb = a[start:start + step], b[start:start + step]
         estimate = (sig[pa] == sig[pb]).mean(axis=1)
-        samples = np.minimum(np.minimum(counts[pa], counts[pb]), sig.shape[1])
-        keep[start:start + step] = estimate >= threshold - 2.0 / np.sqrt(np.maximum(samples, 1))
+        k = np.minimum(counts[pa], counts[pb])
+        filled = sig.shape[1] * -np.expm1(-k / sig.shape[1])  # expected non-empty bins of the smaller set
+        keep[start:start + step] = estimate >= threshold - 2.0 / np.sqrt(np.maximum(filled, 1.0))
     return a[keep], b[keep]
 
 
@@ -387,16 +395,15 @@ class NearDedup(Filter):
     def apply(self, records: Sequence[Record]) -> FilterResult:
         p = self.params
         n = len(records)
-        ngram = p.resolved_ngram()
+        ngram = p.ngram
         bands, rows = p.resolved_bands()
         stats: dict[str, object] = {"unit": p.unit, "ngram": ngram, "bands": bands, "rows": rows}
         if n == 0:
             return FilterResult([], [], {**stats, "candidate_pairs": 0, "confirmed_pairs": 0})
         texts = [r.text + ("\n" + (r.response or "") if p.include_response else "") for r in records]
-        shingler = _Shingler(p.unit, ngram)
         hash_parts, count_parts, sig_parts = [], [], []
         for start in range(0, n, _CHUNK_ROWS):
-            hashes, counts = shingler.shingle(texts[start:start + _CHUNK_ROWS])
+            hashes, counts = _shingles(texts[start:start + _CHUNK_ROWS], p.unit, ngram)
             hash_parts.append(hashes)
             count_parts.append(counts)
             sig_parts.append(_minhash(hashes, counts, p.num_perm, p.seed))

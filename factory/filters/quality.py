@@ -42,27 +42,34 @@ BOILERPLATE = [
 
 _PLACEHOLDER_WORDS = (r"(?:name|company|product|date|time|number|address|e-?mail|phone|insert|placeholder|your|customer"
                       r"|client|recipient|agent|brand|location|city|amount|price|link|url|title|item|store|business"
-                      r"|organi[sz]ation|department|order|account|ticket|x+)")
+                      r"|organi[sz]ation|department|order|account|ticket)")
 _PLACEHOLDER_SHARED = [
-    re.compile(rf"\[[^\[\]\n]{{0,40}}?\b{_PLACEHOLDER_WORDS}\b[^\[\]\n]{{0,40}}\]", _I),  # [Customer Name]
-    re.compile(r"<\s*(?:your|customer|company|insert|name|product|recipient|date|placeholder)\b[^<>\n]{0,40}>", _I),
     re.compile(r"\((?:insert|your|customer|company)\s[^()\n]{1,30}\)", _I),  # (insert name)
     re.compile(r"\blorem ipsum\b", _I),
 ]
-# Braces and underscores are placeholders in a text, but ordinary syntax in code (instructions, answers).
 PLACEHOLDERS_TEXT = _PLACEHOLDER_SHARED + [
+    re.compile(rf"\[[^\[\]\n]{{0,40}}?(?-i:(?<![a-z])){_PLACEHOLDER_WORDS}(?-i:(?![a-z]))[^\[\]\n]{{0,40}}\]", _I),  # [Customer Name]
+    re.compile(r"<\s*(?:your|customer|company|insert|name|product|recipient|date|placeholder)\b[^<>\n]{0,40}>", _I),
     re.compile(r"\{\{?\s*[A-Za-z_][\w .-]{0,40}?\s*\}\}?"),  # {name}, {{customer_name}}
     re.compile(r"\b(?:X{3,}|x{3,})\b|_{3,}"),  # XXX, ____
 ]
-PLACEHOLDERS_CODE = _PLACEHOLDER_SHARED
+# Code (in an instruction or an answer) is full of [...], <...>, {...} and ___; there a placeholder
+# is capitalised words in brackets ("[Your Name]") or a phrase in angle brackets ("<your name>").
+PLACEHOLDERS_CODE = _PLACEHOLDER_SHARED + [
+    # Not after a name or a bracket: items[Order] is indexing.
+    re.compile(rf"(?<![\w\])])\[(?=[A-Z])[\w'’ -]{{0,40}}?(?<![a-zA-Z])(?i:{_PLACEHOLDER_WORDS})(?![a-z])[\w'’ -]{{0,40}}\]"),
+    re.compile(r"<(?:your|insert|customer|company) [^<>\n]{1,40}>", _I),
+]
 
 _FIELDS = (r"(?:labels?|output|text|response|answer|sentence|review|example|instruction|category|class"
            r"|sentiment|rationale|reasoning|explanation|assistant|user|system|human)")
 _SCAFFOLD_SHARED = [
-    re.compile(r"^\s*#{1,6}\s*(?:response|instruction|input|output|answer|text|label|assistant|user|system|example)\b", _I | _M),
+    # Template headers ("### Response"); an answer may well have its own "## Example" section.
+    re.compile(r"^\s*#{1,6}\s*(?:response|instruction|input|assistant|user|system|human)\s*(?::|$)", _I | _M),
     re.compile(r"<\|[a-z_]+\|>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>|</?s>"),  # chat-template tokens
 ]
 SCAFFOLDING_TEXT = _SCAFFOLD_SHARED + [
+    re.compile(rf"^\s*#{{1,6}}\s*{_FIELDS}\b", _I | _M),
     re.compile(rf"^\s*(?:\*\*)?{_FIELDS}(?:\*\*)?\s*:", _I | _M),  # "Text: ...", "Label: polite"
     re.compile(r"\b(?:LABEL|OUTPUT|TEXT|RESPONSE|INSTRUCTION|ANSWER|RATIONALE)\s*:"),
     re.compile(r"\"(?:text|label|response|instruction|rationale|reasoning|output|input|category)\"\s*:", _I),
@@ -145,7 +152,7 @@ class Quality(Filter):
     params: QualityParams
 
     def fit(self, context: FilterContext) -> Self:
-        self.context_ = context
+        super().fit(context)
         # A label name opening a line ("Somewhat polite: ...") or standing alone is the prompt's format leaking.
         names = "|".join(re.escape(label) for label in sorted(context.labels, key=len, reverse=True))
         self.label_pattern_ = re.compile(rf"^\W*(?:{names})\W*(?::|$)", _I | _M) if names else None
@@ -177,7 +184,7 @@ class Quality(Filter):
         p = self.params
         n = len(words(text))
         if n < profile.min_words:
-            return "too_short", f"{profile.name} has {n} words, fewer than {profile.min_words}"
+            return "too_short", f"{profile.name} has {n} word{'s' * (n != 1)}, fewer than {profile.min_words}"
         if profile.max_words is not None and n > profile.max_words:
             return "too_long", f"{profile.name} has {n} words, more than {profile.max_words}"
         if p.refusals:
@@ -207,13 +214,21 @@ def _quote(hit: re.Match[str]) -> str:
     return repr(found if len(found) <= 60 else found[:57] + "...")
 
 
+def _is_ascii(c: str) -> bool:
+    return c.isascii()
+
+
+def _is_latin(c: str) -> bool:
+    return ord(c) < 0x250 or 0x1E00 <= ord(c) < 0x1F00  # Basic Latin to Latin Extended-B, Latin Extended Additional
+
+
 def _wrong_language(text: str, language: str) -> str | None:
     """Why `text` is not in `language`, or None: the script first, then function-word counts."""
     letters = [c for c in text if c.isalpha()]
     if len(letters) >= 3:
         # English wants plain ASCII letters; the other supported languages are Latin script with accents.
-        fits = sum(c.isascii() for c in letters) if language == "en" else sum(ord(c) < 0x250 or 0x1E00 <= ord(c) < 0x1F00 for c in letters)
-        share = fits / len(letters)
+        fits = _is_ascii if language == "en" else _is_latin
+        share = sum(map(fits, letters)) / len(letters)
         if share < _MIN_SCRIPT_SHARE:
             script = "ASCII" if language == "en" else "Latin"
             return f"is not in the '{language}' script: {share:.0%} of its letters are {script}"
@@ -223,5 +238,6 @@ def _wrong_language(text: str, language: str) -> str | None:
     hits = {lang: sum(t in stop for t in tokens) for lang, stop in STOPWORDS.items()}
     other = max((lang for lang in hits if lang != language), key=lambda lang: (hits[lang], lang))
     if hits[other] >= 2 and hits[other] > hits[language]:
-        return f"reads as '{other}' ({hits[other]} of {len(tokens)} words are its function words, {hits[language]} are '{language}')"
+        return (f"reads as '{other}' ({hits[other]} of {len(tokens)} words are its function words, "
+                f"{hits[language]} are '{language}')")
     return None

@@ -64,14 +64,8 @@ class Rebalance(Filter):
     Params = RebalanceParams
     params: RebalanceParams
 
-    def fit(self, context: FilterContext) -> Rebalance:
-        self.context_ = context
-        return self
-
     def apply(self, records: Sequence[Record]) -> FilterResult:
-        if not hasattr(self, "context_"):
-            self.fit(FilterContext())
-        context = self.context_
+        context = self.context
         records = list(records)
         groups: dict[str, list[int]] = defaultdict(list)
         for i, record in enumerate(records):

@@ -1,53 +1,17 @@
-"""semantic_dedup: drop a row whose embedding is too close to a row already kept (greedy, input order).
-
-Also home of the block-wise similarity helpers that conflicts and leakage share: every product is
-at most BLOCK × BLOCK, so memory stays linear in the number of rows however many there are.
-"""
+"""semantic_dedup: drop a row whose embedding is too close to a row already kept (greedy, input order)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Literal, Self
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
+from factory.filters.base import Filter, FilterParams, FilterResult
+from factory.filters.similarity import BLOCK, best_match
 from factory.records import Record, Rejected
-
-# Rows per side of one similarity product: 1024 × 1024 float32 is 4 MiB, big enough for fast BLAS.
-BLOCK = 1024
-
-
-def best_match(queries: np.ndarray, reference: np.ndarray, block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """For each query row, the highest cosine with any reference row and that row's index.
-
-    Both inputs are unit vectors. Rows with no reference get (-inf, -1). Never holds more than
-    block × block similarities at once.
-    """
-    block = block or BLOCK
-    best = np.full(len(queries), -np.inf, dtype=np.float32)
-    arg = np.full(len(queries), -1, dtype=np.int64)
-    for q in range(0, len(queries), block):
-        rows = slice(q, q + block)
-        for r in range(0, len(reference), block):
-            sims = queries[rows] @ reference[r : r + block].T
-            top = sims.argmax(axis=1)
-            value = sims[np.arange(len(top)), top]
-            better = value > best[rows]
-            best[rows][better] = value[better]
-            arg[rows][better] = top[better] + r
-    return best, arg
-
-
-def context_of(self: Filter) -> FilterContext:
-    """The fitted context, or a default one (own embedder) when `apply` runs without `fit`."""
-    context = getattr(self, "context_", None)
-    if context is None:
-        context = self.context_ = FilterContext()  # type: ignore[attr-defined]
-    return context
-
 
 class SemanticDedupParams(FilterParams):
     type: Literal["semantic_dedup"] = "semantic_dedup"
@@ -72,14 +36,10 @@ class SemanticDedup(Filter):
     Params = SemanticDedupParams
     params: SemanticDedupParams
 
-    def fit(self, context: FilterContext) -> Self:
-        self.context_ = context
-        return self
-
     def apply(self, records: Sequence[Record]) -> FilterResult:
         if not records:
             return FilterResult([], [])
-        vectors = context_of(self).embeddings().encode([r.text for r in records])
+        vectors = self.context.embeddings().encode([r.text for r in records])
         groups: dict[str | None, list[int]] = defaultdict(list)
         for i, record in enumerate(records):
             groups[record.label if self.params.scope == "label" else None].append(i)
