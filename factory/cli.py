@@ -48,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seeds", help="comma-separated integers (default: the recipe's)")
 
     sub.add_parser("models", help="list the packaged local models and whether they are installed")
+
+    push = sub.add_parser("push", help="publish a finished run to the Hugging Face Hub")
+    push.add_argument("run_dir", type=Path)
+    push.add_argument("--repo", required=True, help="dataset repo id, owner/name")
+    push.add_argument("--private", action="store_true", help="create the repo private (or the recipe's hub.private)")
+    push.add_argument("--include-rejected", action="store_true", help="also push the rejected rows as the 'rejected' config")
+    push.add_argument("--force", action="store_true", help="push even though the run failed its eval gate")
+    push.add_argument("--token-env", help="environment variable holding the Hub token (default: the recipe's hub.token_env, else HF_TOKEN)")
     return parser
 
 
@@ -141,12 +149,31 @@ def cmd_models(_: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "validate": cmd_validate, "eval": cmd_eval, "models": cmd_models}
+def cmd_push(args: argparse.Namespace) -> int:
+    from factory.publish.hub import push_run
+
+    if not args.verbose:  # the HTTP client logs every request at INFO
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    result = push_run(args.run_dir, args.repo, token_env=args.token_env, private=args.private,
+                      include_rejected=args.include_rejected, force=args.force)
+    print(f"pushed {args.run_dir} to {result['url']} (commit {result['commit'][:12]}, "
+          f"{'private' if result['private'] else 'public'})")
+    for path in result["files"]:
+        print(f"  {path}")
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "validate": cmd_validate, "eval": cmd_eval, "models": cmd_models, "push": cmd_push}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Our own messages at INFO; libraries only when they warn (or everything with -v).
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("factory").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return COMMANDS[args.command](args)
     except FactoryError as exc:

@@ -47,10 +47,12 @@ class RealColumns(Strict):
 class RealDataSpec(Strict):
     """The user's own labelled rows: few-shot examples, filter training data and the eval's validation set."""
 
-    path: str = Field(description="csv, jsonl or parquet file (relative to the recipe), or hf:owner/name for a Hub dataset.")
+    path: str = Field(description="csv, jsonl or parquet file (relative to the recipe); hf:owner/name for a Hub dataset; "
+                                  "package:DIST/path for a data file shipped in an installed distribution.")
     columns: RealColumns = Field(default_factory=RealColumns, description="Which columns hold the text and the label.")
     split: str = Field("train", description="Split to read from a Hub dataset.")
-    label_map: dict[str, str] = Field(default_factory=dict, description="Maps raw label values to the recipe's label names.")
+    label_map: dict[str, str | None] = Field(
+        default_factory=dict, description="Maps raw label values to the recipe's label names; null skips those rows.")
     train_per_label: int = Field(
         8, ge=1, description="Real rows per label that prompts, filters and eval may train on; every other row is held out for validation.",
     )

@@ -6,6 +6,7 @@ import hashlib
 import random
 from collections import defaultdict
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from factory.errors import DataError
@@ -21,6 +22,18 @@ class RealSplit:
     validation: list[Record]
 
 
+def _local_path(path: str, base_dir: Path) -> Path:
+    """A file path; `package:DIST/inner/path` is a data file shipped inside an installed distribution
+    (found through importlib.metadata, without importing the package)."""
+    if path.startswith("package:"):
+        dist, _, inner = path.removeprefix("package:").partition("/")
+        try:
+            return Path(str(metadata.distribution(dist).locate_file(inner)))
+        except metadata.PackageNotFoundError:
+            raise DataError(f"real_data.path: the package {dist!r} is not installed (pip install {dist})") from None
+    return Path(path) if Path(path).is_absolute() else base_dir / path
+
+
 def _read_table(spec: RealDataSpec, base_dir: Path):  # noqa: ANN202 - a pandas DataFrame
     import pandas as pd
 
@@ -31,7 +44,7 @@ def _read_table(spec: RealDataSpec, base_dir: Path):  # noqa: ANN202 - a pandas 
             return datasets.load_dataset(spec.path[3:], split=spec.split).to_pandas()
         except Exception as exc:  # the Hub client raises many types; the message is what matters
             raise DataError(f"real_data: could not load the Hub dataset {spec.path[3:]!r} (split {spec.split!r}): {exc}") from exc
-    path = Path(spec.path) if Path(spec.path).is_absolute() else base_dir / spec.path
+    path = _local_path(spec.path, base_dir)
     if not path.exists():
         raise DataError(f"real_data.path: {path} does not exist")
     name = path.name.lower()
@@ -60,7 +73,10 @@ def load_real_rows(recipe: ClassificationSpec) -> list[Record]:
     unknown: dict[str, int] = defaultdict(int)
     empty = 0
     for text, raw_label in zip(table[spec.columns.text], table[spec.columns.label]):
-        label = spec.label_map.get(str(raw_label), str(raw_label))
+        raw = str(raw_label)
+        if raw in spec.label_map and spec.label_map[raw] is None:
+            continue  # the user asked to skip these rows
+        label = spec.label_map.get(raw) or raw
         text = "" if text is None else str(text).strip()
         if label not in recipe.labels:
             unknown[label] += 1
@@ -70,11 +86,11 @@ def load_real_rows(recipe: ClassificationSpec) -> list[Record]:
             continue
         rid = hashlib.sha256(f"{label}\0{text}".encode()).hexdigest()[:16]
         rows.append(Record(text=text, label=label, id=f"real-{rid}", meta={"source": "real"}))
-    if unknown and not spec.label_map:
+    if unknown:
         shown = ", ".join(f"{k!r} ({v} rows)" for k, v in sorted(unknown.items())[:5])
         raise DataError(
             f"real_data: labels not in the recipe: {shown}; the recipe's labels are {list(recipe.labels)} "
-            "(map them with real_data.label_map; a raw value mapped to no recipe label is skipped)"
+            "(map them with real_data.label_map, or map a value to null to skip its rows)"
         )
     if empty and not rows:
         raise DataError("real_data: every row has an empty text")
