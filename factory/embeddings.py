@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from factory.errors import require
 
+log = logging.getLogger(__name__)
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2 (packaged)"
 
 
@@ -55,6 +57,8 @@ class Embedder:
             if key not in self._memo and key not in missing:
                 missing[key] = text
         if missing:
+            if len(missing) >= 1000:
+                log.info("embedding %d texts with %s", len(missing), self.model or DEFAULT_EMBEDDING_MODEL)
             vectors = self._load().encode(
                 list(missing.values()), batch_size=self.batch_size, normalize_embeddings=True,
                 convert_to_numpy=True, show_progress_bar=False,
