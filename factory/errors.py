@@ -36,6 +36,10 @@ class RunLockedError(FactoryError):
     """Another `factory build` holds the run directory."""
 
 
+class PublishError(FactoryError):
+    """A run cannot be published: unfinished, failing its gate, no token, a bad repo id, or the Hub refused."""
+
+
 class MissingExtraError(FactoryError):
     """An optional dependency is missing; the message names the pip extra that provides it."""
 
