@@ -12,6 +12,7 @@ import yaml
 
 from factory.errors import FactoryError, RecipeError
 from factory.spec import ClassificationSpec, load_recipe, recipe_schema
+from factory.store import read_manifest
 
 log = logging.getLogger("factory")
 
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--count", type=_positive, help="override generate.count (instruction)")
     build.add_argument("--max-requests", type=_positive, help="override the request budget")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.add_argument("--no-push", action="store_true", help="skip the push that the recipe's hub: section asks for")
+    build.add_argument("--force", action="store_true", help="push even when the eval gate fails")
 
     validate = sub.add_parser("validate", help="check a recipe without calling any model; print it resolved")
     validate.add_argument("recipe", type=Path, nargs="?")
@@ -51,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
     push = sub.add_parser("push", help="publish a finished run to the Hugging Face Hub")
     push.add_argument("run_dir", type=Path)
-    push.add_argument("--repo", required=True, help="dataset repo id, owner/name")
+    push.add_argument("--repo", help="dataset repo id, owner/name (default: the recipe's hub.repo_id)")
     push.add_argument("--private", action="store_true", help="create the repo private (or the recipe's hub.private)")
     push.add_argument("--include-rejected", action="store_true", help="also push the rejected rows as the 'rejected' config")
     push.add_argument("--force", action="store_true", help="push even though the run failed its eval gate")
@@ -92,6 +95,13 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"budget exhausted after {manifest['budget']['used']} requests: not every label reached its target "
               "(raise generate.max_requests or --max-requests)", file=sys.stderr)
         return EXIT_INCOMPLETE
+    if spec.hub is not None and not args.no_push:
+        if result.passing or args.force:
+            from factory.publish.hub import push_run
+
+            _print_push(result.run_dir, push_run(result.run_dir, spec.hub.repo_id, force=args.force))
+        else:
+            print(f"not pushing to {spec.hub.repo_id}: the eval gate failed (use --force to push anyway)", file=sys.stderr)
     if not result.passing:
         print("the eval gate failed: the run is written but marked as not passing (a push needs --force)", file=sys.stderr)
         return EXIT_GATE_FAILED
@@ -152,18 +162,23 @@ def cmd_models(_: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from factory.publish.hub import push_run
 
-    if not args.verbose:  # the HTTP client logs every request at INFO
-        logging.getLogger("httpx2").setLevel(logging.WARNING)
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-    result = push_run(args.run_dir, args.repo, token_env=args.token_env, private=args.private,
+    repo = args.repo or ((read_manifest(args.run_dir)["recipe"].get("hub") or {}).get("repo_id")
+                         if (args.run_dir / "manifest.json").exists() else None)
+    if not repo:
+        raise FactoryError("push needs --repo owner/name (the recipe has no hub.repo_id)")
+    result = push_run(args.run_dir, repo, token_env=args.token_env, private=args.private,
                       include_rejected=args.include_rejected, force=args.force)
-    print(f"pushed {args.run_dir} to {result['url']} (commit {result['commit'][:12]}, "
+    _print_push(args.run_dir, result)
+    return 0
+
+
+def _print_push(run_dir: Path, result: dict) -> None:
+    print(f"pushed {run_dir} to {result['url']} (commit {result['commit'][:12]}, "
           f"{'private' if result['private'] else 'public'})")
     for path in result["files"]:
         print(f"  {path}")
     for warning in result["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
-    return 0
 
 
 COMMANDS = {"build": cmd_build, "validate": cmd_validate, "eval": cmd_eval, "models": cmd_models, "push": cmd_push}

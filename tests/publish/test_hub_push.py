@@ -340,3 +340,26 @@ def test_merge_card_keeps_the_card_and_adds_the_hub_keys() -> None:
     # A card that sets the Hub's keys itself gets the Hub's values (they describe what was uploaded).
     stale = merge_card("---\nconfigs: []\nlicense: mit\n---\nx\n", hub_card)
     assert split_card(stale)[0]["license"] == "mit" and len(split_card(stale)[0]["configs"]) == 2
+
+
+@pytest.mark.parametrize(("gate", "flags", "pushed", "code"), [
+    ({"min_macro_f1": 0.0}, [], True, 0),
+    ({"min_gain": 0.99}, [], False, 4),
+    ({"min_gain": 0.99}, ["--force"], True, 4),
+])
+def test_build_pushes_only_after_the_gate(tmp_path: Path, hub: LoopbackHub, loopback, canary_key: str, capsys,
+                                           gate: dict, flags: list[str], pushed: bool, code: int) -> None:
+    server = loopback()
+    rows = [(f"real {label} row {i} with some words", label) for label in ("positive", "negative") for i in range(12)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "real.csv", index=False)
+    recipe = classification_recipe(server.base_url)
+    recipe |= {"real_data": {"path": "real.csv", "train_per_label": 4},
+               "eval": {"seeds": [0], "ablation": False, "bootstrap": 100, "gate": gate},
+               "hub": {"repo_id": REPO}}
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    assert main(["build", str(path), "--out", str(tmp_path / "run"), "--no-progress", *flags]) == code
+    assert (("dataset", REPO) in hub.repos) is pushed
+    if pushed:
+        assert "README.md" in hub.files(REPO)
+    else:
+        assert "not pushing" in capsys.readouterr().err
