@@ -17,7 +17,7 @@ from typing import Any
 from factory.eval.real_data import RealSplit, load_real_rows, split_real
 from factory.eval.runner import evaluate
 from factory.embeddings import Embedder
-from factory.errors import MissingExtraError
+from factory.errors import FactoryError, MissingExtraError
 from factory.filters import FilterContext, build_filter
 from factory.publish.card import write_card
 from factory.report import write_report
@@ -88,7 +88,8 @@ class BuildResult:
 class Builder:
     """One build of one recipe into one run directory. Holds no state beyond the run."""
 
-    def __init__(self, spec: RecipeSpecT, run_dir: Path, *, progress: bool = True, only_generator: str | None = None) -> None:
+    def __init__(self, spec: RecipeSpecT, run_dir: Path, *, progress: bool = True, only_generator: str | None = None,
+                 requests_per_bucket: int | None = None) -> None:
         self.spec = spec
         self.run_dir = Path(run_dir)
         # Real rows are read and split first: bad data fails here, before any model is loaded.
@@ -97,7 +98,11 @@ class Builder:
             self.real = split_real(load_real_rows(spec), spec.real_data.train_per_label, spec.seed)
         self.recipe: Recipe = make_recipe(spec, self.real.train)
         self.only_generator = only_generator
-        self.generators: dict[str, Generator] = {g.name: build_generator(g) for g in spec.generators}
+        self.requests_per_bucket = requests_per_bucket
+        chosen = [g for g in spec.generators if only_generator in (None, g.name)]
+        if not chosen:
+            raise FactoryError(f"no generator named {only_generator!r}; the recipe has {[g.name for g in spec.generators]}")
+        self.generators: dict[str, Generator] = {g.name: build_generator(g) for g in chosen}
         self.targets = spec.buckets()
         self.context = FilterContext(seed=spec.seed, labels=tuple(self.targets), real_train=self.real.train,
                                      real_holdout=self.real.validation)
@@ -213,11 +218,19 @@ class Builder:
             chain = self._filter(self._records_in_order())
             counts = Counter(r.label or "all" for r in chain.kept)
             progress.kept(counts)
-            if all(counts[b] >= t for b, t in self.targets.items()):
-                return "complete"
-            plan = self._plan(counts, budget - sum(self.issued.values()))
-            if not plan:
-                return "budget_exhausted"
+            reached = all(counts[b] >= t for b, t in self.targets.items())
+            if self.requests_per_bucket is not None:
+                # Fixed-request mode (compare): every generator gets exactly the same prompts.
+                plan = {b: self.requests_per_bucket - self.issued[b] for b in self.targets
+                        if self.issued[b] < self.requests_per_bucket}
+                if not plan:
+                    return "complete" if reached else "requests_spent"
+            else:
+                if reached:
+                    return "complete"
+                plan = self._plan(counts, budget - sum(self.issued.values()))
+                if not plan:
+                    return "budget_exhausted"
             focus = _top_up_focus(chain.funnel)
             prompts = []
             for bucket, n in plan.items():
@@ -359,7 +372,7 @@ def default_run_dir(spec: RecipeSpecT) -> Path:
 
 
 def build(spec: RecipeSpecT, run_dir: str | Path | None = None, *, progress: bool = True,
-          only_generator: str | None = None) -> BuildResult:
+          only_generator: str | None = None, requests_per_bucket: int | None = None) -> BuildResult:
     """Run a validated recipe into `run_dir` (default runs/<name>). Re-running resumes from the cache."""
     return Builder(spec, Path(run_dir) if run_dir else default_run_dir(spec), progress=progress,
-                   only_generator=only_generator).run()
+                   only_generator=only_generator, requests_per_bucket=requests_per_bucket).run()
