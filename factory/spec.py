@@ -85,6 +85,22 @@ class EvalSpec(Strict):
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Settings per evaluator, e.g. {setfit: {max_steps: 100}}.")
     gate: GateSpec | None = Field(None, description="Minimum gain or score for the run to pass.")
 
+    @model_validator(mode="after")
+    def _check_params(self) -> EvalSpec:
+        # Evaluator settings are checked when the recipe loads, not at the end of a long build.
+        from factory.eval.evaluators import EVALUATORS
+
+        for name, params in self.params.items():
+            if name not in EVALUATORS:
+                raise ValueError(f"eval.params: unknown evaluator {name!r}; known: {sorted(EVALUATORS)}")
+            try:
+                EVALUATORS[name].Params.model_validate(params)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                where = ".".join(str(p) for p in error["loc"])
+                raise ValueError(f"params.{name}.{where}: {error['msg']}") from None
+        return self
+
 
 class HubSpec(Strict):
     """Where `factory build` pushes the dataset when the eval gate passes (and `factory push` by default)."""
