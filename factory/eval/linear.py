@@ -1,0 +1,121 @@
+"""The fast evaluator: logistic regression on frozen MiniLM sentence embeddings.
+
+It runs for every condition x seed x filter stage, so it reuses the run's shared `Embedder`: a text
+embedded by a filter is never embedded again here. The helpers below (`training_rows`, `cap_rows`,
+`constant_predictions`) are shared with the fine-tuning evaluators, which must degrade the same way
+on a training set that cannot teach a classifier anything.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import Field
+
+from factory.embeddings import Embedder
+from factory.errors import require
+from factory.eval.base import Evaluator, EvaluatorParams, Predictions
+from factory.records import Record
+
+
+def training_rows(train: Sequence[Record], labels: Sequence[str]) -> tuple[list[str], list[str], dict[str, Any]]:
+    """(texts, labels, info) of the usable training rows: a label outside `labels` (or none) is skipped."""
+    known = set(labels)
+    texts = [r.text for r in train if r.label in known]
+    ys = [str(r.label) for r in train if r.label in known]
+    info: dict[str, Any] = {"train_rows": len(texts)}
+    if len(texts) < len(train):
+        info["skipped_rows"] = len(train) - len(texts)
+    return texts, ys, info
+
+
+def cap_rows(train: Sequence[Record], cap: int, seed: int) -> list[Record]:
+    """At most `cap` rows: every real row (meta source "real") first, then a seeded sample of the rest."""
+    if len(train) <= cap:
+        return list(train)
+    real = [r for r in train if r.meta.get("source") == "real"][:cap]
+    others = [r for r in train if r.meta.get("source") != "real"]
+    picked = sorted(random.Random(f"{seed}/cap").sample(range(len(others)), cap - len(real)))
+    return real + [others[i] for i in picked]
+
+
+def constant_predictions(ys: Sequence[str], validation: Sequence[Record], labels: Sequence[str],
+                         info: dict[str, Any], started: float) -> Predictions | None:
+    """The answer when `ys` has fewer than two labels: predict the one label (or the first label when
+    there is no training row at all). None when there is something to learn.
+
+    A filter stage can legitimately empty a label; scoring that condition as "always the survivor" is
+    the honest number, and a crash would lose every other condition's score.
+    """
+    counts = Counter(ys)
+    if len(counts) >= 2:
+        return None
+    if counts:
+        label, reason = counts.most_common(1)[0][0], "one label in the training set"
+    else:
+        label, reason = (labels[0] if labels else ""), "empty training set"
+    return Predictions(
+        predicted=[label] * len(validation), gold=[r.label or "" for r in validation],
+        seconds=time.perf_counter() - started, info={**info, "degenerate": reason, "constant_label": label},
+    )
+
+
+class LinearParams(EvaluatorParams):
+    """Logistic regression on frozen embeddings; cheap enough to run hundreds of times per build."""
+
+    C: float = Field(  # noqa: N815 - scikit-learn's name
+        1.0, gt=0, le=1e6,
+        description="Inverse L2 strength. Measured on Rotten Tomatoes (5 seeds): 1.0 ties 10 and 100 at 8 real "
+                    "rows per label and beats them with more rows (0.729 vs 0.715 / 0.685 at 208 per label).",
+    )
+    max_iter: int = Field(1000, ge=10, le=100_000, description="lbfgs iteration cap (converges in well under 100 on 384-d inputs).")
+    class_weight: Literal["balanced"] | None = Field(
+        "balanced",
+        description="'balanced' reweights labels by inverse frequency so an unbalanced synthetic set does not "
+                    "shift the decision threshold; null for plain counts.",
+    )
+
+
+class LinearEvaluator(Evaluator):
+    """Logistic regression (scikit-learn, lbfgs) on the shared, frozen MiniLM embeddings."""
+
+    name = "linear"
+    Params = LinearParams
+
+    def predict(self, train: Sequence[Record], validation: Sequence[Record], labels: Sequence[str], *,
+                seed: int, save_to: str | None = None) -> Predictions:
+        started = time.perf_counter()
+        params: LinearParams = self.params  # type: ignore[assignment]
+        texts, ys, info = training_rows(train, labels)
+        constant = constant_predictions(ys, validation, labels, info, started)
+        if constant is not None:
+            return constant
+        if self.embedder is None:
+            # kept on the instance so that repeated calls (seeds, stages) share the memo
+            self.embedder = Embedder()
+        linear_model = require("sklearn.linear_model", "eval")
+        model = linear_model.LogisticRegression(
+            C=params.C, max_iter=params.max_iter, class_weight=params.class_weight, random_state=seed,
+        )
+        model.fit(self.embedder.encode(texts), ys)
+        predicted = [str(p) for p in model.predict(self.embedder.encode([r.text for r in validation]))] if validation else []
+        if save_to is not None:
+            _save(model, save_to)
+            info["saved_to"] = save_to
+        return Predictions(
+            predicted=predicted, gold=[r.label or "" for r in validation],
+            seconds=time.perf_counter() - started, info=info,
+        )
+
+
+def _save(model: Any, path: str) -> None:
+    """The fitted scikit-learn model as `<path>/linear.joblib`; the embedder is the packaged MiniLM."""
+    from pathlib import Path
+
+    joblib = require("joblib", "eval")
+    Path(path).mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, Path(path) / "linear.joblib")
