@@ -41,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--no-push", action="store_true", help="skip the push that the recipe's hub: section asks for")
     build.add_argument("--force", action="store_true", help="push even when the eval gate fails")
 
+    compare = sub.add_parser("compare", help="build a recipe once per generator on the same prompts; compare the data")
+    compare.add_argument("recipe", type=Path)
+    compare.add_argument("--generators", help="comma-separated generator names (default: every generator of the recipe)")
+    compare.add_argument("--requests-per-label", type=_positive,
+                         help="requests per label for every generator (default: ceil(1.05 x generate.per_label))")
+    compare.add_argument("--out", type=Path, help="folder for the runs and compare.json/html (default: runs/<recipe name>-compare)")
+    compare.add_argument("--pair", action="store_true", help="also show each prompt's rows side by side and cross-label collisions")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     validate = sub.add_parser("validate", help="check a recipe without calling any model; print it resolved")
     validate.add_argument("recipe", type=Path, nargs="?")
     validate.add_argument("--schema", action="store_true", help="print the JSON schema of recipe files instead")
@@ -129,6 +138,19 @@ def print_eval(results: dict) -> None:
               f"{'pass' if check['passed'] else 'FAIL'}")
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from factory.compare import compare
+    from factory.compare_report import format_table
+
+    spec = load_recipe(args.recipe)
+    names = [n.strip() for n in args.generators.split(",") if n.strip()] if args.generators else None
+    result = compare(spec, args.out, generators=names, requests_per_label=args.requests_per_label, pair=args.pair,
+                     progress=not args.no_progress)
+    print(format_table(result.data))
+    print(f"written: {result.out_dir / 'compare.json'}, {result.out_dir / 'compare.html'}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     if args.schema:
         print(json.dumps(recipe_schema(), indent=2))
@@ -181,7 +203,8 @@ def _print_push(run_dir: Path, result: dict) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
-COMMANDS = {"build": cmd_build, "validate": cmd_validate, "eval": cmd_eval, "models": cmd_models, "push": cmd_push}
+COMMANDS = {"build": cmd_build, "compare": cmd_compare, "validate": cmd_validate, "eval": cmd_eval, "models": cmd_models,
+            "push": cmd_push}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,21 +21,23 @@ MAX_POINTS = 2000
 SAMPLE = 12
 
 
-def _png(fig: Any) -> str:
+def png(fig: Any) -> str:
+    """A matplotlib figure as a data: URL (PNG), closed after; pages embed it so they stay one file."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     require("matplotlib.pyplot", "hub").close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (or the pip extra to install)."""
     matplotlib = require("matplotlib", "hub")
     matplotlib.use("Agg")  # no display: render to PNG only
     return require("matplotlib.pyplot", "hub")
 
 
 def balance_chart(before: Counter[str], after: Counter[str], labels: list[str]) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(labels)), 3))
     x = np.arange(len(labels))
     ax.bar(x - 0.2, [before[label] for label in labels], 0.4, label="generated (parsed)", color="#9bb7d4")
@@ -44,11 +46,11 @@ def balance_chart(before: Counter[str], after: Counter[str], labels: list[str]) 
     ax.set_ylabel("rows")
     ax.set_title("Label balance before and after filtering")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def funnel_chart(funnel: list[dict[str, Any]]) -> str:
-    plt = _plt()
+    plt = pyplot()
     stages = [s["stage"] for s in funnel]
     fig, ax = plt.subplots(figsize=(6, 0.45 * len(stages) + 1))
     y = np.arange(len(stages))[::-1]
@@ -58,7 +60,7 @@ def funnel_chart(funnel: list[dict[str, Any]]) -> str:
     ax.set_xlabel("rows")
     ax.set_title("Filter funnel")
     ax.legend(loc="lower right")
-    return _png(fig)
+    return png(fig)
 
 
 def cluster_chart(records: list[Record], embedder: Embedder, seed: int) -> str | None:
@@ -70,7 +72,7 @@ def cluster_chart(records: list[Record], embedder: Embedder, seed: int) -> str |
     vectors = embedder.encode([r.text for r in records])
     points = decomposition.PCA(n_components=2, random_state=seed).fit_transform(vectors)
     labels = list(dict.fromkeys(r.label or "all" for r in records))[:8]
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels), 3.2), squeeze=False, sharex=True, sharey=True)
     for ax, label in zip(axes[0], labels):
         idx = np.array([i for i, r in enumerate(records) if (r.label or "all") == label])
@@ -79,11 +81,11 @@ def cluster_chart(records: list[Record], embedder: Embedder, seed: int) -> str |
         ax.scatter(points[idx, 0], points[idx, 1], c=colours, cmap="tab10", s=10, alpha=0.8)
         ax.set_title(f"{label} ({len(idx)} rows, {k} clusters)", fontsize=9)
     fig.suptitle("Embedding clusters per label (PCA of MiniLM embeddings)", fontsize=10, y=1.06)
-    return _png(fig)
+    return png(fig)
 
 
 def eval_chart(ev: dict[str, Any]) -> str:
-    plt = _plt()
+    plt = pyplot()
     conditions = ("real", "synthetic", "synthetic+real")
     names = list(ev["evaluators"])
     has_ablation = bool(ev.get("ablation"))
@@ -111,10 +113,11 @@ def eval_chart(ev: dict[str, Any]) -> str:
         ax.set_title("Which stage helped (linear evaluator)")
         ax.tick_params(axis="x", rotation=25)
         ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
-def _rows_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def rows_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """An HTML table of `rows` (dicts) with the given columns, every cell escaped."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -156,7 +159,7 @@ def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
         + "</p>",
         "<h2>Label balance</h2>", f"<img alt='label balance' src='{balance_chart(before, after, labels)}'>",
         "<h2>Filter funnel</h2>", f"<img alt='funnel' src='{funnel_chart(manifest['funnel'])}'>",
-        _rows_table([{"stage": s["stage"], "in": s["in"], "kept": s["kept"],
+        rows_table([{"stage": s["stage"], "in": s["in"], "kept": s["kept"],
                       "dropped": ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"} for s in manifest["funnel"]],
                     ["stage", "in", "kept", "dropped"]),
     ]
@@ -172,14 +175,14 @@ def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
     kept_rows = [{"label": r.label or "", text_column: r.text, **({"response": r.response} if r.response else {}),
                   "generator": r.meta.get("generator", "")} for r in final[:SAMPLE]]
     parts += ["<h2>Sample of kept rows</h2>",
-              _rows_table(kept_rows, ["label", text_column, *(["response"] if recipe["task"] == "instruction" else []), "generator"])]
+              rows_table(kept_rows, ["label", text_column, *(["response"] if recipe["task"] == "instruction" else []), "generator"])]
     sample_rejected = sorted(rejected, key=lambda r: (r["reason"], r["id"]))
     by_reason: dict[str, list[dict[str, Any]]] = {}
     for row in sample_rejected:
         by_reason.setdefault(row["reason"], []).append(row)
     shown = [row for rows in by_reason.values() for row in rows[:3]][:SAMPLE * 2]
     parts += ["<h2>Sample of rejected rows</h2>",
-              _rows_table([{**r, "text": r["text"][:300]} for r in shown], ["stage", "reason", "label", "text", "detail"]),
+              rows_table([{**r, "text": r["text"][:300]} for r in shown], ["stage", "reason", "label", "text", "detail"]),
               "</body></html>"]
     return "\n".join(parts)
 
