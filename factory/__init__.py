@@ -1,5 +1,6 @@
 """dataset-factory: manufacture fine-tuning datasets with language models, then prove they are worth training on."""
 
+from factory.compare import compare
 from factory.errors import FactoryError, GenerationError, RecipeError, RunLockedError
 from factory.pipeline import BuildResult, build
 from factory.records import Completion, Prompt, Record, Rejected
@@ -7,5 +8,5 @@ from factory.spec import ClassificationSpec, InstructionSpec, load_recipe, parse
 
 __all__ = [
     "BuildResult", "ClassificationSpec", "Completion", "FactoryError", "GenerationError", "InstructionSpec",
-    "Prompt", "Record", "RecipeError", "Rejected", "RunLockedError", "build", "load_recipe", "parse_recipe",
+    "Prompt", "Record", "RecipeError", "Rejected", "RunLockedError", "build", "compare", "load_recipe", "parse_recipe",
 ]

@@ -1,4 +1,4 @@
-"""The `factory` command: build | validate | models."""
+"""The `factory` command: build | validate | eval | push | compare | models."""
 
 from __future__ import annotations
 
