@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,13 +26,16 @@ class Embedder:
     """Normalised sentence-transformers embeddings with a per-text memo.
 
     Filters call `encode()` on whatever rows they see; a text already embedded in this run is never
-    embedded again, so a chain of semantic filters embeds each row once.
+    embedded again, so a chain of semantic filters embeds each row once. With `cache`, vectors also
+    persist in a SQLite file, so a re-run of a finished build embeds nothing.
     """
 
-    def __init__(self, model: str | None = None, *, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(self, model: str | None = None, *, batch_size: int = 64, device: str = "cpu",
+                 cache: Path | None = None) -> None:
         self.model = model
         self.batch_size = batch_size
         self.device = device
+        self.cache = cache
         self.model_: Any = None
         self._memo: dict[bytes, np.ndarray] = {}
         self.encoded = 0  # texts actually sent to the model (for tests and benchmarks)
@@ -41,9 +46,25 @@ class Embedder:
             self.model_ = st.SentenceTransformer(self.model or packaged_minilm_path(), device=self.device)
         return self.model_
 
-    @staticmethod
-    def _key(text: str) -> bytes:
-        return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+    def _key(self, text: str) -> bytes:
+        # The model is part of the key, so one cache file can never mix two models' vectors.
+        return hashlib.blake2b(f"{self.model}\0{text}".encode(), digest_size=16).digest()
+
+    def _from_disk(self, keys: list[bytes]) -> None:
+        if self.cache is None or not self.cache.exists():
+            return
+        with sqlite3.connect(self.cache) as db:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                rows = db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                self._memo.update((key, np.frombuffer(blob, dtype=np.float32)) for key, blob in rows)
+
+    def _to_disk(self, items: list[tuple[bytes, np.ndarray]]) -> None:
+        if self.cache is None:
+            return
+        with sqlite3.connect(self.cache) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
+            db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)", ((k, v.tobytes()) for k, v in items))
 
     @property
     def dim(self) -> int:
@@ -52,6 +73,7 @@ class Embedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32 array of unit vectors, in the order of `texts`."""
         keys = [self._key(t) for t in texts]
+        self._from_disk([k for k in dict.fromkeys(keys) if k not in self._memo])
         missing: dict[bytes, str] = {}
         for key, text in zip(keys, texts):
             if key not in self._memo and key not in missing:
@@ -64,6 +86,7 @@ class Embedder:
                 convert_to_numpy=True, show_progress_bar=False,
             ).astype(np.float32, copy=False)
             self._memo.update(zip(missing, vectors))
+            self._to_disk(list(zip(missing, vectors)))
             self.encoded += len(missing)
         if not keys:
             return np.zeros((0, self.dim), dtype=np.float32)

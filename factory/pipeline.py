@@ -105,7 +105,8 @@ class Builder:
         self.generators: dict[str, Generator] = {g.name: build_generator(g) for g in chosen}
         self.targets = spec.buckets()
         self.context = FilterContext(seed=spec.seed, labels=tuple(self.targets), real_train=self.real.train,
-                                     real_holdout=self.real.validation)
+                                     real_holdout=self.real.validation,
+                                     embedder=Embedder(cache=self.run_dir / "embeddings.sqlite"))
         self.filters = [build_filter(p).fit(self.context) for p in spec.filters]
         self.stats: dict[str, GeneratorStats] = defaultdict(GeneratorStats)
         self.parsed: dict[tuple[str, int], Record | Rejected] = {}
@@ -362,7 +363,7 @@ def write_documents(run_dir: Path, embedder: Embedder | None = None) -> None:
     """The dataset card and the HTML report, from what the run directory holds."""
     write_card(run_dir)
     try:
-        write_report(run_dir, embedder)
+        write_report(run_dir, embedder or Embedder(cache=Path(run_dir) / "embeddings.sqlite"))
     except MissingExtraError as exc:  # the report is optional; say what would make it
         log.warning("report.html skipped: %s", exc)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from factory.embeddings import Embedder
 from factory.errors import FactoryError
 from factory.eval.real_data import load_real_rows, split_real
 from factory.eval.runner import evaluate
@@ -40,12 +41,13 @@ def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[i
         if missing:
             raise FactoryError(f"{run_dir}: {len(missing)} rows named in stages.json are not in generated.jsonl")
         staged: list[tuple[str, list[Record]]] = [(name, [by_id[i] for i in ids]) for name, ids in stages.items()]
+        embedder = Embedder(cache=run_dir / "embeddings.sqlite")
         results = evaluate(eval_spec, list(spec.labels), real.train, real.validation, staged, seed=spec.seed,
-                           save_dir=run_dir / "models" if eval_spec.save_models else None)
+                           embedder=embedder, save_dir=run_dir / "models" if eval_spec.save_models else None)
         manifest["eval"] = results
         manifest["passing"] = results["gate"]["passed"]
         store.write_manifest(manifest)
-        write_documents(run_dir)
+        write_documents(run_dir, embedder)
     return results
 
 
