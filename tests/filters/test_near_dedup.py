@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -11,8 +12,18 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from factory.filters.near_dedup import NearDedup, NearDedupParams, _minhash, _shingles, fold, optimal_bands
+from factory.filters.near_dedup import (
+    NearDedup,
+    NearDedupParams,
+    _components,
+    _minhash,
+    _shingles,
+    fold,
+    fold_many,
+    optimal_bands,
+)
 from factory.records import Record
+from factory.text import normalize, normalize_many
 
 KETTLE = "The kettle boils water quickly and the handle stays cool to the touch."
 
@@ -75,7 +86,7 @@ def test_first_row_in_input_order_wins_and_kept_keeps_order() -> None:
 
 
 def test_chain_joins_one_cluster_and_says_through_which_row() -> None:
-    base = "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()
+    base = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
     b = base.copy()
     b[2] = "kilo"
     c = b.copy()
@@ -130,8 +141,6 @@ def test_deterministic_for_a_seed_across_instances_and_processes() -> None:
 
 
 def _env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
 
 
@@ -146,6 +155,23 @@ def test_minhash_agreement_estimates_jaccard_for_large_and_tiny_sets() -> None:
             estimates.append((sig[0] == sig[1]).mean())
             truths.append(shared / (2 * size - shared))
         assert np.mean(estimates) == pytest.approx(np.mean(truths), abs=0.03)
+
+
+def test_components_root_is_the_smallest_index() -> None:
+    rng = np.random.default_rng(4)
+    for n, m in ((50, 30), (400, 380), (1000, 5000)):
+        a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+        parent = list(range(n))
+        for x, y in zip(a.tolist(), b.tolist()):
+            rx, ry = _find(parent, x), _find(parent, y)
+            parent[max(rx, ry)] = min(rx, ry)
+        assert _components(n, a, b).tolist() == [_find(parent, x) for x in range(n)]
+
+
+def _find(parent: list[int], x: int) -> int:
+    while parent[x] != x:
+        x = parent[x]
+    return x
 
 
 def test_edge_cases_empty_single_identical() -> None:
@@ -188,6 +214,16 @@ def test_unicode_and_emoji() -> None:
         "r1": "r0", "r4": "r2", "r6": "r5", "r8": "r7"}
     assert fold("Great🙂!") == "great 🙂"
     assert [r.id for r in dedup(rows("great 🙂", "great 😡"), unit="word", ngram=1).kept] == ["r0", "r1"]
+
+
+def test_fold_many_matches_fold_and_normalize_many_matches_normalize() -> None:
+    rng = random.Random(7)
+    alphabet = [chr(c) for c in range(128)] + list("ｆｕｌｌ ﬁ ß İ é 🙂😡 中文 \u00a0\u2003")
+    texts = ["", "   ", "a\x00b", "Hello,  World!", "\tTabs\nand\r\nlines  ", "Great🙂!", "ＦＵＬＬ width"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40))) for _ in range(400)]
+    for batch in (texts, [t for t in texts if t.isascii() and "\x00" not in t], texts[:1], []):
+        assert fold_many(batch) == [fold(t) for t in batch]
+        assert normalize_many(batch) == [normalize(t) for t in batch]
 
 
 def test_very_long_text() -> None:
