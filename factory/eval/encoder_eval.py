@@ -8,6 +8,11 @@ Why the Trainer and not a hand-written loop: it already provides the seeded shuf
 warmup/decay schedule, gradient clipping and device placement we would otherwise re-implement; its
 side effects (checkpoints, reporting integrations, progress bars) are all switched off below, and
 its output directory is a temporary one.
+
+Defaults measured on Rotten Tomatoes fresh/rotten (macro-F1 on 1,000 held-out rows, seeds 0-4; the
+linear probe gets 0.592 and 0.729): 8 real rows per label 0.579 (lr 5e-5: 0.599 on seeds 0-1; 2e-4
+collapses to 0.547); 8 + 200 rows per label 0.770 (lr 5e-5: 0.752 on seeds 0-1). 2 labels x 1,008
+rows: 200 steps, about 85 s on 2 idle cores.
 """
 
 from __future__ import annotations
@@ -43,8 +48,8 @@ class EncoderParams(EvaluatorParams):
     )
     learning_rate: float = Field(
         1e-4, gt=0, le=1e-2,
-        description="AdamW peak learning rate (linear warmup then decay). MiniLM-L6 on a few dozen rows "
-                    "needs more than BERT's usual 5e-5: measured on Rotten Tomatoes, see the module notes.",
+        description="AdamW peak learning rate (linear warmup then decay). MiniLM-L6 with a few hundred rows "
+                    "does better at 1e-4 than BERT's usual 5e-5; 2e-4 is unstable (module notes).",
     )
     max_steps: int = Field(
         200, ge=1, le=100_000,
