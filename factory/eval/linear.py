@@ -118,3 +118,14 @@ def _save(model: Any, path: str) -> None:
     joblib = require("joblib", "eval")
     Path(path).mkdir(parents=True, exist_ok=True)
     joblib.dump(model, Path(path) / "linear.joblib")
+
+
+def prepare_training(train: Sequence[Record], validation: Sequence[Record], labels: Sequence[str], max_rows: int,
+                     seed: int, started: float) -> tuple[list[str], list[str], dict] | Predictions:
+    """Capped, label-checked training texts and labels; or constant predictions when there is nothing to train."""
+    rows = cap_rows(train, max_rows, seed)
+    texts, ys, info = training_rows(rows, labels)
+    if len(rows) < len(train):
+        info["capped_from"] = len(train)
+    constant = constant_predictions(ys, validation, labels, info, started)
+    return constant if constant is not None else (texts, ys, info)

@@ -19,7 +19,7 @@ from pydantic import Field
 from factory.embeddings import packaged_minilm_path
 from factory.errors import require
 from factory.eval.base import Evaluator, EvaluatorParams, Predictions
-from factory.eval.linear import cap_rows, constant_predictions, training_rows
+from factory.eval.linear import prepare_training
 from factory.records import Record
 
 
@@ -65,13 +65,10 @@ class SetFitEvaluator(Evaluator):
                 seed: int, save_to: str | None = None) -> Predictions:
         started = time.perf_counter()
         params: SetFitParams = self.params  # type: ignore[assignment]
-        rows = cap_rows(train, params.max_train_rows, seed)
-        texts, ys, info = training_rows(rows, labels)
-        if len(rows) < len(train):
-            info["capped_from"] = len(train)
-        constant = constant_predictions(ys, validation, labels, info, started)
-        if constant is not None:
-            return constant
+        prepared = prepare_training(train, validation, labels, params.max_train_rows, seed, started)
+        if isinstance(prepared, Predictions):
+            return prepared
+        texts, ys, info = prepared
         setfit = require("setfit", "eval")
         datasets = require("datasets", "eval")
         transformers = require("transformers", "eval")
