@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from factory.filters.probe import crossfit_proba
 from factory.records import Record, Rejected
 
 _CLASSES = ("real", "synthetic")
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 
 
 class CriticParams(FilterParams):
@@ -32,6 +34,15 @@ class CriticParams(FilterParams):
         8, ge=2, description="Fewer real training rows than this and the critic passes every row through (and says so).",
     )
     folds: int = Field(5, ge=2, le=20, description="Cross-fitting folds over real + synthetic rows.")
+    features: Literal["embedding", "style"] = Field(
+        "embedding",
+        description="What the critic sees. embedding: the shared sentence embeddings (topic and wording, e.g. "
+                    "templated boilerplate). style: three surface measures (log words, log sentences, commas "
+                    "per word), for a generator whose rows are on topic but too long and too uniform; three "
+                    "weights can be learnt from a handful of real rows. Measured on movie-reviews (16 real rows, "
+                    "360 Qwen rows, linear eval, 3 seeds), macro-F1 with the critic dropping 30%: embedding "
+                    "0.695, style 0.726; 0.712 without the critic.",
+    )
     C: float = Field(
         10.0, gt=0,
         description="Inverse regularisation of the critic's logistic regression. The ranking barely depends on it; "
@@ -53,7 +64,7 @@ class CriticParams(FilterParams):
 class Critic(Filter):
     """A real-vs-synthetic critic: drops the synthetic rows that look least like the user's data.
 
-    Logistic regression on the shared embeddings, with balanced class weights because real rows are
+    Logistic regression on the shared embeddings (or on surface style measures, `features`), with balanced class weights because real rows are
     few, cross-fitted over real + synthetic rows so that every score comes from a model that did not
     see the row. Only `real_train` is used: the holdout rows are validation data. The ROC AUC of the
     out-of-fold scores, before and after the drop, says how separable the two sets were and still are
@@ -71,6 +82,11 @@ class Critic(Filter):
             return f"only {len(records)} synthetic rows; need 2"
         return None
 
+    def _features(self, texts: list[str]) -> np.ndarray:
+        if self.params.features == "style":
+            return style_features(texts)
+        return self.context.embeddings().encode(texts)
+
     def apply(self, records: Sequence[Record]) -> FilterResult:
         context = self.context
         records = list(records)
@@ -79,7 +95,7 @@ class Critic(Filter):
         if reason is not None:
             return FilterResult(records, [], {"skipped": reason, "real_rows": len(real), "synthetic_rows": len(records)})
 
-        x = context.embeddings().encode(real + [r.text for r in records])
+        x = self._features(real + [r.text for r in records])
         y = np.array([0] * len(real) + [1] * len(records))
         folds = min(self.params.folds, len(real), len(records))
         scores = crossfit_proba(x, [_CLASSES[v] for v in y], _CLASSES, context.seed, folds=folds,
@@ -112,6 +128,14 @@ class Critic(Filter):
             "mean_score_synthetic": round(float(synthetic.mean()), 4),
         }
         return FilterResult(kept, dropped, stats)
+
+
+def style_features(texts: Sequence[str]) -> np.ndarray:
+    """Per text: log word count, log sentence count, commas per word (few enough to fit on 8 real rows)."""
+    words = np.array([max(1, len(t.split())) for t in texts], dtype=np.float64)
+    sentences = np.array([max(1, len(_SENTENCE_END.findall(t))) for t in texts], dtype=np.float64)
+    commas = np.array([t.count(",") for t in texts], dtype=np.float64)
+    return np.column_stack([np.log(words), np.log(sentences), commas / words]).reshape(len(texts), 3)
 
 
 def _auc(y: np.ndarray, scores: np.ndarray) -> float | None:

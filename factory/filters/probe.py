@@ -44,20 +44,26 @@ def fit_proba(train_x: np.ndarray, train_y: Sequence[str], x: np.ndarray, labels
 
 
 def crossfit_proba(x: np.ndarray, y: Sequence[str], labels: Sequence[str], seed: int, folds: int = 5,
-                   class_weight: str | None = None, C: float = 1.0) -> np.ndarray:  # noqa: N803
+                   class_weight: str | None = None, C: float = 1.0,  # noqa: N803
+                   anchor_x: np.ndarray | None = None, anchor_y: Sequence[str] = ()) -> np.ndarray:
     """Out-of-fold probabilities: no row is scored by a model that saw it.
 
-    Returns uniform probabilities when there is too little data to fit (fewer than two labels, or a
-    label with fewer rows than folds) rather than failing.
+    `anchor_x`/`anchor_y` (the user's real rows) join the training set of every fold and are never
+    scored. Returns uniform probabilities when there is too little data to fit (fewer than two labels,
+    or a label with fewer rows than folds) rather than failing.
     """
     model_selection = require("sklearn.model_selection", "eval")
     y = np.asarray(list(y))
     out = np.full((len(x), len(labels)), 1.0 / max(len(labels), 1))
     classes, counts = np.unique(y, return_counts=True) if len(y) else (np.array([]), np.array([]))
     k = min(folds, int(counts.min()) if len(counts) else 0)
-    if len(classes) < 2 or k < 2:
+    if len(set(classes) | set(anchor_y)) < 2 or k < 2:
         return out
     splitter = model_selection.StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    anchored = anchor_x is not None and len(anchor_x) > 0
     for train_idx, test_idx in splitter.split(x, y):
-        out[test_idx] = fit_proba(x[train_idx], y[train_idx], x[test_idx], labels, seed, class_weight, C)
+        train_x, train_y = x[train_idx], y[train_idx]
+        if anchored:
+            train_x, train_y = np.vstack([train_x, anchor_x]), np.concatenate([train_y, np.asarray(list(anchor_y))])
+        out[test_idx] = fit_proba(train_x, train_y, x[test_idx], labels, seed, class_weight, C)
     return out

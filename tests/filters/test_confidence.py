@@ -67,7 +67,25 @@ def test_keeps_supported_rows_and_drops_contradicted_ones(real_context: FilterCo
     assert all(d.meta["confidence"] < 0.5 for d in result.dropped)
     assert all("confidence" not in r.meta for r in SYNTHETIC), "the input rows are not modified"
     assert result.stats | {"mean_confidence": 0} == {
-        "classifier": "linear", "trained_on": "real", "train_rows": 12, "scored": 4, "unscored": 0, "mean_confidence": 0}
+        "classifier": "linear", "trained_on": "real+synthetic (cross-fit)", "train_rows": 16, "folds": 2,
+        "scored": 4, "unscored": 0, "mean_confidence": 0}
+    # The real rows alone reach the same verdict here, with another probe.
+    alone = Confidence(ConfidenceParams(train_on="real")).fit(real_context).apply(SYNTHETIC)
+    assert [r.id for r in alone.kept] == ["ok-polite", "ok-rude"]
+    assert alone.stats["trained_on"] == "real" and alone.stats["train_rows"] == 12
+
+
+def test_synthetic_rows_correct_a_probe_that_few_real_rows_bias(embedder: Embedder) -> None:
+    # One real row per label: a probe on those alone is unsure of every row; the synthetic folds firm it up.
+    few_real = [Record(POLITE[0], "polite", id="rp"), Record(RUDE[0], "rude", id="rr")]
+    context = FilterContext(seed=0, labels=LABELS, real_train=few_real, embedder=embedder)
+    synthetic = ([Record(t, "polite", id=f"p{i}") for i, t in enumerate(POLITE[1:])]
+                 + [Record(t, "rude", id=f"r{i}") for i, t in enumerate(RUDE[1:])])
+    both = Confidence(ConfidenceParams()).fit(context).apply(synthetic)
+    alone = Confidence(ConfidenceParams(train_on="real")).fit(context).apply(synthetic)
+    assert both.stats["trained_on"] == "real+synthetic (cross-fit)" and both.stats["train_rows"] == 12
+    assert alone.stats["trained_on"] == "real" and alone.stats["train_rows"] == 2
+    assert both.stats["mean_confidence"] > alone.stats["mean_confidence"]
 
 
 def test_min_prob_sets_the_bar(real_context: FilterContext) -> None:
@@ -118,8 +136,9 @@ def test_edge_cases(real_context: FilterContext, embedder: Embedder) -> None:
     assert len(single.kept) == 1 and "skipped" in single.stats
     same = crossfit.apply([Record("Thanks!", "polite", id=f"x{i}") for i in range(5)])
     assert len(same.kept) == 5 and not same.dropped
-    # With real rows, one row is scored like any other.
-    assert real.apply([Record("Thank you so much 🙏😊, you are wonderful!", "polite", id="emoji")]).kept[0].id == "emoji"
+    # With real rows, one row is scored like any other: too few to cross-fit, so the real rows alone score it.
+    one = real.apply([Record("Thank you so much 🙏😊, you are wonderful!", "polite", id="emoji")])
+    assert one.kept[0].id == "emoji" and one.stats["trained_on"] == "real"
     long_polite = "Dear team, thank you so much for your kind help, I truly appreciate it. " * 400
     odd = [
         Record(long_polite, "polite", id="long"),
