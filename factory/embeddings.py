@@ -62,6 +62,8 @@ class Embedder:
     def _to_disk(self, items: list[tuple[bytes, np.ndarray]]) -> None:
         if self.cache is None:
             return
+        # Filters embed while they fit, which can be before the run directory exists.
+        self.cache.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(self.cache) as db:
             db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
             db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)", ((k, v.tobytes()) for k, v in items))

@@ -21,3 +21,12 @@ def test_memo_and_disk_cache(tmp_path: Path) -> None:
     assert second.encoded == 1  # only the new text reached the model
     assert np.array_equal(again[0], vectors[1]) and np.array_equal(again[1], vectors[0])
     assert Embedder().encode([]).shape == (0, 384)
+
+
+def test_disk_cache_in_a_folder_that_does_not_exist_yet(tmp_path: Path) -> None:
+    # A build's filters embed real rows while they fit, before the run directory is created.
+    cache = tmp_path / "runs" / "fresh" / "embeddings.sqlite"
+    Embedder(cache=cache).encode(["a fine film"])
+    again = Embedder(cache=cache)
+    again.encode(["a fine film"])
+    assert again.encoded == 0
