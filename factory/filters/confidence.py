@@ -41,7 +41,7 @@ class ConfidenceParams(FilterParams):
         description="linear probe with real rows. real+synthetic: cross-fit over the synthetic rows with every real "
                     "row in each fold's training set. real: the real rows alone. Measured on movie-reviews "
                     "(8 real rows per label, 360 Qwen rows): real alone leaned to one label and dropped 62 rows, "
-                    "mostly of the other; real+synthetic dropped 7.",
+                    "mostly of the other; real+synthetic dropped 5.",
     )
     folds: int = Field(5, ge=2, le=20, description="Folds of the cross-fit on the synthetic rows.")
     setfit_iterations: int = Field(
@@ -85,8 +85,9 @@ class Confidence(Filter):
     rows with the real rows in every fold (`train_on: real+synthetic`, the default: a few real rows
     alone give a biased probe), or trained on the real rows alone (`train_on: real`, and always for
     SetFit). Without them it is cross-fitted on the synthetic rows alone. Either way no row is scored
-    by a model that saw it. A row whose label the classifier cannot score (no real rows of that label, too few
-    synthetic rows to cross-fit, no label at all) passes through unscored and is counted in the stats.
+    by a model that saw it. A row whose label the classifier cannot score (no real rows of that label,
+    too few synthetic rows to cross-fit, no label at all) passes through unscored and is counted in
+    the stats.
     """
 
     type = "confidence"

@@ -64,9 +64,9 @@ class CriticParams(FilterParams):
 class Critic(Filter):
     """A real-vs-synthetic critic: drops the synthetic rows that look least like the user's data.
 
-    Logistic regression on the shared embeddings (or on surface style measures, `features`), with balanced class weights because real rows are
-    few, cross-fitted over real + synthetic rows so that every score comes from a model that did not
-    see the row. Only `real_train` is used: the holdout rows are validation data. The ROC AUC of the
+    Logistic regression on the shared embeddings (or on surface style measures, `features`), with
+    balanced class weights because real rows are few, cross-fitted over real + synthetic rows so that
+    every score comes from a model that did not see the row. Only `real_train` is used: the holdout rows are validation data. The ROC AUC of the
     out-of-fold scores, before and after the drop, says how separable the two sets were and still are
     (0.5: indistinguishable).
     """
