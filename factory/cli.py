@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from factory import interrupts
 from factory.errors import FactoryError, RecipeError
 from factory.spec import ClassificationSpec, load_recipe, recipe_schema
 from factory.store import read_manifest
@@ -213,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("factory").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return COMMANDS[args.command](args)
+        with interrupts.catch_ctrl_c():
+            code = COMMANDS[args.command](args)
+            interrupts.check()
+            return code
     except FactoryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -18,6 +18,7 @@ from factory.eval.real_data import RealSplit, load_real_rows, split_real
 from factory.eval.runner import evaluate
 from factory.embeddings import Embedder
 from factory.errors import FactoryError, MissingExtraError
+from factory import interrupts
 from factory.filters import FilterContext, build_filter
 from factory.publish.card import write_card
 from factory.report import write_report
@@ -247,10 +248,13 @@ class Builder:
     def run(self) -> BuildResult:
         started = time.time()
         with RunStore(self.run_dir) as store, BuildProgress(self.targets, enabled=self.show_progress) as progress:
-            status = asyncio.run(self._generate(store, progress))
+            with interrupts.asyncio_handles_ctrl_c():
+                status = asyncio.run(self._generate(store, progress))
+            interrupts.check()
             generated_s = time.time() - started
             records = self._records_in_order()
             chain = self._filter(records)
+            interrupts.check()  # before the dataset is written
             final, surplus = self._trim(chain.kept)
             store.add_rejected(chain.dropped + surplus)
             store.write_dataset([self._dataset_row(r) for r in final])
@@ -264,10 +268,12 @@ class Builder:
                     embedder=self.context.embeddings(), seed=self.spec.seed,
                     save_dir=self.run_dir / "models" if self.spec.eval.save_models else None,
                 )
+                interrupts.check()
                 manifest["passing"] = manifest["eval"]["gate"]["passed"]
                 manifest["timings"]["total_s"] = round(time.time() - started, 3)
                 store.write_manifest(manifest)
             write_documents(self.run_dir, self.context.embedder)
+            interrupts.check()
         return BuildResult(self.run_dir, manifest)
 
     def _trim(self, kept: list[Record]) -> tuple[list[Record], list[Rejected]]:
