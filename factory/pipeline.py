@@ -14,18 +14,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from factory.eval.real_data import RealSplit, load_real_rows, split_real
-from factory.eval.runner import evaluate
+from factory import interrupts
 from factory.embeddings import Embedder
 from factory.errors import FactoryError, MissingExtraError
-from factory import interrupts
+from factory.eval.real_data import RealSplit, load_real_rows, split_real
+from factory.eval.runner import evaluate
 from factory.filters import FilterContext, build_filter
-from factory.publish.card import write_card
-from factory.report import write_report
 from factory.generators import Generator, build_generator
 from factory.progress import BuildProgress
+from factory.publish.card import write_card
 from factory.recipes import Recipe, make_recipe
 from factory.records import Completion, Prompt, Record, Rejected
+from factory.report import write_report
 from factory.spec import ClassificationSpec, InstructionSpec
 from factory.store import RunStore, request_key
 

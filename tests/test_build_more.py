@@ -14,13 +14,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import CANARY_KEY, cached_requests, classification_recipe, resent, write_recipe
+from conftest import (
+    CANARY_KEY,
+    cached_requests,
+    classification_recipe,
+    resent,
+    write_recipe,
+)
 
-from factory import build, load_recipe
-from factory import interrupts
+from factory import build, interrupts, load_recipe
 from factory.cli import main
-from factory.pipeline import Builder
 from factory.eval.real_data import load_real_rows, split_real
+from factory.pipeline import Builder
 
 
 def test_instruction_recipe_builds_pairs(tmp_path: Path, loopback, canary_key: str) -> None:
@@ -69,7 +74,7 @@ def test_ctrl_c_that_python_swallows_still_stops_the_build(tmp_path: Path, loopb
     spec = load_recipe(write_recipe(tmp_path / "r.yaml", classification_recipe(server.base_url, generate={"per_label": 4})))
 
     class CtrlCInACallback(Builder):
-        def _filter(self, records):  # noqa: ANN001, ANN202 - fault injection around the real chain
+        def _filter(self, records):  # fault injection around the real chain
             if not asyncio_running():
                 garbage = type("Garbage", (), {})()
                 weakref.finalize(garbage, os.kill, os.getpid(), signal.SIGINT)
