@@ -67,6 +67,7 @@ def test_ctrl_c_saves_work_and_resumes(tmp_path: Path, loopback) -> None:
     assert table["label"].value_counts().to_dict() == {"positive": 40, "negative": 40}
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed interrupt, on purpose
 def test_ctrl_c_that_python_swallows_still_stops_the_build(tmp_path: Path, loopback, canary_key: str) -> None:
     # Python drops a KeyboardInterrupt raised inside a weakref callback (garbage collected during an
     # import, say): the build used to finish and exit 0. Pressed during the last filter pass here.
