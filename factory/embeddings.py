@@ -7,7 +7,7 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -28,14 +28,21 @@ class Embedder:
     Filters call `encode()` on whatever rows they see; a text already embedded in this run is never
     embedded again, so a chain of semantic filters embeds each row once. With `cache`, vectors also
     persist in a SQLite file, so a re-run of a finished build embeds nothing.
+
+    `precision="auto"` runs the model in bfloat16 on a CPU that computes it natively (AVX512-BF16 or
+    AMX) and in float32 elsewhere, where emulated bfloat16 is slower. Measured on this project's
+    2-core machine (benchmarks/embeddings.py): 561 sentences/s against 206, smallest cosine between
+    the two precisions' vectors 0.9999.
     """
 
     def __init__(self, model: str | None = None, *, batch_size: int = 64, device: str = "cpu",
-                 cache: Path | None = None) -> None:
+                 cache: Path | None = None, precision: Literal["auto", "float32", "bfloat16"] = "auto") -> None:
         self.model = model
         self.batch_size = batch_size
         self.device = device
         self.cache = cache
+        self.precision = precision
+        self._resolved: str | None = None
         self.model_: Any = None
         self._memo: dict[bytes, np.ndarray] = {}
         self.encoded = 0  # texts actually sent to the model (for tests and benchmarks)
@@ -43,11 +50,24 @@ class Embedder:
     def _load(self) -> Any:
         if self.model_ is None:
             st = require("sentence_transformers", "eval")
-            self.model_ = st.SentenceTransformer(self.model or packaged_minilm_path(), device=self.device)
+            model = st.SentenceTransformer(self.model or packaged_minilm_path(), device=self.device)
+            if self.resolved_precision == "bfloat16":
+                model = model.to(require("torch", "eval").bfloat16)
+            self.model_ = model
         return self.model_
 
+    @property
+    def resolved_precision(self) -> str:
+        """float32 or bfloat16: what `precision` means on this machine."""
+        if self._resolved is None:
+            self._resolved = self.precision if self.precision != "auto" else _native_precision(self.device)
+        return self._resolved
+
     def _key(self, text: str) -> bytes:
-        # The model is part of the key, so one cache file can never mix two models' vectors.
+        # The model (and a non-default precision) is part of the key, so one cache file can never mix
+        # two models' vectors.
+        if self.resolved_precision == "bfloat16":
+            return hashlib.blake2b(f"{self.model}\0bfloat16\0{text}".encode(), digest_size=16).digest()
         return hashlib.blake2b(f"{self.model}\0{text}".encode(), digest_size=16).digest()
 
     def _from_disk(self, keys: list[bytes]) -> None:
@@ -87,12 +107,25 @@ class Embedder:
             if len(missing) >= 1000:
                 log.info("embedding %d texts with %s", len(missing), self.model or DEFAULT_EMBEDDING_MODEL)
             vectors = self._load().encode(
-                list(missing.values()), batch_size=self.batch_size, normalize_embeddings=True,
-                convert_to_numpy=True, show_progress_bar=False,
-            ).astype(np.float32, copy=False)
+                list(missing.values()), batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=False,
+            ).float().cpu().numpy()
+            # Normalised here, in float32: unit vectors to float precision whatever the model ran in.
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
             self._memo.update(zip(missing, vectors))
             self._to_disk(list(zip(missing, vectors)))
             self.encoded += len(missing)
         if not keys:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._memo[k] for k in keys])
+
+
+def _native_precision(device: str) -> str:
+    """bfloat16 where the CPU has native bfloat16 kernels, float32 otherwise (and off the CPU)."""
+    if device != "cpu":
+        return "float32"
+    torch = require("torch", "eval")
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private probe: absent in some builds
+        native = False
+    return "bfloat16" if native else "float32"

@@ -30,3 +30,16 @@ def test_disk_cache_in_a_folder_that_does_not_exist_yet(tmp_path: Path) -> None:
     again = Embedder(cache=cache)
     again.encode(["a fine film"])
     assert again.encoded == 0
+
+
+def test_bfloat16_vectors_match_float32_and_never_share_a_cache_entry(tmp_path: Path) -> None:
+    texts = ["A sharp, funny and humane film.", "Two hours I will never get back.", "The plot is thin."]
+    cache = tmp_path / "embeddings.sqlite"
+    full = Embedder(cache=cache, precision="float32")
+    half = Embedder(cache=cache, precision="bfloat16")
+    assert (full.resolved_precision, half.resolved_precision) == ("float32", "bfloat16")
+    a, b = full.encode(texts), half.encode(texts)
+    assert half.encoded == 3, "a float32 vector in the cache is not reused as a bfloat16 one"
+    assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert float((a * b).sum(axis=1).min()) > 0.999
+    assert Embedder(precision="auto").resolved_precision in ("float32", "bfloat16")

@@ -59,8 +59,11 @@ def test_thin_clusters_are_reported_and_top_up_asks_for_more(context: FilterCont
     result = Rebalance(RebalanceParams(top_up=True)).fit(context).apply(ROWS)
     report = result.stats["labels"]["complaint"]
     assert report["k_from"] == "silhouette" and report["k"] == 3 and 0 < report["silhouette"] <= 1
-    assert report["thin"] == [{"cluster": 2, "size": 2, "share": round(2 / 42, 4), "examples": ABROAD}]
-    assert result.stats["top_up"] == {"complaint": [{"cluster": 2, "examples": ABROAD, "wanted": 12}]}
+    # The two texts are about equally central, so their order follows the embeddings' last digits.
+    thin, top_up = report["thin"], result.stats["top_up"]["complaint"]
+    assert [(t["cluster"], t["size"], t["share"], sorted(t["examples"])) for t in thin] == [(2, 2, round(2 / 42, 4), sorted(ABROAD))]
+    assert [(t["cluster"], sorted(t["examples"]), t["wanted"]) for t in top_up] == [(2, sorted(ABROAD), 12)]
+    assert set(result.stats["top_up"]) == {"complaint"}
     json.dumps(result.stats)  # the build writes it to the manifest
 
 
