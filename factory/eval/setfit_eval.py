@@ -69,41 +69,17 @@ class SetFitEvaluator(Evaluator):
         if isinstance(prepared, Predictions):
             return prepared
         texts, ys, info = prepared
-        setfit = require("setfit", "eval")
-        datasets = require("datasets", "eval")
-        transformers = require("transformers", "eval")
-        torch = require("torch", "eval")
-        setfit.logging.set_verbosity_warning()  # setfit switches its own logger to INFO on import
-
         index = {label: i for i, label in enumerate(labels)}
         # SetFit draws pairs with a fixed RandomState(42) over row positions: shuffling the rows with
         # our seed is what makes the pairs depend on the seed.
         order = list(range(len(texts)))
         random.Random(f"{seed}/setfit").shuffle(order)
-        train_set = datasets.Dataset.from_dict({
-            "text": [texts[i] for i in order], "label": [index[ys[i]] for i in order],
-        })
-        model = setfit.SetFitModel.from_pretrained(
-            params.model or packaged_minilm_path(), head_params={"max_iter": 1000, "random_state": seed},
+        model, info["steps"] = train_setfit(
+            [texts[i] for i in order], [index[ys[i]] for i in order], seed=seed, model=params.model,
+            batch_size=params.batch_size, num_epochs=params.num_epochs, max_steps=params.max_steps,
+            num_iterations=_iterations(params, len(texts)), body_learning_rate=params.body_learning_rate,
+            max_length=params.max_length,
         )
-        model.model_body.max_seq_length = params.max_length
-        with tempfile.TemporaryDirectory(prefix="factory-setfit-") as tmp:
-            # transformers < 5 would default logging_dir to ./runs; 5.x ignores it (and warns if given)
-            old = int(transformers.__version__.split(".")[0]) < 5
-            args = setfit.TrainingArguments(
-                output_dir=tmp, **({"logging_dir": tmp} if old else {}), report_to="none", save_strategy="no",
-                eval_strategy="no", logging_strategy="no", logging_first_step=False, show_progress_bar=False,
-                batch_size=params.batch_size, num_epochs=params.num_epochs, max_steps=params.max_steps or -1,
-                num_iterations=_iterations(params, len(texts)), body_learning_rate=params.body_learning_rate,
-                max_length=params.max_length, seed=seed,
-            )
-            trainer = setfit.Trainer(model=model, args=args, train_dataset=train_set, metric=_accuracy)
-            for callback in (transformers.ProgressCallback, transformers.PrinterCallback):
-                trainer.pop_callback(callback)  # a per-step bar for every seed x condition is noise
-            if not torch.cuda.is_available():
-                trainer.st_trainer.args.dataloader_pin_memory = False  # else torch warns on every run
-            trainer.train()
-            info["steps"] = int(trainer.st_trainer.state.global_step)
         predicted: list[str] = []
         if validation:
             raw = model.predict([r.text for r in validation], batch_size=64, show_progress_bar=False, as_numpy=True)
@@ -115,6 +91,42 @@ class SetFitEvaluator(Evaluator):
             predicted=predicted, gold=[r.label or "" for r in validation],
             seconds=time.perf_counter() - started, info=info,
         )
+
+
+def train_setfit(texts: Sequence[str], targets: Sequence[int], *, seed: int, model: str | None = None,
+                 head_params: dict[str, Any] | None = None, batch_size: int = 16, num_epochs: int = 1,
+                 max_steps: int | None = None, num_iterations: int = 20, body_learning_rate: float = 2e-5,
+                 max_length: int = 64) -> tuple[Any, int]:
+    """(a trained SetFitModel, its contrastive steps): `model` (default: the packaged MiniLM) with a
+    logistic-regression head (`head_params` on top of max_iter 1000 and the seed), trained on
+    (text, target index) rows. Everything SetFit writes goes to a temporary folder."""
+    setfit = require("setfit", "eval")
+    datasets = require("datasets", "eval")
+    transformers = require("transformers", "eval")
+    torch = require("torch", "eval")
+    setfit.logging.set_verbosity_warning()  # setfit switches its own logger to INFO on import
+
+    trained = setfit.SetFitModel.from_pretrained(
+        model or packaged_minilm_path(), head_params={"max_iter": 1000, "random_state": seed, **(head_params or {})},
+    )
+    trained.model_body.max_seq_length = max_length
+    train_set = datasets.Dataset.from_dict({"text": list(texts), "label": list(targets)})
+    with tempfile.TemporaryDirectory(prefix="factory-setfit-") as tmp:
+        # transformers < 5 would default logging_dir to ./runs; 5.x ignores it (and warns if given)
+        old = int(transformers.__version__.split(".")[0]) < 5
+        args = setfit.TrainingArguments(
+            output_dir=tmp, **({"logging_dir": tmp} if old else {}), report_to="none", save_strategy="no",
+            eval_strategy="no", logging_strategy="no", logging_first_step=False, show_progress_bar=False,
+            batch_size=batch_size, num_epochs=num_epochs, max_steps=max_steps or -1, num_iterations=num_iterations,
+            body_learning_rate=body_learning_rate, max_length=max_length, seed=seed,
+        )
+        trainer = setfit.Trainer(model=trained, args=args, train_dataset=train_set, metric=_accuracy)
+        for callback in (transformers.ProgressCallback, transformers.PrinterCallback):
+            trainer.pop_callback(callback)  # a per-step bar for every seed x condition is noise
+        if not torch.cuda.is_available():
+            trainer.st_trainer.args.dataloader_pin_memory = False  # else torch warns on every run
+        trainer.train()
+        return trained, int(trainer.st_trainer.state.global_step)
 
 
 def _iterations(params: SetFitParams, rows: int) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -11,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from factory.errors import require
+from factory.eval.setfit_eval import train_setfit
 from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
 from factory.filters.probe import crossfit_proba, fit_proba
 from factory.records import Record, Rejected
@@ -52,32 +51,6 @@ class ConfidenceParams(FilterParams):
     setfit_max_length: int = Field(128, ge=16, le=512, description="setfit: tokens kept per text (longer texts are truncated).")
 
 
-def _accuracy(predictions: Any, references: Any) -> dict[str, float]:
-    # A function, not the string "accuracy": SetFit would fetch the metric script from the Hub.
-    return {"accuracy": float(np.mean(np.asarray(predictions) == np.asarray(references)))}
-
-
-def _train_setfit(texts: Sequence[str], targets: Sequence[int], params: ConfidenceParams, seed: int) -> Any:
-    """A SetFit model on the packaged MiniLM; everything it writes goes to a temporary folder."""
-    setfit = require("setfit", "eval")
-    datasets = require("datasets", "eval")
-    from factory.embeddings import packaged_minilm_path
-
-    # The head gets the probe's C, so min_prob means the same for both classifiers.
-    model = setfit.SetFitModel.from_pretrained(
-        packaged_minilm_path(), head_params={"C": params.C, "max_iter": 1000, "random_state": seed},
-    )
-    with tempfile.TemporaryDirectory(prefix="factory-setfit-") as scratch:
-        args = setfit.TrainingArguments(
-            output_dir=scratch, num_iterations=params.setfit_iterations, num_epochs=params.setfit_epochs,
-            batch_size=params.setfit_batch_size, max_length=params.setfit_max_length, seed=seed,
-            report_to="none", save_strategy="no", show_progress_bar=False,
-        )
-        train = datasets.Dataset.from_dict({"text": list(texts), "label": list(targets)})
-        setfit.Trainer(model=model, args=args, train_dataset=train, metric=_accuracy).train()
-    return model
-
-
 class Confidence(Filter):
     """Keeps a row only if a classifier gives its label at least `min_prob`.
 
@@ -109,7 +82,12 @@ class Confidence(Filter):
         texts = [r.text for r in train]
         if self.params.classifier == "setfit":
             index = {label: i for i, label in enumerate(self.train_labels_)}
-            self.setfit_ = _train_setfit(texts, [index[y] for y in self.train_y_], self.params, context.seed)
+            # The head gets the probe's C, so min_prob means the same for both classifiers.
+            self.setfit_, _ = train_setfit(
+                texts, [index[y] for y in self.train_y_], seed=context.seed, head_params={"C": self.params.C},
+                num_iterations=self.params.setfit_iterations, num_epochs=self.params.setfit_epochs,
+                batch_size=self.params.setfit_batch_size, max_length=self.params.setfit_max_length,
+            )
         else:
             self.train_x_ = context.embeddings().encode(texts)
         return self
