@@ -88,6 +88,13 @@ class Embedder:
             db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
             db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)", ((k, v.tobytes()) for k, v in items))
 
+    def describe(self) -> dict[str, str] | None:
+        """Model and precision of the vectors this embedder has handed out (None before the first):
+        bfloat16 and float32 vectors differ in the fourth decimal, so a manifest says which it used."""
+        if not self._memo:
+            return None
+        return {"model": self.model or DEFAULT_EMBEDDING_MODEL, "precision": self.resolved_precision}
+
     @property
     def dim(self) -> int:
         model = self._load()

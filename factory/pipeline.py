@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from factory import interrupts
-from factory.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder
+from factory.embeddings import Embedder
 from factory.errors import FactoryError, MissingExtraError
 from factory.eval.real_data import RealSplit, load_real_rows, split_real
 from factory.eval.runner import evaluate
@@ -314,10 +314,7 @@ class Builder:
             # With a gate, a run passes only once its eval has said so.
             "passing": not (isinstance(self.spec, ClassificationSpec) and self.spec.eval and self.spec.eval.gate),
             "versions": _versions(),
-            # Only when something embedded: bfloat16 and float32 vectors differ in the 4th decimal.
-            **({"embeddings": {"model": self.context.embedder.model or DEFAULT_EMBEDDING_MODEL,
-                               "precision": self.context.embedder.resolved_precision}}
-               if self.context.embedder is not None and self.context.embedder.model_ is not None else {}),
+            **({"embeddings": embedded} if (embedded := self.context.embeddings().describe()) else {}),
             "generators": [
                 {**self.generators[name].describe(), **_stats_json(self.stats[name])} for name in self.generators
             ],

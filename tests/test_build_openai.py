@@ -17,6 +17,7 @@ from loopback_openai import Action, default_text
 
 from factory import build, load_recipe
 from factory.cli import main
+from factory.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder
 from factory.errors import RunLockedError
 from factory.store import RunStore
 
@@ -212,3 +213,17 @@ def test_sigkill_mid_generation_resumes_without_resending(tmp_path: Path, loopba
     assert table["id"].is_unique
     ids = [json.loads(line)["id"] for line in (out / "generated.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids))
+
+
+def test_manifest_names_the_embeddings_a_build_used(tmp_path: Path, loopback, canary_key: str) -> None:
+    server = loopback()
+    plain = build(load_recipe(write_recipe(tmp_path / "p.yaml", classification_recipe(server.base_url))),
+                  tmp_path / "plain", progress=False)
+    assert "embeddings" not in plain.manifest  # exact_dedup alone embeds nothing
+    recipe = classification_recipe(server.base_url)
+    recipe["filters"] = [{"type": "exact_dedup"}, {"type": "semantic_dedup"}]
+    spec = load_recipe(write_recipe(tmp_path / "r.yaml", recipe))
+    expected = {"model": DEFAULT_EMBEDDING_MODEL, "precision": Embedder().resolved_precision}
+    assert build(spec, tmp_path / "run", progress=False).manifest["embeddings"] == expected
+    # A re-run reads every vector from embeddings.sqlite and loads no model, yet says the same.
+    assert build(spec, tmp_path / "run", progress=False).manifest["embeddings"] == expected
