@@ -14,13 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import (
-    CANARY_KEY,
-    cached_requests,
-    classification_recipe,
-    resent,
-    write_recipe,
-)
+from conftest import CANARY_KEY, cached_requests, classification_recipe, resent, write_recipe
 
 from factory import build, interrupts, load_recipe
 from factory.cli import main
