@@ -10,7 +10,7 @@ regression on frozen MiniLM embeddings, as in DESIGN.md's reference table) on:
 and scores it on a fixed set of held-out real rows (default 2,000). Goals: after-filtering beats
 real-only by >= 5 points and beats before-filtering by >= 3 points.
 
-Then it says why the numbers are what they are: the ceiling (the same classifier trained on
+Then it says why the numbers are what they are: the ceiling (the linear evaluator trained on
 --ceiling real rows from outside the validation set), how often that classifier agrees with the
 synthetic labels (label noise), the parse rejections (refusals, bad JSON), the duplicate rate and
 the length of synthetic against real texts (style).
@@ -27,8 +27,6 @@ import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
-
-from sklearn.linear_model import LogisticRegression
 
 from factory.embeddings import Embedder
 from factory.eval.evaluators import build_evaluator
@@ -120,13 +118,16 @@ def diagnose(manifest: dict, pool: dict[str, list[Record]], validation: list[Rec
     per_label = n_real // len(labels)
     ceiling_rows = [r for label in labels
                     for r in rng.sample(sorted(pool[label], key=lambda r: r.id), min(per_label, len(pool[label])))]
-    model = LogisticRegression(max_iter=1000, class_weight="balanced")
-    model.fit(embedder.encode([r.text for r in ceiling_rows]), [r.label for r in ceiling_rows])
-    ceiling = scores(list(model.predict(embedder.encode([r.text for r in validation]))), gold, labels)["macro_f1"]
-    print(f"\nwhy: the same classifier on {len(ceiling_rows)} real rows scores {ceiling:.3f} (the ceiling here)")
+    linear = build_evaluator("linear", None, embedder)
+
+    def predict(rows: list[Record]) -> list[str]:
+        return linear.predict(ceiling_rows, rows, labels, seed=0).predicted
+
+    ceiling = scores(predict(validation), gold, labels)["macro_f1"]
+    print(f"\nwhy: the linear evaluator on {len(ceiling_rows)} real rows scores {ceiling:.3f} (the ceiling here)")
 
     def agreement(rows: list[Record]) -> str:
-        predicted = model.predict(embedder.encode([r.text for r in rows]))
+        predicted = predict(rows)
         by_label = {label: [p == label for p, r in zip(predicted, rows) if r.label == label] for label in labels}
         overall = sum(p == r.label for p, r in zip(predicted, rows)) / max(len(rows), 1)
         return f"{overall:.1%} (" + ", ".join(f"{k} {sum(v) / max(len(v), 1):.0%}" for k, v in by_label.items()) + ")"
