@@ -3,16 +3,24 @@
 Both run the same model on the same prompts with the same seeds (the factory's own prompts for
 recipes/movie-reviews.yaml), so they produce the same tokens. Target: factory >= 0.9 x bare loop.
 
+With --cpu-paths, also measures each of llama.cpp's CPU paths that the factory may fall back to
+(factory/generators/llamacpp_probe.py): prompt and generation tokens/s of `default` (llama.cpp as
+built, weights repacked for the CPU's extra kernels) against `no_repack` (use_extra_bufts=False).
+A path that faults on this CPU is reported as such (each runs in its own process).
+
 With --transformers, also compares the seed article's pattern, a `pipeline()` created for every
 sample, against the factory's transformers backend (loaded once, batched), on SmolLM2.
 
-    python benchmarks/local_generation.py [--model smollm2-135m-instruct] [--requests 24] [--transformers]
+    python benchmarks/local_generation.py [--model smollm2-135m-instruct] [--requests 24] [--cpu-paths] [--transformers]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,6 +71,57 @@ def bare_llama(model: str, prompts, max_tokens: int) -> tuple[float, int]:
     return time.perf_counter() - start, tokens
 
 
+def cpu_path_rates(model: str, prompts, max_tokens: int, cpu_path: str) -> dict:
+    """A plain llama-cpp-python loop on `cpu_path`: load time, prompt and generation token rates."""
+    from llama_cpp import Llama
+
+    from factory.generators.llamacpp_probe import model_params_for
+
+    start = time.perf_counter()
+    with model_params_for(cpu_path):
+        llm = Llama(model_path=str(resolve_model(model)), n_ctx=2048, n_threads=os.cpu_count(), seed=0, verbose=False)
+    loaded = time.perf_counter()
+    prompt_tokens = completion_tokens = 0
+    prompt_s = 0.0
+    for p in prompts:
+        # Prompt evaluation alone: one token out, on a cold KV cache (reset), so every prompt token is read.
+        llm.reset()
+        t0 = time.perf_counter()
+        first = llm.create_chat_completion(messages=p.messages, max_tokens=1, temperature=0.0, seed=p.seed)
+        prompt_s += time.perf_counter() - t0
+        prompt_tokens += first["usage"]["prompt_tokens"]
+    t0 = time.perf_counter()
+    for p in prompts:
+        out = llm.create_chat_completion(
+            messages=p.messages, temperature=0.9, top_p=0.95, max_tokens=max_tokens, seed=p.seed,
+            response_format={"type": "json_object", "schema": p.schema},
+        )
+        completion_tokens += out["usage"]["completion_tokens"]
+    generate_s = time.perf_counter() - t0
+    return {"cpu_path": cpu_path, "load_s": loaded - start, "prompt_tok_s": prompt_tokens / prompt_s,
+            "generate_tok_s": completion_tokens / generate_s, "completion_tokens": completion_tokens}
+
+
+def cpu_path_comparison(args: argparse.Namespace) -> None:
+    """Each CPU path in its own process (one that faults must not end the benchmark)."""
+    from factory.generators.llamacpp_probe import PATHS
+
+    print(f"llama.cpp CPU paths, {args.model}, {args.requests} requests, {os.cpu_count()} threads")
+    baseline = None
+    for path in PATHS:
+        cmd = [sys.executable, __file__, "--model", args.model, "--requests", str(args.requests),
+               "--max-tokens", str(args.max_tokens), "--one-cpu-path", path]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"  {path:<10} failed on this CPU: exit {done.returncode} {done.stderr.strip()[-200:]}")
+            continue
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        baseline = baseline or row
+        print(f"  {path:<10} load {row['load_s']:.1f} s, prompt {row['prompt_tok_s']:.1f} tok/s, "
+              f"generation {row['generate_tok_s']:.1f} tok/s "
+              f"(x{row['generate_tok_s'] / baseline['generate_tok_s']:.2f} of {baseline['cpu_path']})")
+
+
 def pipeline_per_sample(model: str, prompts, max_tokens: int) -> tuple[float, int]:
     """The seed article's loop: a new transformers pipeline for every sample."""
     import transformers
@@ -89,8 +148,16 @@ def main() -> None:
     parser.add_argument("--transformers", action="store_true")
     parser.add_argument("--transformers-requests", type=int, default=4)
     parser.add_argument("--skip-llama", action="store_true")
+    parser.add_argument("--cpu-paths", action="store_true", help="measure each llama.cpp CPU path")
+    parser.add_argument("--one-cpu-path", help=argparse.SUPPRESS)  # the child of --cpu-paths
     args = parser.parse_args()
 
+    if args.one_cpu_path:
+        spec = spec_for("llamacpp", args.model, args.requests, args.max_tokens)
+        print(json.dumps(cpu_path_rates(args.model, prompts_of(spec, args.requests), args.max_tokens, args.one_cpu_path)))
+        return
+    if args.cpu_paths:
+        cpu_path_comparison(args)
     if not args.skip_llama:
         llama(args)
     if args.transformers:

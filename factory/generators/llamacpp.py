@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from factory.errors import GenerationError, ModelSourceError, require
 from factory.generators.base import SequentialGenerator
 from factory.generators.catalog import ResolvedModel, model_sha256, resolve
+from factory.generators.llamacpp_probe import ProbeResult, choose_path, model_params_for
 from factory.generators.params import LlamaCppParams
 from factory.records import Completion, Prompt
 
@@ -19,6 +20,10 @@ def _cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+class _Closing(Exception):
+    """Raised inside a decode to end it because the generator is being closed."""
 
 
 class LlamaCppGenerator(SequentialGenerator):
@@ -39,8 +44,12 @@ class LlamaCppGenerator(SequentialGenerator):
         super().__init__(params)
         self.model_: ResolvedModel | None = None
         self.llm_: Any = None
+        self.probe_: ProbeResult | None = None
         self._sha256: str | None = None
+        # Held for the whole of each request: close() takes it too, so the model is never freed
+        # under a running decode (that was a segmentation fault on Ctrl+C).
         self._lock = threading.Lock()
+        self._abort = threading.Event()
 
     def load(self) -> None:
         if self.llm_ is not None:
@@ -48,24 +57,38 @@ class LlamaCppGenerator(SequentialGenerator):
         llama_cpp = require("llama_cpp", "local")
         self.model_ = resolve(self.params.model)
         self._sha256 = self.model_.sha256
+        n_threads = self.params.n_threads or _cpu_count()
+        # A path that crashes this CPU is found in a child process, not here (DESIGN §6).
+        self.probe_ = choose_path(self.model_.path, self.model_.sha256, n_threads=n_threads)
+        self._abort.clear()
         try:
-            self.llm_ = llama_cpp.Llama(
-                model_path=str(self.model_.path),
-                n_ctx=self.params.n_ctx,
-                n_threads=self.params.n_threads or _cpu_count(),
-                n_gpu_layers=self.params.n_gpu_layers,
-                seed=0,
-                verbose=False,
-            )
+            with model_params_for(self.probe_.path):
+                self.llm_ = llama_cpp.Llama(
+                    model_path=str(self.model_.path),
+                    n_ctx=self.params.n_ctx,
+                    n_threads=n_threads,
+                    n_gpu_layers=self.params.n_gpu_layers,
+                    seed=0,
+                    verbose=False,
+                )
         except Exception as exc:  # llama.cpp reports a bad file as a bare ValueError
             raise GenerationError(
                 f"llama.cpp could not load {self.model_.name!r} from {self.model_.path}: {exc}"
             ) from exc
 
     def close(self) -> None:
-        llm, self.llm_ = self.llm_, None
-        if llm is not None and hasattr(llm, "close"):
-            llm.close()
+        # Ask a running decode to stop at its next token, then wait for it before freeing the model.
+        self._abort.set()
+        with self._lock:
+            llm, self.llm_ = self.llm_, None
+            if llm is not None and hasattr(llm, "close"):
+                llm.close()
+
+    def _stop_if_closing(self, input_ids: Any, scores: Any) -> Any:
+        """A logits processor: the only hook llama.cpp's chat API calls once per generated token."""
+        if self._abort.is_set():
+            raise _Closing
+        return scores
 
     @property
     def model_name(self) -> str:
@@ -88,6 +111,10 @@ class LlamaCppGenerator(SequentialGenerator):
             "json_mode": self.params.json_mode,
         }
 
+    def describe(self) -> dict[str, Any]:
+        # Which llama.cpp path ran on this CPU (not part of identity(): both give the same replies).
+        return {**super().describe(), **(self.probe_.describe() if self.probe_ else {})}
+
     def complete(self, prompt: Prompt) -> Completion:
         if self.llm_ is None:
             self.load()
@@ -103,7 +130,14 @@ class LlamaCppGenerator(SequentialGenerator):
         start = time.perf_counter()
         try:
             with self._lock:
+                if self.llm_ is None:  # closed while this request waited for the lock
+                    raise _Closing
+                llama_cpp = require("llama_cpp", "local")
+                kwargs["logits_processor"] = llama_cpp.LogitsProcessorList([self._stop_if_closing])
                 reply = self.llm_.create_chat_completion(**kwargs)
+        except _Closing:
+            return Completion(text="", model=self.model_name, error="interrupted: the generator was closed",
+                              seconds=time.perf_counter() - start)
         except Exception as exc:  # one bad request (context overflow, grammar error) is not fatal
             return Completion(
                 text="", model=self.model_name, error=f"{type(exc).__name__}: {exc}",
