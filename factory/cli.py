@@ -12,6 +12,7 @@ import yaml
 
 from factory import interrupts
 from factory.errors import FactoryError, RecipeError
+from factory.secrets import RedactingFilter, check_env_name, redact
 from factory.spec import ClassificationSpec, load_recipe, recipe_schema
 from factory.store import read_manifest
 
@@ -68,8 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="create the repo private (or the recipe's hub.private)")
     push.add_argument("--include-rejected", action="store_true", help="also push the rejected rows as the 'rejected' config")
     push.add_argument("--force", action="store_true", help="push even though the run failed its eval gate")
-    push.add_argument("--token-env", help="environment variable holding the Hub token (default: the recipe's hub.token_env, else HF_TOKEN)")
+    push.add_argument("--token-env", type=_env_name, help="environment variable holding the Hub token (default: the recipe's hub.token_env, else HF_TOKEN)")
     return parser
+
+
+def _env_name(value: str) -> str:
+    """argparse type for flags that name an environment variable (a pasted token is refused, not echoed)."""
+    try:
+        return check_env_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _load(args: argparse.Namespace):  # noqa: ANN202 - a RecipeSpec
@@ -213,13 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     # Our own messages at INFO; libraries only when they warn (or everything with -v).
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("factory").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    for handler in logging.getLogger().handlers:  # every log line passes the secret scrubber
+        handler.addFilter(RedactingFilter())
     try:
         with interrupts.catch_ctrl_c():
             code = COMMANDS[args.command](args)
             interrupts.check()
             return code
     except FactoryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted: finished requests are saved; run the same command again to resume", file=sys.stderr)

@@ -26,6 +26,7 @@ from factory.publish.card import write_card
 from factory.recipes import Recipe, make_recipe
 from factory.records import Completion, Prompt, Record, Rejected
 from factory.report import write_report
+from factory.secrets import name_secret_variables, recipe_secret_variables
 from factory.spec import ClassificationSpec, InstructionSpec
 from factory.store import RunStore, request_key
 
@@ -93,6 +94,7 @@ class Builder:
                  requests_per_bucket: int | None = None) -> None:
         self.spec = spec
         self.run_dir = Path(run_dir)
+        name_secret_variables(recipe_secret_variables(spec.resolved()))  # their values are scrubbed from all output
         # Real rows are read and split first: bad data fails here, before any model is loaded.
         self.real = RealSplit([], [])
         if isinstance(spec, ClassificationSpec) and spec.real_data is not None:

@@ -14,7 +14,8 @@ from factory.errors import RecipeError
 from factory.filters import FilterSpec
 from factory.filters.exact import ExactDedupParams
 from factory.filters.novelty import NoveltyParams
-from factory.generators.params import ALL_PARAMS, ENV_NAME, LlamaCppParams
+from factory.generators.params import ALL_PARAMS, LlamaCppParams
+from factory.secrets import EnvVarName, looks_like_secret
 
 GeneratorSpec = Annotated[Union[ALL_PARAMS], Field(discriminator="backend")]  # type: ignore[valid-type]
 AxisValues = Union[list[str], dict[str, float]]
@@ -107,7 +108,7 @@ class HubSpec(Strict):
 
     repo_id: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="owner/name of the dataset repo.")
     private: bool = Field(True, description="Create the repo as private.")
-    token_env: str = Field("HF_TOKEN", pattern=ENV_NAME, description="Environment variable holding the Hub token (never the token).")
+    token_env: EnvVarName = Field("HF_TOKEN", description="Environment variable holding the Hub token (never the token).")
     include_rejected: bool = Field(False, description="Also upload the rejected rows, as the `rejected` config.")
     license: str = Field("other", description="License id for the dataset card (e.g. cc-by-4.0, apache-2.0).")
     language: list[str] = Field(default_factory=lambda: ["en"], description="Language codes for the dataset card.")
@@ -119,6 +120,11 @@ class GenerateSpec(Strict):
     per_label: int | None = Field(None, ge=1, description="Classification: rows wanted per label AFTER filtering.")
     count: int | None = Field(None, ge=1, description="Instruction recipes: rows wanted AFTER filtering.")
     few_shot: int = Field(2, ge=0, le=20, description="Examples sampled into each prompt.")
+    example_max_words: int = Field(
+        60, ge=5, le=2000,
+        description="Real rows longer than this are not used as few-shot examples while enough shorter ones exist; "
+                    "if too few do, the shortest are cut to this length. Keeps prompts short whatever the real data.",
+    )
     reasoning: bool = Field(False, description="Ask for a short rationale before the text (chain of thought); kept in the row's meta.")
     max_requests: int | None = Field(None, ge=1, description="Budget: most requests for the whole run (default: 4 x the target + 16).")
     batch_size: int = Field(32, ge=1, description="Requests per batch; rows are flushed to disk after each batch.")
@@ -283,7 +289,9 @@ def _describe(error: dict[str, Any]) -> str:
     elif error["type"] == "missing":
         expected = "required field is missing"
     elif "input" in error and error["type"] not in ("union_tag_invalid",):
-        shown = repr(error["input"])
+        # A key pasted into the wrong field must not be printed back.
+        secret = isinstance(error["input"], str) and looks_like_secret(error["input"])
+        shown = "a value that looks like a key or token (not shown)" if secret else repr(error["input"])
         expected = f"{expected}; got {shown[:60]}"
     return expected
 

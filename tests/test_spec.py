@@ -49,7 +49,7 @@ def bad(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
         (GOOD.replace("food: 2, travel: 1", "food: 0, travel: 0"), ["axes", "only zero weights"]),
         (GOOD.replace("  b: {", "  a: {"), ["duplicate key 'a'", "line 5"]),
         (GOOD + "generators:\n  - {backend: skynet, model: m}\n", ["generators[0]", "'skynet'", "'openai'", "'llamacpp'"]),
-        (GOOD + "generators:\n  - {backend: openai, model: m, api_key_env: sk-123abc}\n", ["generators[0].api_key_env", "pattern"]),
+        (GOOD + "generators:\n  - {backend: openai, model: m, api_key_env: sk-123abc}\n", ["generators[0].api_key_env", "looks like a key or token"]),
         (GOOD + "generators:\n  - {backend: openai, model: m, weight: 0}\n", ["weights are all zero"]),
         (GOOD + "generators:\n  - {backend: openai, model: m, weight: -1}\n", ["generators[0].weight", "greater than or equal to 0"]),
         (GOOD.replace("labels:", "labels: !!python/object/apply:os.system ['echo pwned']\nx:"), ["python/object/apply", "safe loader"]),

@@ -7,8 +7,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from factory.generators.base import GeneratorParams
+from factory.secrets import EnvVarName
 
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class OpenAIParams(GeneratorParams):
@@ -16,8 +16,8 @@ class OpenAIParams(GeneratorParams):
 
     backend: Literal["openai"]
     base_url: str = Field("https://api.openai.com/v1", description="Server URL up to and including /v1.")
-    api_key_env: str | None = Field(
-        "OPENAI_API_KEY", pattern=ENV_NAME,
+    api_key_env: EnvVarName | None = Field(
+        "OPENAI_API_KEY",
         description="Name of the environment variable that holds the API key (never the key itself); null for none.",
     )
     concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight at once.")

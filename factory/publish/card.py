@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from factory.store import atomic_write_text, read_manifest
+from factory.secrets import name_secret_variables, recipe_secret_variables, redact
+from factory.store import atomic_write_text, read_jsonl, read_manifest
 
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
 HIGH_REFUSAL = 0.10
@@ -18,21 +17,6 @@ HIGH_REFUSAL = 0.10
 
 def size_category(rows: int) -> str:
     return next((name for limit, name in SIZE_CATEGORIES if rows < limit), "n>1M")
-
-
-def secret_values(recipe: dict[str, Any]) -> list[str]:
-    """Values of every environment variable the recipe names as a secret (a safety net for the card)."""
-    names = {g.get("api_key_env") for g in recipe.get("generators", [])} | {"HF_TOKEN"}
-    if recipe.get("hub"):
-        names.add(recipe["hub"].get("token_env"))
-    return [v for n in names if n and len(v := os.environ.get(n, "")) >= 6]
-
-
-def _rejected(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "rejected.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -120,7 +104,7 @@ def render_card(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     recipe = manifest["recipe"]
-    rejected = _rejected(run_dir)
+    rejected = read_jsonl(Path(run_dir) / "rejected.jsonl")
     hub = recipe.get("hub") or {}
     repo = hub.get("repo_id", f"<owner>/{recipe['name']}")
     lines = ["---", yaml.safe_dump(_metadata(manifest), sort_keys=False).strip(), "---", "",
@@ -154,10 +138,9 @@ def render_card(run_dir: Path) -> str:
               + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()) + ".", "",
               "```yaml", yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).strip(), "```", "",
               "[dataset-factory]: https://pypi.org/project/dataset-factory/", ""]
-    text = "\n".join(lines)
-    for secret in secret_values(recipe):
-        text = text.replace(secret, "***")
-    return text
+    # A safety net: the values of the variables the recipe names never reach the card.
+    name_secret_variables(recipe_secret_variables(recipe))
+    return redact("\n".join(lines))
 
 
 def write_card(run_dir: Path) -> Path:

@@ -43,6 +43,8 @@ import yaml
 from filelock import FileLock, Timeout
 
 from factory.errors import PublishError, require
+from factory.secrets import check_env_name, name_secret_variables
+from factory.store import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,11 @@ def push_run(run_dir: Path, repo_id: str, *, token_env: str | None = None, priva
             warnings.append(f"the run stopped early (status: {manifest.get('status')}): not every label reached its target")
         _check_repo_id(repo_id)
         variable = token_env or hub_settings.get("token_env") or DEFAULT_TOKEN_ENV
+        try:
+            check_env_name(variable, "the name of the environment variable that holds the Hub token")
+        except ValueError as exc:
+            raise PublishError(str(exc)) from None
+        name_secret_variables([variable])
         token = _token(variable)
         card = _read_card(run_dir, warnings)
         push = _Push(run_dir, repo_id, token=token, revision=revision,
@@ -141,16 +148,11 @@ class _Push:
         if not path.is_file():
             return None
         columns: dict[str, list[str | None]] = {c: [] for c in REJECTED_COLUMNS}
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line from a crashed build, as the run store reads it
-                for column in REJECTED_COLUMNS:
-                    value = row.get(column)
-                    columns[column].append(json.dumps(value, ensure_ascii=False, sort_keys=True)
-                                           if column == "meta" else (None if value is None else str(value)))
+        for row in read_jsonl(path):
+            for column in REJECTED_COLUMNS:
+                value = row.get(column)
+                columns[column].append(json.dumps(value, ensure_ascii=False, sort_keys=True)
+                                       if column == "meta" else (None if value is None else str(value)))
         if not columns["id"]:
             return None
         features = datasets.Features({c: datasets.Value("string") for c in REJECTED_COLUMNS})

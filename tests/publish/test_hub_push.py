@@ -197,6 +197,29 @@ def test_include_rejected_pushes_the_rejected_config(run_dir: Path, hub: Loopbac
     assert [c["config_name"] for c in meta["configs"]] == ["default"]
 
 
+def test_a_torn_last_line_in_rejected_rows_does_not_stop_a_push(run_dir: Path, hub: LoopbackHub) -> None:
+    rejected_lines = [json.loads(line) for line in (run_dir / "rejected.jsonl").read_text().splitlines()]
+    with (run_dir / "rejected.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write('{"id": "torn", "stage": "pa')  # a build killed mid-write
+    result = push_run(run_dir, REPO, include_rejected=True)
+    assert result["rows"] == {"train": 10, "rejected": len(rejected_lines)}
+    assert list(hub_table(hub, "rejected/train-")["id"]) == [r["id"] for r in rejected_lines]
+
+
+@pytest.mark.parametrize("pasted", [HUB_TOKEN, "sk-proj-" + "x1" * 20])
+def test_a_token_pasted_as_the_variable_name_is_refused_without_echoing_it(
+        run_dir: Path, hub: LoopbackHub, capsys, pasted: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["push", str(run_dir), "--repo", REPO, "--token-env", pasted])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "looks like a key or token" in err and pasted not in err
+    with pytest.raises(PublishError) as raised:
+        push_run(run_dir, REPO, token_env=pasted)
+    assert "looks like a key or token" in str(raised.value) and pasted not in str(raised.value)
+    assert hub.log == []
+
+
 def test_recipe_hub_section_gives_the_defaults(run_dir: Path, hub: LoopbackHub, monkeypatch) -> None:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     manifest["recipe"]["hub"] = {"repo_id": REPO, "private": True, "token_env": "MY_HUB_TOKEN", "include_rejected": True}
