@@ -12,9 +12,11 @@ from typing import Any, Literal
 import numpy as np
 
 from factory.errors import require
+from factory.store import sqlite_errors
 
 log = logging.getLogger(__name__)
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2 (packaged)"
+CACHE_REMEDY = "It only caches embeddings: nothing is lost without it, they are computed again."
 
 
 def packaged_minilm_path() -> str:
@@ -73,7 +75,7 @@ class Embedder:
     def _from_disk(self, keys: list[bytes]) -> None:
         if self.cache is None or not self.cache.exists():
             return
-        with sqlite3.connect(self.cache) as db:
+        with sqlite_errors(self.cache, CACHE_REMEDY), sqlite3.connect(self.cache) as db:
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
                 rows = db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(chunk))})", chunk)
@@ -84,7 +86,7 @@ class Embedder:
             return
         # Filters embed while they fit, which can be before the run directory exists.
         self.cache.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(self.cache) as db:
+        with sqlite_errors(self.cache, CACHE_REMEDY), sqlite3.connect(self.cache) as db:
             db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
             db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)", ((k, v.tobytes()) for k, v in items))
 

@@ -36,6 +36,10 @@ class RunLockedError(FactoryError):
     """Another `factory build` holds the run directory."""
 
 
+class CacheDamagedError(FactoryError):
+    """A SQLite cache in the run directory cannot be read (a full disk, a copy cut short, ...)."""
+
+
 class PublishError(FactoryError):
     """A run cannot be published: unfinished, failing its gate, no token, a bad repo id, or the Hub refused."""
 

@@ -15,7 +15,7 @@ import numpy as np
 from factory.embeddings import Embedder
 from factory.errors import require
 from factory.records import Record
-from factory.store import atomic_write_text, read_manifest
+from factory.store import atomic_write_text, read_jsonl, read_manifest
 
 MAX_POINTS = 2000
 SAMPLE = 12
@@ -123,12 +123,6 @@ def rows_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em}.meta{color:#555}img{max-width:100%;display:block;margin:1em 0}
 table{border-collapse:collapse;width:100%;font-size:13px;margin:1em 0}td,th{border:1px solid #ddd;padding:4px 6px;vertical-align:top;text-align:left}
@@ -140,13 +134,13 @@ def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     recipe = manifest["recipe"]
-    generated = {row["id"]: Record.from_json(row) for row in _jsonl(run_dir / "generated.jsonl")}
+    generated = {row["id"]: Record.from_json(row) for row in read_jsonl(run_dir / "generated.jsonl")}
     stages = json.loads((run_dir / "stages.json").read_text()) if (run_dir / "stages.json").exists() else {}
     final = [generated[i] for i in stages.get("final", []) if i in generated]
     labels = list(manifest["targets"])
     before = Counter(r.label or "all" for r in generated.values())
     after = Counter(r.label or "all" for r in final)
-    rejected = _jsonl(run_dir / "rejected.jsonl")
+    rejected = read_jsonl(run_dir / "rejected.jsonl")
     passing = manifest.get("passing", True)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(recipe['name'])} report</title>"

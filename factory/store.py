@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
-from factory.errors import RunLockedError
+from factory.errors import CacheDamagedError, RunLockedError
 from factory.records import Completion, Prompt, Record, Rejected
+from factory.secrets import redact
+
+log = logging.getLogger(__name__)
 
 
 def request_key(identity: dict[str, Any], prompt: Prompt) -> str:
@@ -59,44 +64,169 @@ def replace_dir(build: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def sqlite_errors(path: Path, remedy: str) -> Iterator[None]:
+    """Turn SQLite's raw errors about the file at `path` into a message that names it and says what to do."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:  # locked, disk full, I/O error: the file may be fine
+        raise CacheDamagedError(f"cannot use {path}: {exc}. {remedy}") from None
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+        raise CacheDamagedError(
+            f"{path} is damaged ({exc}); move it aside (for example: mv {path} {path}.damaged) and run the "
+            f"command again. {remedy}"
+        ) from None
+
+
 class RequestCache:
     """requests.sqlite: request key -> completion. One commit per completion, so SIGKILL loses at most the in-flight ones."""
 
+    REMEDY = ("The finished rows in generated.jsonl are kept; without this file the next build sends "
+              "their requests again (a local model with the recipe's seed writes the same rows).")
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS requests (key TEXT PRIMARY KEY, request TEXT NOT NULL, completion TEXT NOT NULL, created REAL NOT NULL)"
-        )
+        with self._errors():
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS requests (key TEXT PRIMARY KEY, request TEXT NOT NULL, completion TEXT NOT NULL, created REAL NOT NULL)"
+            )
+
+    def _errors(self) -> AbstractContextManager[None]:
+        return sqlite_errors(self.path, self.REMEDY)
 
     def get(self, key: str) -> Completion | None:
-        row = self._db.execute("SELECT completion FROM requests WHERE key = ?", (key,)).fetchone()
+        with self._errors():
+            row = self._db.execute("SELECT completion FROM requests WHERE key = ?", (key,)).fetchone()
         return Completion.from_json(json.loads(row[0])) if row else None
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Completion]:
         keys = list(keys)
         found: dict[str, Completion] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, value in self._db.execute(f"SELECT key, completion FROM requests WHERE key IN ({marks})", chunk):
-                found[key] = Completion.from_json(json.loads(value))
+        with self._errors():
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, value in self._db.execute(f"SELECT key, completion FROM requests WHERE key IN ({marks})", chunk):
+                    found[key] = Completion.from_json(json.loads(value))
         return found
 
     def put(self, key: str, prompt: Prompt, identity: dict[str, Any], completion: Completion) -> None:
         request = {"generator": identity, "messages": prompt.messages, "seed": prompt.seed, "sample": prompt.uid}
-        self._db.execute(
-            "INSERT OR REPLACE INTO requests (key, request, completion, created) VALUES (?, ?, ?, ?)",
-            (key, json.dumps(request, ensure_ascii=False), json.dumps(completion.to_json(), ensure_ascii=False), time.time()),
-        )
+        with self._errors():
+            self._db.execute(
+                "INSERT OR REPLACE INTO requests (key, request, completion, created) VALUES (?, ?, ?, ?)",
+                # The request as sent, scrubbed: a key pasted into extra_body or a URL must not rest here.
+                (key, redact(json.dumps(request, ensure_ascii=False)), json.dumps(completion.to_json(), ensure_ascii=False),
+                 time.time()),
+            )
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+        with self._errors():
+            return self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
 
     def close(self) -> None:
         self._db.close()
+
+
+TORN_LINES = "torn-lines.jsonl"
+
+
+_SALVAGED = "\0salvaged"
+
+
+def _parse_line(line: str) -> dict[str, Any] | None:
+    """One JSONL row; for a row glued to a torn fragment in front of it (what versions before the
+    torn-line check wrote after a crash), the row itself. None when nothing whole is on the line."""
+    try:
+        row = json.loads(line)
+        return row if isinstance(row, dict) else None
+    except json.JSONDecodeError:
+        pass
+    start = line.find('{"', 1)
+    while start > 0:
+        try:
+            row = json.loads(line[start:])
+        except json.JSONDecodeError:
+            start = line.find('{"', start + 1)
+            continue
+        return {**row, _SALVAGED: True} if isinstance(row, dict) else None
+    return None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every row of an append-only JSONL file, for any reader of a run directory.
+
+    A crash can leave half a line at the end (and versions before this reader glued the next row to
+    it): fragments are skipped with one warning, never raised (a row glued to one is kept), because
+    every row they held is rebuilt from requests.sqlite by the next build.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows: list[dict[str, Any]] = []
+    unreadable = 0
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            row = _parse_line(line)
+            if row is None:
+                unreadable += 1
+                continue
+            if row.get(_SALVAGED):
+                del row[_SALVAGED]
+                unreadable += 1  # the fragment in front of it
+            rows.append(row)
+    if unreadable:
+        log.warning("%s: skipped %d unreadable line(s) (a crash tore them); the next build rebuilds their rows",
+                    path, unreadable)
+    return rows
+
+
+def set_aside_torn_tail(path: Path) -> int:
+    """Move a torn last line (no newline after it) out of `path` into torn-lines.jsonl beside it.
+
+    Called before a build appends, so that its first row does not land glued to the fragment. The
+    fragment is kept (with the file name and time) for whoever wants to look; returns its size.
+    """
+    if not path.is_file():
+        return 0
+    with path.open("rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return 0
+        # Find the start of the last line: read backwards in blocks until a newline.
+        end, start = size, 0
+        position = size
+        while position > 0:
+            step = min(65536, position)
+            position -= step
+            handle.seek(position)
+            block = handle.read(step)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                start = position + cut + 1
+                break
+        handle.seek(start)
+        fragment = handle.read(end - start)
+        entry = {"file": path.name, "set_aside": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "bytes": len(fragment), "fragment": fragment.decode("utf-8", errors="replace")}
+        with (path.parent / TORN_LINES).open("a", encoding="utf-8") as aside:
+            aside.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            aside.flush()
+            os.fsync(aside.fileno())
+        handle.truncate(start)
+        handle.flush()
+        os.fsync(handle.fileno())
+    log.warning("%s ended in a torn line (%d bytes, from a crash); it was set aside in %s and its row will be rebuilt",
+                path, len(fragment), path.parent / TORN_LINES)
+    return len(fragment)
 
 
 class JsonlLog:
@@ -107,16 +237,11 @@ class JsonlLog:
         self.key = key
         self._seen: set[tuple[Any, ...]] = set()
         self._rows: list[dict[str, Any]] = []
-        if path.exists():
-            with path.open(encoding="utf-8") as handle:
-                for line in handle:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a torn last line from a crash: the row is rebuilt from the cache
-                    if self._ident(row) not in self._seen:
-                        self._seen.add(self._ident(row))
-                        self._rows.append(row)
+        set_aside_torn_tail(path)
+        for row in read_jsonl(path):
+            if self._ident(row) not in self._seen:
+                self._seen.add(self._ident(row))
+                self._rows.append(row)
         self._handle = path.open("a", encoding="utf-8")
 
     def _ident(self, row: dict[str, Any]) -> tuple[Any, ...]:
@@ -188,7 +313,9 @@ class RunStore:
         atomic_write_text(self.root / "stages.json", json.dumps(stages) + "\n")
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        atomic_write_text(self.root / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
+        # redact(): a safety net, should a secret ever reach a recipe field that is not a variable's name.
+        text = json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n"
+        atomic_write_text(self.root / "manifest.json", redact(text))
 
     def write_dataset(self, rows: list[dict[str, Any]]) -> None:
         """dataset/ as a Hugging Face dataset (save_to_disk) plus data/train.parquet, swapped in atomically."""

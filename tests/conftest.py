@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from loopback_openai import LoopbackOpenAI  # noqa: E402
+from loopback_openai import Action, LoopbackOpenAI  # noqa: E402
 
 CANARY_KEY = "sk-canary-5f1c9e0d-DO-NOT-LEAK-7a2b"
 
@@ -85,3 +88,28 @@ def resent(server: LoopbackOpenAI, since: int, finished: set[str]) -> list[str]:
 def canary_key(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("FACTORY_TEST_KEY", CANARY_KEY)
     return CANARY_KEY
+
+
+# Separable reviews: a scripted server and real rows that a linear probe learns (eval tests).
+GOOD = ["love", "adore", "recommend", "enjoy", "praise"]
+BAD = ["hate", "regret", "return", "despise", "avoid"]
+THINGS = ["kettle", "lamp", "chair", "blender", "toaster", "desk", "heater", "fan"]
+
+
+def review(label: str, rng: random.Random) -> str:
+    verb = rng.choice(GOOD if label == "positive" else BAD)
+    tail = "it works perfectly and looks great" if label == "positive" else "it broke and feels cheap"
+    return f"I {verb} this {rng.choice(THINGS)} {rng.randint(1, 10**6)}, {tail} after {rng.randint(2, 60)} days."
+
+
+def scripted(body: dict, n: int) -> Action:
+    label = re.search(r'"label": "([^"]+)"', body["messages"][-1]["content"]).group(1)
+    text = review(label, random.Random(body["seed"]))
+    return Action(text=json.dumps({"label": label, "text": text}))
+
+
+def real_rows(tmp_path: Path) -> str:
+    rng = random.Random(0)
+    rows = [(review(label, rng), label) for label in ("positive", "negative") for _ in range(40)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "real.csv", index=False)
+    return "real.csv"

@@ -3,38 +3,12 @@
 from __future__ import annotations
 
 import json
-import random
-import re
 from pathlib import Path
 
 import pandas as pd
-from conftest import classification_recipe, write_recipe
-from loopback_openai import Action
+from conftest import classification_recipe, real_rows, scripted, write_recipe
 
 from factory.cli import main
-
-GOOD = ["love", "adore", "recommend", "enjoy", "praise"]
-BAD = ["hate", "regret", "return", "despise", "avoid"]
-THINGS = ["kettle", "lamp", "chair", "blender", "toaster", "desk", "heater", "fan"]
-
-
-def review(label: str, rng: random.Random) -> str:
-    verb = rng.choice(GOOD if label == "positive" else BAD)
-    tail = "it works perfectly and looks great" if label == "positive" else "it broke and feels cheap"
-    return f"I {verb} this {rng.choice(THINGS)} {rng.randint(1, 10**6)}, {tail} after {rng.randint(2, 60)} days."
-
-
-def scripted(body: dict, n: int) -> Action:
-    label = re.search(r'"label": "([^"]+)"', body["messages"][-1]["content"]).group(1)
-    text = review(label, random.Random(body["seed"]))
-    return Action(text=json.dumps({"label": label, "text": text}))
-
-
-def real_rows(tmp_path: Path) -> str:
-    rng = random.Random(0)
-    rows = [(review(label, rng), label) for label in ("positive", "negative") for _ in range(40)]
-    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "real.csv", index=False)
-    return "real.csv"
 
 
 def recipe(tmp_path: Path, server, gate: dict) -> Path:
