@@ -122,3 +122,30 @@ def test_instruction_recipe_prompts_and_parses() -> None:
     assert isinstance(copied, Rejected) and copied.reason == "copied_example"
     missing = recipe.parse(prompt, reply(instruction="Describe it."), "i3")
     assert isinstance(missing, Rejected) and missing.reason == "bad_json"
+
+
+def _article(i: int, words: int) -> str:
+    sentence = f"Article {i} reports that the council met again on Tuesday to discuss the budget. "
+    return (sentence * (words // len(sentence.split()) + 1)).strip()
+
+
+def test_real_rows_as_examples_are_bounded_whatever_their_length() -> None:
+    """Whole news articles as real rows made 1,500-token prompts: examples stay within example_max_words."""
+    real = [Record(text=_article(i, 600), label="polite", id=f"p{i}") for i in range(6)]
+    real += [Record(text=_article(i, 900), label="impolite", id=f"i{i}") for i in range(6)]
+    recipe = make_recipe(spec(generate={"few_shot": 3, "example_max_words": 40}), real)
+    for index in range(20):
+        prompt = recipe.prompt("polite", index)
+        assert all(len(example.split()) <= 41 for example in prompt.target["examples"])  # 40 words + "…"
+        assert len(prompt.messages[-1]["content"].split()) < 400
+
+
+def test_short_real_rows_are_preferred_to_cut_long_ones() -> None:
+    short = [Record(text=f"Short real snippet number {i}, warm and kind.", label="polite", id=f"s{i}") for i in range(3)]
+    long = [Record(text=_article(i, 300), label="polite", id=f"l{i}") for i in range(3)]
+    recipe = make_recipe(spec(generate={"few_shot": 2}), [*long, *short])
+    pool = recipe.examples["polite"]
+    assert [r.text for r in short] == [t for t in pool if t.startswith("Short")]
+    assert not any(t.startswith("Article") for t in pool)
+    # Rows within the bound are used unchanged, in their order: prompts for ordinary data do not change.
+    assert recipe.examples["impolite"] == ["Read the manual yourself."]

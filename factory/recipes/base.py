@@ -62,6 +62,36 @@ def too_close(text: str, others: list[str], threshold: float = 0.8) -> bool:
     return False
 
 
+_SENTENCE_END = re.compile(r"[.!?…][\"')\]]*\s")
+
+
+def cut_to_words(text: str, max_words: int) -> str:
+    """`text` cut to at most `max_words` words: at the last sentence end if one falls in the second
+    half, else at a word boundary with an ellipsis."""
+    parts = text.split()
+    if len(parts) <= max_words:
+        return text
+    head = " ".join(parts[:max_words])
+    ends = [m.end() for m in _SENTENCE_END.finditer(head + " ")]
+    if ends and len(head[: ends[-1]].split()) >= max_words // 2:
+        return head[: ends[-1]].strip()
+    return head + " …"
+
+
+def bounded_examples(texts: Sequence[str], max_words: int, need: int) -> list[str]:
+    """Real rows fit to be few-shot examples, in their order.
+
+    Rows within `max_words` are preferred: while at least `need` of them exist, longer rows are left
+    out (a whole news article as an example makes a slow prompt, and a model paraphrases it instead
+    of writing something new). With fewer, the shortest of the rest are cut to `max_words` to fill up.
+    """
+    fitting = [t for t in texts if len(t.split()) <= max_words]
+    if len(fitting) >= need:
+        return fitting
+    longer = sorted((t for t in texts if len(t.split()) > max_words), key=lambda t: len(t.split()))
+    return fitting + [cut_to_words(t, max_words) for t in longer[: need - len(fitting)]]
+
+
 class Recipe(ABC, Generic[SpecT]):
     """Turns a validated spec into prompts, and model replies into records or rejected rows.
 

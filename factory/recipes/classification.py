@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 
 from factory.records import Completion, Prompt, Record, Rejected
-from factory.recipes.base import Recipe, template
+from factory.recipes.base import Recipe, bounded_examples, template
 from factory.spec import ClassificationSpec
 
 
@@ -17,9 +17,13 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
 
     def __init__(self, spec: ClassificationSpec, examples: dict[str, Sequence[str]] | None = None) -> None:
         super().__init__(spec)
-        # Few-shot pools: the recipe's own examples, plus real training rows when the caller has them.
+        # Few-shot pools: the recipe's own examples, plus real training rows of a bounded length.
+        generate = spec.generate
         self.examples = {
-            label: list(dict.fromkeys([*spec.labels[label].examples, *(examples or {}).get(label, [])]))
+            label: list(dict.fromkeys([
+                *spec.labels[label].examples,
+                *bounded_examples((examples or {}).get(label, []), generate.example_max_words, max(generate.few_shot, 1)),
+            ]))
             for label in spec.labels
         }
 
