@@ -27,7 +27,8 @@ from pathlib import Path
 from factory.compare import compare
 from factory.compare_report import format_table
 from factory.generators.catalog import list_models
-from factory.spec import ClassificationSpec, InstructionSpec, load_recipe
+from factory.spec import load_recipe
+from factory.tasks import ClassificationSpec, InstructionSpec
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 MODELS = {

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from factory.generators.catalog import resolve_model
 from factory.pipeline import build
-from factory.recipes import make_recipe
+from factory.tasks import make_recipe
 from factory.spec import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "movie-reviews.yaml"

@@ -31,7 +31,7 @@ from pathlib import Path
 from factory.embeddings import Embedder
 from factory.eval.evaluators import build_evaluator
 from factory.eval.metrics import mean_spread, scores
-from factory.eval.real_data import load_real_rows, split_real
+from factory.data.real import load_real_rows, split_real
 from factory.pipeline import build
 from factory.records import Record
 from factory.spec import load_recipe

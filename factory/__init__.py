@@ -4,7 +4,8 @@ from factory.compare import compare
 from factory.errors import FactoryError, GenerationError, RecipeError, RunLockedError
 from factory.pipeline import BuildResult, build
 from factory.records import Completion, Prompt, Record, Rejected
-from factory.spec import ClassificationSpec, InstructionSpec, load_recipe, parse_recipe
+from factory.spec import load_recipe, parse_recipe
+from factory.tasks import ClassificationSpec, InstructionSpec
 
 __all__ = [
     "BuildResult", "ClassificationSpec", "Completion", "FactoryError", "GenerationError", "InstructionSpec",

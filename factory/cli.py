@@ -13,7 +13,7 @@ import yaml
 from factory import interrupts
 from factory.errors import FactoryError, RecipeError
 from factory.secrets import RedactingFilter, check_env_name, redact
-from factory.spec import ClassificationSpec, load_recipe, recipe_schema
+from factory.spec import RecipeBase, load_recipe, recipe_schema
 from factory.store import read_manifest
 
 log = logging.getLogger("factory")
@@ -81,16 +81,12 @@ def _env_name(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _load(args: argparse.Namespace):  # noqa: ANN202 - a RecipeSpec
+def _load(args: argparse.Namespace) -> RecipeBase:
     spec = load_recipe(args.recipe)
-    if getattr(args, "per_label", None):
-        if not isinstance(spec, ClassificationSpec):
-            raise RecipeError(str(args.recipe), ["--per-label is for classification recipes; use --count"])
-        spec.generate.per_label = args.per_label
-    if getattr(args, "count", None):
-        if isinstance(spec, ClassificationSpec):
-            raise RecipeError(str(args.recipe), ["--count is for instruction recipes; use --per-label"])
-        spec.generate.count = args.count
+    try:
+        spec.resize(per_label=getattr(args, "per_label", None), count=getattr(args, "count", None))
+    except ValueError as exc:
+        raise RecipeError(str(args.recipe), [str(exc)]) from None
     if getattr(args, "max_requests", None):
         spec.generate.max_requests = args.max_requests
     return spec

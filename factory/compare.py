@@ -67,7 +67,7 @@ import numpy as np
 
 from factory.embeddings import Embedder
 from factory.errors import FactoryError, require
-from factory.eval.real_data import load_real_rows, split_real
+from factory.data.real import real_split
 from factory.eval.runner import CONDITIONS
 from factory.filters.exact import ExactDedup, ExactDedupParams
 from factory.filters.near_dedup import NearDedup, NearDedupParams
@@ -75,11 +75,11 @@ from factory.filters.probe import fit_proba
 from factory.generators import build_generator
 from factory.generators.base import GeneratorParams
 from factory.generators.params import OpenAIParams
-from factory.pipeline import RecipeSpecT, build
-from factory.recipes import Recipe, make_recipe
+from factory.pipeline import build
 from factory.records import Completion, Prompt, Record, Rejected
-from factory.spec import ClassificationSpec
+from factory.spec import RecipeBase
 from factory.store import RequestCache, atomic_write_text, read_manifest, request_key
+from factory.tasks import Recipe, make_recipe
 from factory.text import normalize, words
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ EXAMPLES = 12  # aligned prompts shown side by side in compare.json and the HTML
 # -- running ----------------------------------------------------------------------------------------
 
 
-def default_out(spec: RecipeSpecT) -> Path:
+def default_out(spec: RecipeBase) -> Path:
     return Path("runs") / f"{spec.name}-compare"
 
 
@@ -106,12 +106,12 @@ def run_dir_name(generator: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", generator).strip("._") or "generator"
 
 
-def default_requests(spec: RecipeSpecT) -> int:
+def default_requests(spec: RecipeBase) -> int:
     """ceil(1.05 x the largest per-bucket target): the first round of a normal build."""
     return math.ceil(TOP_UP * max(spec.buckets().values()))
 
 
-def chosen_generators(spec: RecipeSpecT, names: Sequence[str] | None) -> list[GeneratorParams]:
+def chosen_generators(spec: RecipeBase, names: Sequence[str] | None) -> list[GeneratorParams]:
     """The recipe's generators, or those named (in the order given); an unknown name is an error."""
     by_name = {g.name: g for g in spec.generators}
     if not names:
@@ -122,7 +122,7 @@ def chosen_generators(spec: RecipeSpecT, names: Sequence[str] | None) -> list[Ge
     return [by_name[n] for n in dict.fromkeys(names)]
 
 
-def fixed_prompts(recipe: Recipe, spec: RecipeSpecT, generator: str, requests: int) -> list[Prompt]:
+def fixed_prompts(recipe: Recipe, spec: RecipeBase, generator: str, requests: int) -> list[Prompt]:
     """The prompts fixed-request mode sends: 0..N-1 of every bucket, in one round and so with no top-up focus."""
     return [recipe.prompt(bucket, i, generator) for bucket in spec.buckets() for i in range(requests)]
 
@@ -312,14 +312,14 @@ def usage(run: GeneratorRun, score: float | None) -> dict[str, Any]:
 class Measurer:
     """Computes every generator's metrics with one shared embedder (each text is embedded once)."""
 
-    def __init__(self, spec: RecipeSpecT, real_train: Sequence[Record], embedder: Embedder) -> None:
+    def __init__(self, spec: RecipeBase, real_train: Sequence[Record], embedder: Embedder) -> None:
         self.spec = spec
         self.seed = spec.seed
         self.embedder = embedder
         self.labels = list(spec.buckets())
         self.real_y = [r.label or "" for r in real_train]
         self.real_x = embedder.encode([r.text for r in real_train]) if real_train else np.zeros((0, 0))
-        self.evaluator = spec.eval.evaluators[0] if isinstance(spec, ClassificationSpec) and spec.eval else None
+        self.evaluator = eval_spec.evaluators[0] if (eval_spec := spec.evaluation()) else None
 
     def vectors(self, rows: Sequence[Record]) -> np.ndarray:
         return self.embedder.encode([r.text for r in rows]) if rows else np.zeros((0, 1), dtype=np.float32)
@@ -476,7 +476,7 @@ class CompareResult:
         return str(self.data["verdict"]["text"])
 
 
-def compare(spec: RecipeSpecT, out: str | Path | None = None, *, generators: Sequence[str] | None = None,
+def compare(spec: RecipeBase, out: str | Path | None = None, *, generators: Sequence[str] | None = None,
             requests_per_label: int | None = None, pair: bool = False, progress: bool = True,
             embedder: Embedder | None = None) -> CompareResult:
     """Build the recipe once per generator on the same prompts, measure each run, write compare.json and compare.html."""
@@ -491,9 +491,7 @@ def compare(spec: RecipeSpecT, out: str | Path | None = None, *, generators: Seq
                  params.model, requests, run_dirs[params.name])
         build(spec, run_dirs[params.name], progress=progress, only_generator=params.name, requests_per_bucket=requests)
 
-    real_train: list[Record] = []
-    if isinstance(spec, ClassificationSpec) and spec.real_data is not None:
-        real_train = split_real(load_real_rows(spec), spec.real_data.train_per_label, spec.seed).train
+    real_train = real_split(spec).train
     recipe = make_recipe(spec, real_train)
     runs = [load_run(p, run_dirs[p.name], recipe, fixed_prompts(recipe, spec, p.name, requests)) for p in chosen]
 
@@ -502,9 +500,9 @@ def compare(spec: RecipeSpecT, out: str | Path | None = None, *, generators: Seq
     counts, k = shared_clusters({run.name: measurer.vectors(seeded_sample(run.final, spec.seed)) for run in runs}, spec.seed)
     for name, count in counts.items():
         metrics[name]["diversity"]["clusters_90"] = count
-    has_eval = isinstance(spec, ClassificationSpec) and spec.eval is not None
+    has_eval = spec.evaluation() is not None
     data: dict[str, Any] = {
-        "recipe": spec.name, "recipe_hash": spec.hash(), "task": spec.resolved()["task"],
+        "recipe": spec.name, "recipe_hash": spec.hash(), "task": spec.task,
         "requests_per_label": requests, "labels": list(spec.buckets()), "generators": [r.name for r in runs],
         "evaluator": measurer.evaluator, "clusters": {"k": k, "share": CLUSTER_SHARE, "seed": spec.seed},
         "metrics": metrics, "verdict": verdict(metrics, has_eval),

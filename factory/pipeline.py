@@ -17,21 +17,20 @@ from typing import Any
 from factory import interrupts
 from factory.embeddings import Embedder
 from factory.errors import FactoryError, MissingExtraError
-from factory.eval.real_data import RealSplit, load_real_rows, split_real
+from factory.data.real import real_split
 from factory.eval.runner import evaluate
 from factory.filters import FilterContext, build_filter
 from factory.generators import Generator, build_generator
 from factory.progress import BuildProgress
 from factory.publish.card import write_card
-from factory.recipes import Recipe, make_recipe
 from factory.records import Completion, Prompt, Record, Rejected
 from factory.report import write_report
 from factory.secrets import name_secret_variables, recipe_secret_variables
-from factory.spec import ClassificationSpec, InstructionSpec
+from factory.spec import RecipeBase
 from factory.store import RunStore, request_key
+from factory.tasks import Recipe, make_recipe
 
 log = logging.getLogger(__name__)
-RecipeSpecT = ClassificationSpec | InstructionSpec
 VERSIONED = ("dataset-factory", "datasets", "openai", "pydantic", "torch", "transformers", "llama_cpp_python",
              "sentence-transformers", "scikit-learn", "setfit", "huggingface-hub")
 
@@ -90,15 +89,13 @@ class BuildResult:
 class Builder:
     """One build of one recipe into one run directory. Holds no state beyond the run."""
 
-    def __init__(self, spec: RecipeSpecT, run_dir: Path, *, progress: bool = True, only_generator: str | None = None,
+    def __init__(self, spec: RecipeBase, run_dir: Path, *, progress: bool = True, only_generator: str | None = None,
                  requests_per_bucket: int | None = None) -> None:
         self.spec = spec
         self.run_dir = Path(run_dir)
         name_secret_variables(recipe_secret_variables(spec.resolved()))  # their values are scrubbed from all output
         # Real rows are read and split first: bad data fails here, before any model is loaded.
-        self.real = RealSplit([], [])
-        if isinstance(spec, ClassificationSpec) and spec.real_data is not None:
-            self.real = split_real(load_real_rows(spec), spec.real_data.train_per_label, spec.seed)
+        self.real = real_split(spec)
         self.recipe: Recipe = make_recipe(spec, self.real.train)
         self.only_generator = only_generator
         self.requests_per_bucket = requests_per_bucket
@@ -264,11 +261,12 @@ class Builder:
             store.write_stages({name: [r.id for r in rows] for name, rows in stages})
             manifest = self._manifest(status, records, final, chain.funnel, surplus, started, generated_s)
             store.write_manifest(manifest)
-            if isinstance(self.spec, ClassificationSpec) and self.spec.eval is not None:
+            eval_spec = self.spec.evaluation()
+            if eval_spec is not None:
                 manifest["eval"] = evaluate(
-                    self.spec.eval, list(self.spec.labels), self.real.train, self.real.validation, stages,
+                    eval_spec, list(self.targets), self.real.train, self.real.validation, stages,
                     embedder=self.context.embeddings(), seed=self.spec.seed,
-                    save_dir=self.run_dir / "models" if self.spec.eval.save_models else None,
+                    save_dir=self.run_dir / "models" if eval_spec.save_models else None,
                 )
                 interrupts.check()
                 manifest["passing"] = manifest["eval"]["gate"]["passed"]
@@ -292,11 +290,7 @@ class Builder:
         return final, surplus
 
     def _dataset_row(self, record: Record) -> dict[str, Any]:
-        row: dict[str, Any] = {"id": record.id}
-        if isinstance(self.spec, ClassificationSpec):
-            row |= {"text": record.text, "label": record.label}
-        else:
-            row |= {"instruction": record.text, "response": record.response}
+        row: dict[str, Any] = {"id": record.id, **self.recipe.fields(record)}
         row |= {"generator": record.meta.get("generator"), "model": record.meta.get("model")}
         row |= {f"axis_{a}": record.meta.get(f"axis_{a}") for a in self.spec.axes}
         if self.spec.generate.reasoning:
@@ -314,7 +308,7 @@ class Builder:
             "recipe": self.spec.resolved(),
             "recipe_dir": str(self.spec.base_dir),
             # With a gate, a run passes only once its eval has said so.
-            "passing": not (isinstance(self.spec, ClassificationSpec) and self.spec.eval and self.spec.eval.gate),
+            "passing": not ((eval_spec := self.spec.evaluation()) and eval_spec.gate),
             "versions": _versions(),
             **({"embeddings": embedded} if (embedded := self.context.embeddings().describe()) else {}),
             "generators": [
@@ -377,11 +371,11 @@ def write_documents(run_dir: Path, embedder: Embedder | None = None) -> None:
         log.warning("report.html skipped: %s", exc)
 
 
-def default_run_dir(spec: RecipeSpecT) -> Path:
+def default_run_dir(spec: RecipeBase) -> Path:
     return Path("runs") / spec.name
 
 
-def build(spec: RecipeSpecT, run_dir: str | Path | None = None, *, progress: bool = True,
+def build(spec: RecipeBase, run_dir: str | Path | None = None, *, progress: bool = True,
           only_generator: str | None = None, requests_per_bucket: int | None = None) -> BuildResult:
     """Run a validated recipe into `run_dir` (default runs/<name>). Re-running resumes from the cache."""
     return Builder(spec, Path(run_dir) if run_dir else default_run_dir(spec), progress=progress,

@@ -16,6 +16,7 @@ from factory.embeddings import Embedder
 from factory.errors import require
 from factory.records import Record
 from factory.store import atomic_write_text, read_jsonl, read_manifest
+from factory.tasks import task_kind
 
 MAX_POINTS = 2000
 SAMPLE = 12
@@ -165,11 +166,9 @@ def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
         parts += ["<h2>Evaluation on real validation rows</h2>",
                   f"<p>{ev['validation_rows']} held-out real rows; {ev['real_train_rows']} real training rows; seeds {ev['seeds']}.</p>",
                   f"<img alt='eval' src='{eval_chart(ev)}'>"]
-    text_column = "text"
-    kept_rows = [{"label": r.label or "", text_column: r.text, **({"response": r.response} if r.response else {}),
-                  "generator": r.meta.get("generator", "")} for r in final[:SAMPLE]]
-    parts += ["<h2>Sample of kept rows</h2>",
-              rows_table(kept_rows, ["label", text_column, *(["response"] if recipe["task"] == "instruction" else []), "generator"])]
+    kind = task_kind(recipe["task"])
+    kept_rows = [{**kind.fields(r), "generator": r.meta.get("generator", "")} for r in final[:SAMPLE]]
+    parts += ["<h2>Sample of kept rows</h2>", rows_table(kept_rows, [*kind.columns, "generator"])]
     sample_rejected = sorted(rejected, key=lambda r: (r["reason"], r["id"]))
     by_reason: dict[str, list[dict[str, Any]]] = {}
     for row in sample_rejected:

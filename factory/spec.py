@@ -1,9 +1,14 @@
-"""Recipe files: the validated RecipeSpec and load_recipe(), which fails before any model is called."""
+"""Recipe files: the fields every task kind shares, and load_recipe(), which fails before any model is called.
+
+Each task kind (factory/tasks/) declares its own spec model on `RecipeBase`; `parse_recipe` picks it
+by the recipe's `task:` value from the kinds' registry.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -12,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, Val
 
 from factory.errors import RecipeError
 from factory.filters import FilterSpec
-from factory.filters.exact import ExactDedupParams
-from factory.filters.novelty import NoveltyParams
 from factory.generators.params import ALL_PARAMS, LlamaCppParams
 from factory.secrets import EnvVarName, looks_like_secret
 
@@ -24,20 +27,6 @@ DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class LabelSpec(Strict):
-    """One class of a classification recipe."""
-
-    description: str = Field(min_length=1, description="What a text with this label is; it goes into every prompt.")
-    examples: list[str] = Field(default_factory=list, description="Example texts with this label, sampled as few-shot examples.")
-
-
-class InstructionExample(Strict):
-    """A seed task for an instruction recipe."""
-
-    instruction: str = Field(min_length=1, description="The instruction.")
-    response: str = Field(min_length=1, description="A good response to it.")
 
 
 class RealColumns(Strict):
@@ -181,9 +170,23 @@ class RecipeBase(Strict):
         """Folder that relative paths in the recipe are relative to (the recipe file's folder)."""
         return self._base_dir
 
+    task: str
+
     def buckets(self) -> dict[str, int]:
         """Target rows per bucket (label, or 'all' for instruction recipes)."""
         raise NotImplementedError
+
+    def resize(self, *, per_label: int | None = None, count: int | None = None) -> None:
+        """Apply the command line's --per-label / --count; ValueError names the flag this kind takes."""
+        raise NotImplementedError
+
+    def real_rows(self) -> RealDataSpec | None:
+        """The user's real rows this recipe reads, if its kind takes any."""
+        return None
+
+    def evaluation(self) -> EvalSpec | None:
+        """The eval stage's settings, if this kind has one and the recipe asks for it."""
+        return None
 
     def budget(self) -> int:
         return self.generate.max_requests or 4 * sum(self.buckets().values()) + 16
@@ -194,59 +197,6 @@ class RecipeBase(Strict):
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-class ClassificationSpec(RecipeBase):
-    """A recipe that makes (text, label) pairs."""
-
-    task: Literal["classification"]
-    labels: dict[str, LabelSpec] = Field(description="Label name -> description and examples; at least two labels.")
-    real_data: RealDataSpec | None = Field(None, description="The user's real labelled rows, if any.")
-    eval: EvalSpec | None = Field(None, description="Prove the data helps, on the real validation rows (needs real_data).")
-
-    @field_validator("labels")
-    @classmethod
-    def _check_labels(cls, labels: dict[str, LabelSpec]) -> dict[str, LabelSpec]:
-        if len(labels) < 2:
-            raise ValueError(f"a classification recipe needs at least two labels, got {len(labels)}")
-        return labels
-
-    @model_validator(mode="after")
-    def _defaults(self) -> ClassificationSpec:
-        if self.generate.count is not None:
-            raise ValueError("generate.count is for instruction recipes; use generate.per_label")
-        self.generate.per_label = self.generate.per_label or 50
-        if self.eval is not None and self.real_data is None:
-            raise ValueError("eval needs real_data: the scores are measured on the user's real validation rows")
-        if not self.filters:
-            self.filters = [ExactDedupParams()]
-        return self
-
-    def buckets(self) -> dict[str, int]:
-        return {label: self.generate.per_label or 0 for label in self.labels}
-
-
-class InstructionSpec(RecipeBase):
-    """A recipe that makes (instruction, response) pairs, Self-Instruct style."""
-
-    task: Literal["instruction"]
-    examples: list[InstructionExample] = Field(min_length=1, description="Seed tasks, sampled as few-shot examples.")
-
-    @model_validator(mode="after")
-    def _defaults(self) -> InstructionSpec:
-        if self.generate.per_label is not None:
-            raise ValueError("generate.per_label is for classification recipes; use generate.count")
-        self.generate.count = self.generate.count or 50
-        if not self.filters:
-            self.filters = [ExactDedupParams(), NoveltyParams()]
-        return self
-
-    def buckets(self) -> dict[str, int]:
-        return {"all": self.generate.count or 0}
-
-
-RecipeSpec = Annotated[Union[ClassificationSpec, InstructionSpec], Field(discriminator="task")]
-_ADAPTER: TypeAdapter[ClassificationSpec | InstructionSpec] = TypeAdapter(RecipeSpec)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -296,19 +246,35 @@ def _describe(error: dict[str, Any]) -> str:
     return expected
 
 
-def parse_recipe(data: Any, path: str = "<recipe>", root: yaml.Node | None = None) -> ClassificationSpec | InstructionSpec:
+@cache
+def _adapter() -> TypeAdapter[RecipeBase]:
+    """One validator for every registered task kind, chosen by `task:`."""
+    from factory.tasks import TASKS
+
+    specs = tuple(kind.Spec for kind in TASKS.values())
+    return TypeAdapter(Annotated[Union[specs], Field(discriminator="task")])  # type: ignore[valid-type]
+
+
+def _task_names() -> tuple[str, ...]:
+    from factory.tasks import TASKS
+
+    return tuple(TASKS)
+
+
+def parse_recipe(data: Any, path: str = "<recipe>", root: yaml.Node | None = None) -> RecipeBase:
     """Validate already-loaded recipe data, raising RecipeError with field paths (and lines)."""
     if not isinstance(data, dict):
         raise RecipeError(path, [f"the file must be a YAML mapping of recipe fields, got {type(data).__name__}"])
+    tasks = _task_names()
     if "task" not in data:
-        raise RecipeError(path, ["task: required field is missing; expected 'classification' or 'instruction'"])
+        raise RecipeError(path, ["task: required field is missing; expected " + " or ".join(repr(t) for t in tasks)])
     try:
-        return _ADAPTER.validate_python(data)
+        return _adapter().validate_python(data)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             # pydantic puts the union tag (e.g. 'classification', 'openai') into the path: drop it.
-            loc = tuple(p for p in error["loc"] if p not in ("classification", "instruction")
+            loc = tuple(p for p in error["loc"] if p not in tasks
                         and not (isinstance(p, str) and (p in {"openai", "llamacpp", "transformers"} or p.startswith("function-"))))
             loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
             field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top level)"
@@ -318,7 +284,7 @@ def parse_recipe(data: Any, path: str = "<recipe>", root: yaml.Node | None = Non
         raise RecipeError(path, problems) from None
 
 
-def load_recipe(path: str | Path) -> ClassificationSpec | InstructionSpec:
+def load_recipe(path: str | Path) -> RecipeBase:
     """Read and validate a recipe file with a safe YAML loader. Raises RecipeError on any problem."""
     path = Path(path)
     try:
@@ -347,4 +313,4 @@ def load_recipe(path: str | Path) -> ClassificationSpec | InstructionSpec:
 
 def recipe_schema() -> dict[str, Any]:
     """JSON schema of recipe files, generated from the pydantic models."""
-    return _ADAPTER.json_schema()
+    return _adapter().json_schema()

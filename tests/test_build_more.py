@@ -18,7 +18,7 @@ from conftest import CANARY_KEY, cached_requests, classification_recipe, resent,
 
 from factory import build, interrupts, load_recipe
 from factory.cli import main
-from factory.eval.real_data import load_real_rows, split_real
+from factory.data.real import load_real_rows, split_real
 from factory.pipeline import Builder
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from factory.recipes import ClassificationRecipe, InstructionRecipe, make_recipe
+from factory.tasks import ClassificationRecipe, InstructionRecipe, make_recipe
 from factory.records import Completion, Record, Rejected
 from factory.spec import parse_recipe
 

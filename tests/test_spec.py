@@ -10,7 +10,8 @@ import yaml
 
 from factory.cli import main
 from factory.errors import RecipeError
-from factory.spec import ClassificationSpec, InstructionSpec, load_recipe
+from factory.spec import load_recipe
+from factory.tasks import ClassificationSpec, InstructionSpec
 
 GOOD = """\
 name: ok

@@ -10,11 +10,11 @@ from pydantic import ValidationError
 
 from factory.embeddings import Embedder
 from factory.errors import FactoryError
-from factory.eval.real_data import load_real_rows, split_real
+from factory.data.real import real_split
 from factory.eval.runner import evaluate
 from factory.pipeline import write_documents
 from factory.records import Record
-from factory.spec import ClassificationSpec, EvalSpec, parse_recipe
+from factory.spec import EvalSpec, parse_recipe
 from factory.store import RunStore, read_manifest
 
 
@@ -25,15 +25,16 @@ def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[i
         raise FactoryError(f"{run_dir} is not a finished run (no manifest.json)")
     manifest = read_manifest(run_dir)
     spec = parse_recipe(manifest["recipe"], str(run_dir / "manifest.json"))
-    if not isinstance(spec, ClassificationSpec) or spec.real_data is None:
+    recipe_eval = spec.evaluation()
+    if spec.real_rows() is None:
         raise FactoryError(f"{run_dir}: the recipe has no real_data, so there are no real validation rows to score on")
     spec._base_dir = Path(manifest.get("recipe_dir", "."))
     overrides = {k: v for k, v in (("evaluators", evaluators), ("seeds", seeds)) if v}
     try:
-        eval_spec = EvalSpec.model_validate({**(spec.eval.model_dump() if spec.eval else {}), **overrides})
+        eval_spec = EvalSpec.model_validate({**(recipe_eval.model_dump() if recipe_eval else {}), **overrides})
     except ValidationError as exc:
         raise FactoryError(f"invalid eval options: {exc.errors()[0]['msg']}") from None
-    real = split_real(load_real_rows(spec), spec.real_data.train_per_label, spec.seed)
+    real = real_split(spec)
     stages = _stages(run_dir)
     with RunStore(run_dir) as store:
         by_id = {r.id: r for r in store.records()}
@@ -42,7 +43,7 @@ def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[i
             raise FactoryError(f"{run_dir}: {len(missing)} rows named in stages.json are not in generated.jsonl")
         staged: list[tuple[str, list[Record]]] = [(name, [by_id[i] for i in ids]) for name, ids in stages.items()]
         embedder = Embedder(cache=run_dir / "embeddings.sqlite")
-        results = evaluate(eval_spec, list(spec.labels), real.train, real.validation, staged, seed=spec.seed,
+        results = evaluate(eval_spec, list(spec.buckets()), real.train, real.validation, staged, seed=spec.seed,
                            embedder=embedder, save_dir=run_dir / "models" if eval_spec.save_models else None)
         manifest["eval"] = results
         manifest["passing"] = results["gate"]["passed"]

@@ -10,6 +10,7 @@ import yaml
 
 from factory.secrets import name_secret_variables, recipe_secret_variables, redact
 from factory.store import atomic_write_text, read_jsonl, read_manifest
+from factory.tasks import task_kind
 
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
 HIGH_REFUSAL = 0.10
@@ -28,10 +29,9 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 def _metadata(manifest: dict[str, Any]) -> dict[str, Any]:
     recipe = manifest["recipe"]
     hub = recipe.get("hub") or {}
-    classification = recipe["task"] == "classification"
     return {
         "license": hub.get("license", "other"),
-        "task_categories": ["text-classification"] if classification else ["text-generation"],
+        "task_categories": list(task_kind(recipe["task"]).task_categories),
         "language": hub.get("language", ["en"]),
         "size_categories": [size_category(manifest["rows"])],
         "tags": ["synthetic", "dataset-factory", recipe["task"]],

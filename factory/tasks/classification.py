@@ -1,31 +1,96 @@
-"""Classification recipes: one prompt asks for one text with a given label."""
+"""The classification kind: (text, label) rows, one prompt per text of a given label."""
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
+from pydantic import Field, field_validator, model_validator
+
+from factory.filters.exact import ExactDedupParams
 from factory.records import Completion, Prompt, Record, Rejected
-from factory.recipes.base import Recipe, bounded_examples, template
-from factory.spec import ClassificationSpec
+from factory.spec import EvalSpec, RealDataSpec, RecipeBase, Strict
+from factory.tasks.base import Recipe, bounded_examples, template
+
+
+class LabelSpec(Strict):
+    """One class of a classification recipe."""
+
+    description: str = Field(min_length=1, description="What a text with this label is; it goes into every prompt.")
+    examples: list[str] = Field(default_factory=list, description="Example texts with this label, sampled as few-shot examples.")
+
+
+
+class ClassificationSpec(RecipeBase):
+    """A recipe that makes (text, label) pairs."""
+
+    task: Literal["classification"]
+    labels: dict[str, LabelSpec] = Field(description="Label name -> description and examples; at least two labels.")
+    real_data: RealDataSpec | None = Field(None, description="The user's real labelled rows, if any.")
+    eval: EvalSpec | None = Field(None, description="Prove the data helps, on the real validation rows (needs real_data).")
+
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, labels: dict[str, LabelSpec]) -> dict[str, LabelSpec]:
+        if len(labels) < 2:
+            raise ValueError(f"a classification recipe needs at least two labels, got {len(labels)}")
+        return labels
+
+    @model_validator(mode="after")
+    def _defaults(self) -> ClassificationSpec:
+        if self.generate.count is not None:
+            raise ValueError("generate.count is for instruction recipes; use generate.per_label")
+        self.generate.per_label = self.generate.per_label or 50
+        if self.eval is not None and self.real_data is None:
+            raise ValueError("eval needs real_data: the scores are measured on the user's real validation rows")
+        if not self.filters:
+            self.filters = [ExactDedupParams()]
+        return self
+
+    def buckets(self) -> dict[str, int]:
+        return {label: self.generate.per_label or 0 for label in self.labels}
+
+    def resize(self, *, per_label: int | None = None, count: int | None = None) -> None:
+        if count is not None:
+            raise ValueError("--count is for instruction recipes; use --per-label")
+        if per_label is not None:
+            self.generate.per_label = per_label
+
+    def real_rows(self) -> RealDataSpec | None:
+        return self.real_data
+
+    def evaluation(self) -> EvalSpec | None:
+        return self.eval
 
 
 class ClassificationRecipe(Recipe[ClassificationSpec]):
     """Prompts for (text, label) rows: label descriptions, sampled axis values and few-shot examples."""
 
     kind = "classification"
+    Spec: ClassVar[type[ClassificationSpec]] = ClassificationSpec
+    task_categories: ClassVar[tuple[str, ...]] = ("text-classification",)
+    columns: ClassVar[tuple[str, ...]] = ("text", "label")
 
-    def __init__(self, spec: ClassificationSpec, examples: dict[str, Sequence[str]] | None = None) -> None:
+    def __init__(self, spec: ClassificationSpec, real_train: Sequence[Record] = ()) -> None:
         super().__init__(spec)
+        real: dict[str, list[str]] = defaultdict(list)
+        for row in real_train:
+            real[row.label or ""].append(row.text)
         # Few-shot pools: the recipe's own examples, plus real training rows of a bounded length.
         generate = spec.generate
         self.examples = {
             label: list(dict.fromkeys([
                 *spec.labels[label].examples,
-                *bounded_examples((examples or {}).get(label, []), generate.example_max_words, max(generate.few_shot, 1)),
+                *bounded_examples(real.get(label, []), generate.example_max_words, max(generate.few_shot, 1)),
             ]))
             for label in spec.labels
         }
+
+    @classmethod
+    def fields(cls, record: Record) -> dict[str, Any]:
+        return {"text": record.text, "label": record.label}
 
     def schema(self) -> dict:
         props: dict = {}

@@ -1,21 +1,66 @@
-"""Instruction recipes: one prompt asks for one (instruction, response) pair."""
+"""The instruction kind: (instruction, response) pairs, Self-Instruct style."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
+from pydantic import Field, model_validator
+
+from factory.filters.exact import ExactDedupParams
+from factory.filters.novelty import NoveltyParams
 from factory.records import Completion, Prompt, Record, Rejected
-from factory.recipes.base import Recipe, template
-from factory.spec import InstructionSpec
+from factory.spec import RecipeBase, Strict
+from factory.tasks.base import Recipe, template
 
 BUCKET = "all"
+
+
+class InstructionExample(Strict):
+    """A seed task for an instruction recipe."""
+
+    instruction: str = Field(min_length=1, description="The instruction.")
+    response: str = Field(min_length=1, description="A good response to it.")
+
+
+
+class InstructionSpec(RecipeBase):
+    """A recipe that makes (instruction, response) pairs, Self-Instruct style."""
+
+    task: Literal["instruction"]
+    examples: list[InstructionExample] = Field(min_length=1, description="Seed tasks, sampled as few-shot examples.")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> InstructionSpec:
+        if self.generate.per_label is not None:
+            raise ValueError("generate.per_label is for classification recipes; use generate.count")
+        self.generate.count = self.generate.count or 50
+        if not self.filters:
+            self.filters = [ExactDedupParams(), NoveltyParams()]
+        return self
+
+    def buckets(self) -> dict[str, int]:
+        return {BUCKET: self.generate.count or 0}
+
+    def resize(self, *, per_label: int | None = None, count: int | None = None) -> None:
+        if per_label is not None:
+            raise ValueError("--per-label is for classification recipes; use --count")
+        if count is not None:
+            self.generate.count = count
 
 
 class InstructionRecipe(Recipe[InstructionSpec]):
     """Prompts for instruction/response pairs from a task description, topic axes and seed tasks."""
 
     kind = "instruction"
+    Spec: ClassVar[type[InstructionSpec]] = InstructionSpec
+    task_categories: ClassVar[tuple[str, ...]] = ("text-generation",)
+    columns: ClassVar[tuple[str, ...]] = ("instruction", "response")
+
+    @classmethod
+    def fields(cls, record: Record) -> dict[str, Any]:
+        return {"instruction": record.text, "response": record.response}
 
     def schema(self) -> dict:
         props = {"instruction": {"type": "string"}, "response": {"type": "string"}}

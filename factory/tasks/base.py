@@ -1,4 +1,9 @@
-"""The recipe contract and what both recipe kinds share: sampling, reply parsing, rejection checks."""
+"""The task-kind contract, and what every kind shares: sampling, reply parsing, rejection checks.
+
+A task kind is one module in this package: its spec model (the recipe's fields), a `Recipe`
+subclass (prompts, reply schema, parse, the dataset's columns, what the card says of it) and one
+line in the registry (`factory/tasks/__init__.py`). Nothing outside the kind's module tests which
+kind a recipe is."""
 
 from __future__ import annotations
 
@@ -6,11 +11,11 @@ import json
 import random
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from string import Template
-from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from factory.records import Completion, Message, Prompt, Record, Rejected
 from factory.spec import AxisValues, RecipeBase
@@ -93,13 +98,20 @@ def bounded_examples(texts: Sequence[str], max_words: int, need: int) -> list[st
 
 
 class Recipe(ABC, Generic[SpecT]):
-    """Turns a validated spec into prompts, and model replies into records or rejected rows.
+    """A task kind at run time: turns a validated spec into prompts, and model replies into records
+    or rejected rows, and says what the kind's dataset rows hold.
 
     Prompts are a pure function of (seed, bucket, index), so a resumed run or another worker
-    rebuilds exactly the same requests.
+    rebuilds exactly the same requests. `real_train` (the user's real training rows, never
+    validation rows) may join the few-shot pool.
     """
 
-    def __init__(self, spec: SpecT) -> None:
+    kind: ClassVar[str]  # the recipe's `task:` value
+    Spec: ClassVar[type[RecipeBase]]  # the kind's recipe fields
+    task_categories: ClassVar[tuple[str, ...]]  # Hugging Face task categories, for the dataset card
+    columns: ClassVar[tuple[str, ...]]  # the kind's own dataset columns, in order
+
+    def __init__(self, spec: SpecT, real_train: Sequence[Record] = ()) -> None:
         self.spec = spec
         self._generator_names = [g.name for g in spec.generators]
         self._generator_weights = [g.weight for g in spec.generators]
@@ -125,7 +137,10 @@ class Recipe(ABC, Generic[SpecT]):
         system = self.spec.system_prompt or template(f"{self.kind}_system").template
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
-    kind: str
+    @classmethod
+    @abstractmethod
+    def fields(cls, record: Record) -> dict[str, Any]:
+        """The kind's columns of one dataset row (`columns`, in order)."""
 
     @abstractmethod
     def prompt(self, bucket: str, index: int, generator: str | None = None, focus: Sequence[str] = ()) -> Prompt:

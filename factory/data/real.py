@@ -11,7 +11,7 @@ from pathlib import Path
 
 from factory.errors import DataError
 from factory.records import Record
-from factory.spec import ClassificationSpec, RealDataSpec
+from factory.spec import RealDataSpec, RecipeBase
 
 
 @dataclass(slots=True)
@@ -60,11 +60,20 @@ def _read_table(spec: RealDataSpec, base_dir: Path):  # noqa: ANN202 - a pandas 
     raise DataError(f"real_data.path: {path} is not a csv, jsonl or parquet file")
 
 
-def load_real_rows(recipe: ClassificationSpec) -> list[Record]:
-    """Every usable real row, with labels mapped to the recipe's names. Raises DataError on bad data."""
-    spec = recipe.real_data
+def real_split(recipe: RecipeBase) -> RealSplit:
+    """The recipe's real rows, read and split into training and validation (empty without real data)."""
+    spec = recipe.real_rows()
+    if spec is None:
+        return RealSplit([], [])
+    return split_real(load_real_rows(recipe), spec.train_per_label, recipe.seed)
+
+
+def load_real_rows(recipe: RecipeBase) -> list[Record]:
+    """Every usable real row, with labels mapped to the recipe's names (its buckets). Raises DataError on bad data."""
+    spec = recipe.real_rows()
     if spec is None:
         return []
+    labels = list(recipe.buckets())
     table = _read_table(spec, recipe.base_dir)
     for role, column in (("text", spec.columns.text), ("label", spec.columns.label)):
         if column not in table.columns:
@@ -78,7 +87,7 @@ def load_real_rows(recipe: ClassificationSpec) -> list[Record]:
             continue  # the user asked to skip these rows
         label = spec.label_map.get(raw) or raw
         text = "" if text is None else str(text).strip()
-        if label not in recipe.labels:
+        if label not in labels:
             unknown[label] += 1
             continue
         if not text:
@@ -89,12 +98,12 @@ def load_real_rows(recipe: ClassificationSpec) -> list[Record]:
     if unknown:
         shown = ", ".join(f"{k!r} ({v} rows)" for k, v in sorted(unknown.items())[:5])
         raise DataError(
-            f"real_data: labels not in the recipe: {shown}; the recipe's labels are {list(recipe.labels)} "
+            f"real_data: labels not in the recipe: {shown}; the recipe's labels are {labels} "
             "(map them with real_data.label_map, or map a value to null to skip its rows)"
         )
     if empty and not rows:
         raise DataError("real_data: every row has an empty text")
-    missing = [label for label in recipe.labels if not any(r.label == label for r in rows)]
+    missing = [label for label in labels if not any(r.label == label for r in rows)]
     if missing:
         raise DataError(f"real_data: no rows for label(s) {missing}")
     if spec.max_rows and len(rows) > spec.max_rows:
