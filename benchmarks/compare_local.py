@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from factory.compare import compare
-from factory.compare_report import format_table
+from factory.comparison import compare
+from factory.comparison.render import format_table
 from factory.generators.catalog import list_models
 from factory.spec import load_recipe
 from factory.tasks import ClassificationSpec, InstructionSpec

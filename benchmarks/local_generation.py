@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from factory.generators.catalog import resolve_model
-from factory.pipeline import build
+from factory import build
 from factory.tasks import make_recipe
 from factory.spec import load_recipe
 

@@ -21,7 +21,7 @@ from _loopback import loopback_server
 
 from factory.generators.openai_compat import OpenAIGenerator
 from factory.generators.params import OpenAIParams
-from factory.pipeline import build
+from factory import build
 from factory.tasks import make_recipe
 from factory.spec import parse_recipe
 

@@ -32,10 +32,10 @@ from factory.embeddings import Embedder
 from factory.eval.evaluators import build_evaluator
 from factory.eval.metrics import mean_spread, scores
 from factory.data.real import load_real_rows, split_real
-from factory.pipeline import build
+from factory import build
 from factory.records import Record
 from factory.spec import load_recipe
-from factory.store import RunStore
+from factory.run.store import RunStore
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "movie-reviews.yaml"
 

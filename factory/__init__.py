@@ -1,13 +1,32 @@
-"""dataset-factory: manufacture fine-tuning datasets with language models, then prove they are worth training on."""
+"""dataset-factory: manufacture fine-tuning datasets with language models, then prove they are worth training on.
 
-from factory.compare import compare
-from factory.errors import FactoryError, GenerationError, RecipeError, RunLockedError
-from factory.pipeline import BuildResult, build
-from factory.records import Completion, Prompt, Record, Rejected
-from factory.spec import load_recipe, parse_recipe
-from factory.tasks import ClassificationSpec, InstructionSpec
+The public names load on first use (PEP 562), so `factory --help` and `factory validate` import
+neither numpy nor torch nor any filter implementation.
+"""
 
-__all__ = [
-    "BuildResult", "ClassificationSpec", "Completion", "FactoryError", "GenerationError", "InstructionSpec",
-    "Prompt", "Record", "RecipeError", "Rejected", "RunLockedError", "build", "compare", "load_recipe", "parse_recipe",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "build": "factory.api", "BuildResult": "factory.builder.builder", "compare": "factory.comparison",
+    "load_recipe": "factory.spec", "parse_recipe": "factory.spec",
+    "ClassificationSpec": "factory.tasks", "InstructionSpec": "factory.tasks",
+    "Completion": "factory.records", "Prompt": "factory.records", "Record": "factory.records", "Rejected": "factory.records",
+    "FactoryError": "factory.errors", "GenerationError": "factory.errors", "RecipeError": "factory.errors",
+    "RunLockedError": "factory.errors",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'factory' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -14,7 +14,7 @@ from factory import interrupts
 from factory.errors import FactoryError, RecipeError
 from factory.secrets import RedactingFilter, check_env_name, redact
 from factory.spec import RecipeBase, load_recipe, recipe_schema
-from factory.store import read_manifest
+from factory.run.store import read_manifest
 
 log = logging.getLogger("factory")
 
@@ -93,7 +93,7 @@ def _load(args: argparse.Namespace) -> RecipeBase:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from factory.pipeline import build
+    from factory.api import build
 
     spec = _load(args)
     result = build(spec, args.out, progress=not args.no_progress)
@@ -145,8 +145,8 @@ def print_eval(results: dict) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from factory.compare import compare
-    from factory.compare_report import format_table
+    from factory.comparison import compare
+    from factory.comparison.render import format_table
 
     spec = load_recipe(args.recipe)
     names = [n.strip() for n in args.generators.split(",") if n.strip()] if args.generators else None
@@ -171,10 +171,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from factory.eval.rescore import rescore
+    from factory.report import write_documents
 
     evaluators = args.evaluators.split(",") if args.evaluators else None
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     results = rescore(args.run_dir, evaluators=evaluators, seeds=seeds)
+    write_documents(args.run_dir)
     print_eval(results)
     return 0 if results["gate"]["passed"] else EXIT_GATE_FAILED
 

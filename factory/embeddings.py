@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from factory.errors import require
-from factory.store import sqlite_errors
+from factory.run.store import sqlite_errors
 
 log = logging.getLogger(__name__)
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2 (packaged)"

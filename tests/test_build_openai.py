@@ -19,7 +19,7 @@ from factory import build, load_recipe
 from factory.cli import main
 from factory.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder
 from factory.errors import RunLockedError
-from factory.store import RunStore
+from factory.run.store import RunStore
 
 
 def test_build_writes_dataset_with_exact_targets(tmp_path: Path, loopback, canary_key: str) -> None:

@@ -16,7 +16,7 @@ from conftest import classification_recipe, write_recipe
 from loopback_openai import Action
 
 from factory.cli import main
-from factory.compare import (
+from factory.comparison import (
     clusters_holding,
     cross_label_collisions,
     distinct_n,

@@ -12,7 +12,7 @@ from conftest import classification_recipe, real_rows, scripted, write_recipe
 from loopback_openai import LoopbackOpenAI
 
 from factory.cli import main
-from factory.store import TORN_LINES, read_jsonl
+from factory.run.store import TORN_LINES, read_jsonl
 
 FRAGMENT = '{"id": "torn-by-a-crash", "text": "half a ro'
 

@@ -12,14 +12,16 @@ from factory.embeddings import Embedder
 from factory.errors import FactoryError
 from factory.data.real import real_split
 from factory.eval.runner import evaluate
-from factory.pipeline import write_documents
 from factory.records import Record
 from factory.spec import EvalSpec, parse_recipe
-from factory.store import RunStore, read_manifest
+from factory.run.store import RunStore, read_manifest
 
 
 def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
-    """Re-run the eval stage of `run_dir` and store the scores in its manifest. Returns the eval section."""
+    """Re-run the eval stage of `run_dir` and store the scores in its manifest. Returns the eval section.
+
+    The card and the report are the caller's to rewrite (`factory.report.write_documents`).
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "manifest.json").exists():
         raise FactoryError(f"{run_dir} is not a finished run (no manifest.json)")
@@ -48,7 +50,6 @@ def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[i
         manifest["eval"] = results
         manifest["passing"] = results["gate"]["passed"]
         store.write_manifest(manifest)
-        write_documents(run_dir, embedder)
     return results
 
 

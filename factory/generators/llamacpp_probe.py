@@ -169,7 +169,7 @@ def choose_path(model_path: Path, model_sha256: str, *, n_threads: int = 1) -> P
 
 def _remember(cache: Path, key: str, value: dict[str, Any]) -> None:
     """Add one answer to the cache file, written atomically (another build may read it meanwhile)."""
-    from factory.store import atomic_write_text
+    from factory.run.store import atomic_write_text
 
     data = _read_cache(cache)
     data[key] = value

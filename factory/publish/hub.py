@@ -44,7 +44,7 @@ from filelock import FileLock, Timeout
 
 from factory.errors import PublishError, require
 from factory.secrets import check_env_name, name_secret_variables
-from factory.store import read_jsonl
+from factory.run.store import read_jsonl
 
 log = logging.getLogger(__name__)
 

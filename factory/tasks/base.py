@@ -142,6 +142,11 @@ class Recipe(ABC, Generic[SpecT]):
     def fields(cls, record: Record) -> dict[str, Any]:
         """The kind's columns of one dataset row (`columns`, in order)."""
 
+    @classmethod
+    @abstractmethod
+    def bucket(cls, record: Record) -> str:
+        """The bucket whose target `record` counts towards (one of the spec's `buckets()`)."""
+
     @abstractmethod
     def prompt(self, bucket: str, index: int, generator: str | None = None, focus: Sequence[str] = ()) -> Prompt:
         """Prompt number `index` of `bucket`; `generator` overrides the weighted assignment, and

@@ -89,6 +89,10 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
         }
 
     @classmethod
+    def bucket(cls, record: Record) -> str:
+        return record.label or ""
+
+    @classmethod
     def fields(cls, record: Record) -> dict[str, Any]:
         return {"text": record.text, "label": record.label}
 

@@ -59,6 +59,10 @@ class InstructionRecipe(Recipe[InstructionSpec]):
     columns: ClassVar[tuple[str, ...]] = ("instruction", "response")
 
     @classmethod
+    def bucket(cls, record: Record) -> str:
+        return BUCKET
+
+    @classmethod
     def fields(cls, record: Record) -> dict[str, Any]:
         return {"instruction": record.text, "response": record.response}
 

@@ -25,7 +25,7 @@ from factory import build, load_recipe
 from factory.cli import main
 from factory.errors import PublishError
 from factory.publish.hub import merge_card, push_run, split_card
-from factory.store import RunStore, atomic_write_text
+from factory.run.store import RunStore, atomic_write_text
 
 HUB_TOKEN = "hf_canary_DO_NOT_LEAK_9c4e1b7a2f"
 REPO = "tester/tiny-synthetic"

@@ -1,15 +1,4 @@
-"""`factory compare`: one recipe, the same prompts for every generator, the evidence side by side.
-
-Fairness. Every generator gets exactly the same requests: build()'s fixed-request mode
-(`requests_per_bucket=N`) issues prompts 0..N-1 of every label in one round, and a prompt is a pure
-function of (seed, label, index), so request i of label L is the same messages, few-shot picks and
-axis draws for every generator. Each generator gets its own run directory (`<out>/<generator>/`),
-which resumes and publishes like any run; the filter chain and the eval are the recipe's own, so
-every generator faces the same filters and the same real validation rows.
-
-N defaults to ceil(1.05 x the recipe's per-label target): what a normal build's first round asks
-for, so a compare costs each generator about one round of the build it would replace, and a
-generator that loses at most 5% of its rows still reaches the target.
+"""What `factory compare` measures per generator, and the verdict.
 
 Metrics, per generator. "Requests" are the N x labels prompts; "parsed rows" the replies that
 became rows; "kept rows" the final dataset (after the filters and the trim to the target).
@@ -49,42 +38,31 @@ text (factory.text.normalize) or by embedding cosine >= 0.95 (the seed article's
 produced for two labels teaches a classifier nothing).
 """
 
+
+
 from __future__ import annotations
 
-import json
-import logging
-import math
 import random
-import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from factory.comparison.runs import GeneratorRun
 from factory.embeddings import Embedder
-from factory.errors import FactoryError, require
-from factory.data.real import real_split
+from factory.errors import require
 from factory.eval.runner import CONDITIONS
 from factory.filters.exact import ExactDedup, ExactDedupParams
 from factory.filters.near_dedup import NearDedup, NearDedupParams
 from factory.filters.probe import fit_proba
-from factory.generators import build_generator
 from factory.generators.base import GeneratorParams
 from factory.generators.params import OpenAIParams
-from factory.pipeline import build
-from factory.records import Completion, Prompt, Record, Rejected
+from factory.records import Record, Rejected
 from factory.spec import RecipeBase
-from factory.store import RequestCache, atomic_write_text, read_manifest, request_key
-from factory.tasks import Recipe, make_recipe
 from factory.text import normalize, words
 
-log = logging.getLogger(__name__)
-
-TOP_UP = 1.05  # default requests per label: ceil(1.05 x target), a build's first round
 PARSE_FAILURES = ("bad_json", "empty", "truncated", "unknown_label", "label_mismatch")
 COPIES = ("copied_example", "repeats_prompt")
 MAX_EMBEDDED = 1000  # rows per generator that embedding metrics look at (a seeded sample beyond)
@@ -92,85 +70,6 @@ CLUSTERS = 20
 CLUSTER_SHARE = 0.9
 COLLISION_COSINE = 0.95
 EXAMPLES = 12  # aligned prompts shown side by side in compare.json and the HTML page
-
-
-# -- running ----------------------------------------------------------------------------------------
-
-
-def default_out(spec: RecipeBase) -> Path:
-    return Path("runs") / f"{spec.name}-compare"
-
-
-def run_dir_name(generator: str) -> str:
-    """A generator's folder under the compare directory (a model path in a default name must not nest folders)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", generator).strip("._") or "generator"
-
-
-def default_requests(spec: RecipeBase) -> int:
-    """ceil(1.05 x the largest per-bucket target): the first round of a normal build."""
-    return math.ceil(TOP_UP * max(spec.buckets().values()))
-
-
-def chosen_generators(spec: RecipeBase, names: Sequence[str] | None) -> list[GeneratorParams]:
-    """The recipe's generators, or those named (in the order given); an unknown name is an error."""
-    by_name = {g.name: g for g in spec.generators}
-    if not names:
-        return list(by_name.values())
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise FactoryError(f"no generator named {', '.join(map(repr, unknown))}; the recipe has {list(by_name)}")
-    return [by_name[n] for n in dict.fromkeys(names)]
-
-
-def fixed_prompts(recipe: Recipe, spec: RecipeBase, generator: str, requests: int) -> list[Prompt]:
-    """The prompts fixed-request mode sends: 0..N-1 of every bucket, in one round and so with no top-up focus."""
-    return [recipe.prompt(bucket, i, generator) for bucket in spec.buckets() for i in range(requests)]
-
-
-@dataclass
-class GeneratorRun:
-    """One generator's finished run, read back from its directory: one row per request, in prompt order."""
-
-    params: GeneratorParams
-    run_dir: Path
-    manifest: dict[str, Any]
-    prompts: list[Prompt]
-    rows: list[Record | Rejected]  # the parsed row, or why the reply was rejected at parse time
-    completions: list[Completion | None]  # None: the request failed, so nothing was cached
-    final: list[Record]
-
-    @property
-    def name(self) -> str:
-        return self.params.name
-
-    @property
-    def parsed(self) -> list[Record]:
-        return [r for r in self.rows if isinstance(r, Record)]
-
-
-def load_run(params: GeneratorParams, run_dir: Path, recipe: Recipe, prompts: list[Prompt]) -> GeneratorRun:
-    """Re-read a run from its request cache (re-parsing is cheap and exact: the ids are the build's own).
-
-    The row logs are append-only and may hold rows of an earlier recipe or a larger N; the cache,
-    looked up by this recipe's request keys, holds exactly this comparison's replies.
-    """
-    identity = build_generator(params).identity()
-    keys = [request_key(identity, p) for p in prompts]
-    cache = RequestCache(run_dir / "requests.sqlite")
-    try:
-        found = cache.get_many(keys)
-    finally:
-        cache.close()
-    completions = [found.get(k) for k in keys]
-    rows = [recipe.parse(p, c or Completion("", error="no reply: the request failed"), k[:16])
-            for k, p, c in zip(keys, prompts, completions)]
-    stages = json.loads((run_dir / "stages.json").read_text(encoding="utf-8"))
-    by_id = {r.id: r for r in rows if isinstance(r, Record)}
-    final = [by_id[i] for i in stages["final"] if i in by_id]
-    return GeneratorRun(params, run_dir, read_manifest(run_dir), prompts, rows, completions, final)
-
-
-# -- metrics ----------------------------------------------------------------------------------------
 
 
 def share(part: float, whole: float) -> float | None:
@@ -464,52 +363,3 @@ def pairs_section(runs: Sequence[GeneratorRun], measurer: Measurer) -> dict[str,
 # -- the command ------------------------------------------------------------------------------------
 
 
-@dataclass
-class CompareResult:
-    """What `compare()` returns: where the comparison is written and what compare.json holds."""
-
-    out_dir: Path
-    data: dict[str, Any]
-
-    @property
-    def verdict(self) -> str:
-        return str(self.data["verdict"]["text"])
-
-
-def compare(spec: RecipeBase, out: str | Path | None = None, *, generators: Sequence[str] | None = None,
-            requests_per_label: int | None = None, pair: bool = False, progress: bool = True,
-            embedder: Embedder | None = None) -> CompareResult:
-    """Build the recipe once per generator on the same prompts, measure each run, write compare.json and compare.html."""
-    from factory.compare_report import write_html
-
-    chosen = chosen_generators(spec, generators)
-    requests = requests_per_label or default_requests(spec)
-    out_dir = Path(out) if out else default_out(spec)
-    run_dirs = {p.name: out_dir / run_dir_name(p.name) for p in chosen}
-    for i, params in enumerate(chosen, 1):
-        log.info("compare %d/%d: %s (%s), %d requests per label -> %s", i, len(chosen), params.name,
-                 params.model, requests, run_dirs[params.name])
-        build(spec, run_dirs[params.name], progress=progress, only_generator=params.name, requests_per_bucket=requests)
-
-    real_train = real_split(spec).train
-    recipe = make_recipe(spec, real_train)
-    runs = [load_run(p, run_dirs[p.name], recipe, fixed_prompts(recipe, spec, p.name, requests)) for p in chosen]
-
-    measurer = Measurer(spec, real_train, embedder or Embedder())
-    metrics = {run.name: measurer.measure(run) for run in runs}
-    counts, k = shared_clusters({run.name: measurer.vectors(seeded_sample(run.final, spec.seed)) for run in runs}, spec.seed)
-    for name, count in counts.items():
-        metrics[name]["diversity"]["clusters_90"] = count
-    has_eval = spec.evaluation() is not None
-    data: dict[str, Any] = {
-        "recipe": spec.name, "recipe_hash": spec.hash(), "task": spec.task,
-        "requests_per_label": requests, "labels": list(spec.buckets()), "generators": [r.name for r in runs],
-        "evaluator": measurer.evaluator, "clusters": {"k": k, "share": CLUSTER_SHARE, "seed": spec.seed},
-        "metrics": metrics, "verdict": verdict(metrics, has_eval),
-    }
-    if pair:
-        data["pairs"] = pairs_section(runs, measurer)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "compare.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    write_html(out_dir, data)
-    return CompareResult(out_dir, data)

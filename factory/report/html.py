@@ -15,7 +15,7 @@ import numpy as np
 from factory.embeddings import Embedder
 from factory.errors import require
 from factory.records import Record
-from factory.store import atomic_write_text, read_jsonl, read_manifest
+from factory.run.store import atomic_write_text, read_jsonl, read_manifest
 from factory.tasks import task_kind
 
 MAX_POINTS = 2000

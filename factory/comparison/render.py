@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from factory.report import STYLE, png, pyplot, rows_table
-from factory.store import atomic_write_text
+from factory.report.html import STYLE, png, pyplot, rows_table
+from factory.run.store import atomic_write_text
 
 Metrics = dict[str, Any]
 

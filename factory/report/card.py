@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from factory.secrets import name_secret_variables, recipe_secret_variables, redact
-from factory.store import atomic_write_text, read_jsonl, read_manifest
+from factory.run.store import atomic_write_text, read_jsonl, read_manifest
 from factory.tasks import task_kind
 
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))

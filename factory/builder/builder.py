@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import platform
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -16,21 +15,22 @@ from typing import Any
 
 from factory import interrupts
 from factory.embeddings import Embedder
-from factory.errors import FactoryError, MissingExtraError
+from factory.errors import FactoryError
 from factory.data.real import real_split
 from factory.eval.runner import evaluate
-from factory.filters import FilterContext, build_filter
+from factory.builder.planner import fixed_round, plan_round, top_up_focus, trim_to_target
+from factory.filters import Filter, FilterContext, build_filter
 from factory.generators import Generator, build_generator
-from factory.progress import BuildProgress
-from factory.publish.card import write_card
+from factory.builder.progress import BuildProgress
 from factory.records import Completion, Prompt, Record, Rejected
-from factory.report import write_report
 from factory.secrets import name_secret_variables, recipe_secret_variables
 from factory.spec import RecipeBase
-from factory.store import RunStore, request_key
+from factory.run.store import RunStore, request_key
 from factory.tasks import Recipe, make_recipe
 
 log = logging.getLogger(__name__)
+# A step run once the run directory is written (the card and the report), with the run's embedder.
+AfterBuild = Callable[[Path, Embedder | None], None]
 VERSIONED = ("dataset-factory", "datasets", "openai", "pydantic", "torch", "transformers", "llama_cpp_python",
              "sentence-transformers", "scikit-learn", "setfit", "huggingface-hub")
 
@@ -90,29 +90,43 @@ class Builder:
     """One build of one recipe into one run directory. Holds no state beyond the run."""
 
     def __init__(self, spec: RecipeBase, run_dir: Path, *, progress: bool = True, only_generator: str | None = None,
-                 requests_per_bucket: int | None = None) -> None:
+                 requests_per_bucket: int | None = None, after: Sequence[AfterBuild] = (),
+                 generators: Mapping[str, Generator] | None = None, filters: Sequence[Filter] | None = None,
+                 embedder: Embedder | None = None) -> None:
+        """Store the settings; nothing is read, loaded or fitted until `run()` holds the run's lock.
+
+        `generators` (by name), `filters` (unfitted, in order) and `embedder` replace what the
+        recipe would make, for callers that bring their own.
+        """
         self.spec = spec
         self.run_dir = Path(run_dir)
-        name_secret_variables(recipe_secret_variables(spec.resolved()))  # their values are scrubbed from all output
-        # Real rows are read and split first: bad data fails here, before any model is loaded.
-        self.real = real_split(spec)
-        self.recipe: Recipe = make_recipe(spec, self.real.train)
         self.only_generator = only_generator
         self.requests_per_bucket = requests_per_bucket
+        self.after = tuple(after)
+        self.show_progress = progress
         chosen = [g for g in spec.generators if only_generator in (None, g.name)]
         if not chosen:
             raise FactoryError(f"no generator named {only_generator!r}; the recipe has {[g.name for g in spec.generators]}")
-        self.generators: dict[str, Generator] = {g.name: build_generator(g) for g in chosen}
+        self.generators: dict[str, Generator] = dict(generators) if generators is not None else {
+            g.name: build_generator(g) for g in chosen}
+        self._filters = filters
+        self._embedder = embedder
         self.targets = spec.buckets()
-        self.context = FilterContext(seed=spec.seed, labels=tuple(self.targets), real_train=self.real.train,
-                                     real_holdout=self.real.validation,
-                                     embedder=Embedder(cache=self.run_dir / "embeddings.sqlite"))
-        self.filters = [build_filter(p).fit(self.context) for p in spec.filters]
         self.stats: dict[str, GeneratorStats] = defaultdict(GeneratorStats)
         self.parsed: dict[tuple[str, int], Record | Rejected] = {}
         self.issued: Counter[str] = Counter()
-        self.show_progress = progress
         self._loaded: set[str] = set()
+
+    def _prepare(self) -> None:
+        """Read the real rows, make the recipe and fit the filters (bad data fails here, before any model loads)."""
+        name_secret_variables(recipe_secret_variables(self.spec.resolved()))  # scrubbed from all output
+        self.real = real_split(self.spec)
+        self.recipe: Recipe = make_recipe(self.spec, self.real.train)
+        embedder = self._embedder or Embedder(cache=self.run_dir / "embeddings.sqlite")
+        self.context = FilterContext(seed=self.spec.seed, labels=tuple(self.targets), real_train=self.real.train,
+                                     real_holdout=self.real.validation, embedder=embedder)
+        stages = self._filters if self._filters is not None else [build_filter(p) for p in self.spec.filters]
+        self.filters = [stage.fit(self.context) for stage in stages]
 
     # -- generation -----------------------------------------------------------------------------
 
@@ -184,25 +198,6 @@ class Builder:
             chain.stages.append((stage.type, result.kept))
         return chain
 
-    def _plan(self, kept: Counter[str], budget_left: int) -> dict[str, int]:
-        """Prompts to send per bucket this round: the deficit divided by the acceptance seen so far."""
-        plan: dict[str, int] = {}
-        for bucket, target in self.targets.items():
-            deficit = target - kept[bucket]
-            if deficit <= 0:
-                continue
-            issued = self.issued[bucket]
-            # Optimistic first round (paid APIs bill every surplus request), then the observed rate.
-            rate = kept[bucket] / issued if issued else 1.0
-            plan[bucket] = math.ceil(deficit / max(rate, 0.1) * 1.05)
-        total = sum(plan.values())
-        if total > budget_left:  # share what is left in proportion to need
-            scaled = {b: n * budget_left // total for b, n in plan.items()}
-            for b in sorted(plan, key=lambda b: -plan[b])[: budget_left - sum(scaled.values())]:
-                scaled[b] += 1
-            plan = {b: n for b, n in scaled.items() if n > 0}
-        return plan
-
     # -- the run --------------------------------------------------------------------------------
 
     async def _generate(self, store: RunStore, progress: BuildProgress) -> str:
@@ -217,22 +212,21 @@ class Builder:
         budget = self.spec.budget()
         while True:
             chain = self._filter(self._records_in_order())
-            counts = Counter(r.label or "all" for r in chain.kept)
+            counts = Counter(self.recipe.bucket(r) for r in chain.kept)
             progress.kept(counts)
             reached = all(counts[b] >= t for b, t in self.targets.items())
             if self.requests_per_bucket is not None:
                 # Fixed-request mode (compare): every generator gets exactly the same prompts.
-                plan = {b: self.requests_per_bucket - self.issued[b] for b in self.targets
-                        if self.issued[b] < self.requests_per_bucket}
+                plan = fixed_round(self.targets, self.issued, self.requests_per_bucket)
                 if not plan:
                     return "complete" if reached else "requests_spent"
             else:
                 if reached:
                     return "complete"
-                plan = self._plan(counts, budget - sum(self.issued.values()))
+                plan = plan_round(self.targets, counts, self.issued, budget - sum(self.issued.values()))
                 if not plan:
                     return "budget_exhausted"
-            focus = _top_up_focus(chain.funnel)
+            focus = top_up_focus(chain.funnel)
             prompts = []
             for bucket, n in plan.items():
                 start = self.issued[bucket]
@@ -247,6 +241,7 @@ class Builder:
     def run(self) -> BuildResult:
         started = time.time()
         with RunStore(self.run_dir) as store, BuildProgress(self.targets, enabled=self.show_progress) as progress:
+            self._prepare()
             with interrupts.asyncio_handles_ctrl_c():
                 status = asyncio.run(self._generate(store, progress))
             interrupts.check()
@@ -254,7 +249,7 @@ class Builder:
             records = self._records_in_order()
             chain = self._filter(records)
             interrupts.check()  # before the dataset is written
-            final, surplus = self._trim(chain.kept)
+            final, surplus = trim_to_target(chain.kept, self.targets, self.recipe.bucket)
             store.add_rejected(chain.dropped + surplus)
             store.write_dataset([self._dataset_row(r) for r in final])
             stages = [("parse", records), *chain.stages, ("final", final)]
@@ -272,22 +267,10 @@ class Builder:
                 manifest["passing"] = manifest["eval"]["gate"]["passed"]
                 manifest["timings"]["total_s"] = round(time.time() - started, 3)
                 store.write_manifest(manifest)
-            write_documents(self.run_dir, self.context.embedder)
+            for step in self.after:  # e.g. the card and the report: the build itself renders nothing
+                step(self.run_dir, self.context.embedder)
             interrupts.check()
         return BuildResult(self.run_dir, manifest)
-
-    def _trim(self, kept: list[Record]) -> tuple[list[Record], list[Rejected]]:
-        """Exactly the target per bucket, in generation order; the rest is surplus of the last round."""
-        taken: Counter[str] = Counter()
-        final, surplus = [], []
-        for record in kept:
-            bucket = record.label or "all"
-            if taken[bucket] < self.targets[bucket]:
-                taken[bucket] += 1
-                final.append(record)
-            else:
-                surplus.append(Rejected.from_record(record, "target", "over_target", "the label already has its target"))
-        return final, surplus
 
     def _dataset_row(self, record: Record) -> dict[str, Any]:
         row: dict[str, Any] = {"id": record.id, **self.recipe.fields(record)}
@@ -300,7 +283,7 @@ class Builder:
     def _manifest(self, status: str, records: list[Record], final: list[Record], funnel: list[dict[str, Any]],
                   surplus: list[Rejected], started: float, generated_s: float) -> dict[str, Any]:
         parse_drops = Counter(r.reason for r in self.parsed.values() if isinstance(r, Rejected))
-        final_counts = Counter(r.label or "all" for r in final)
+        final_counts = Counter(self.recipe.bucket(r) for r in final)
         return {
             "name": self.spec.name,
             "status": status,
@@ -334,16 +317,6 @@ class Builder:
         }
 
 
-def _top_up_focus(funnel: list[dict[str, Any]]) -> dict[str, list[list[str]]]:
-    """Per bucket, the example texts of each prompt to aim at a thin cluster (from rebalance's `top_up`)."""
-    focus: dict[str, list[list[str]]] = defaultdict(list)
-    for stage in funnel:
-        for bucket, clusters in stage.get("stats", {}).get("top_up", {}).items():
-            for cluster in clusters:
-                focus[bucket] += [list(cluster["examples"])] * int(cluster["wanted"])
-    return focus
-
-
 def _stats_json(stats: GeneratorStats) -> dict[str, Any]:
     return {
         "requests": stats.requests, "cached": stats.cached, "failed": stats.failed,
@@ -362,21 +335,5 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def write_documents(run_dir: Path, embedder: Embedder | None = None) -> None:
-    """The dataset card and the HTML report, from what the run directory holds."""
-    write_card(run_dir)
-    try:
-        write_report(run_dir, embedder or Embedder(cache=Path(run_dir) / "embeddings.sqlite"))
-    except MissingExtraError as exc:  # the report is optional; say what would make it
-        log.warning("report.html skipped: %s", exc)
-
-
 def default_run_dir(spec: RecipeBase) -> Path:
     return Path("runs") / spec.name
-
-
-def build(spec: RecipeBase, run_dir: str | Path | None = None, *, progress: bool = True,
-          only_generator: str | None = None, requests_per_bucket: int | None = None) -> BuildResult:
-    """Run a validated recipe into `run_dir` (default runs/<name>). Re-running resumes from the cache."""
-    return Builder(spec, Path(run_dir) if run_dir else default_run_dir(spec), progress=progress,
-                   only_generator=only_generator, requests_per_bucket=requests_per_bucket).run()

@@ -1,0 +1,25 @@
+"""The public entry points that tie the build to what follows it.
+
+The build package renders and publishes nothing; `build()` here runs it with the one "after the
+build" step, writing the dataset card and the HTML report. compare and the command line use this.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from factory.builder.builder import Builder, BuildResult, default_run_dir
+from factory.report import write_documents
+from factory.spec import RecipeBase
+
+
+def build(spec: RecipeBase, run_dir: str | Path | None = None, *, progress: bool = True,
+          only_generator: str | None = None, requests_per_bucket: int | None = None) -> BuildResult:
+    """Run a validated recipe into `run_dir` (default runs/<name>), then write its card and report.
+
+    Re-running resumes from the request cache. `only_generator` and `requests_per_bucket` are the
+    fixed-request mode that `factory compare` uses: one generator, exactly N prompts per bucket.
+    """
+    builder = Builder(spec, Path(run_dir) if run_dir else default_run_dir(spec), progress=progress,
+                      only_generator=only_generator, requests_per_bucket=requests_per_bucket, after=(write_documents,))
+    return builder.run()
