@@ -44,10 +44,10 @@ def main() -> None:
         second = build(spec, run, progress=False)
         second_s = time.perf_counter() - start
         resent = len(server.log) - sent
-    print(f"rows: {second.manifest['rows']} (target {args.rows})")
+    print(f"rows: {second.manifest.rows} (target {args.rows})")
     print(f"first build (baseline, {sent} requests): {first_s:.2f} s")
     print(f"cached re-run: {second_s:.2f} s, model calls: {resent}  "
-          f"({second_s / first_s:.2f} x the first build)  {'PASS' if resent == 0 and first.manifest['rows'] == second.manifest['rows'] else 'FAIL'}")
+          f"({second_s / first_s:.2f} x the first build)  {'PASS' if resent == 0 and first.manifest.rows == second.manifest.rows else 'FAIL'}")
 
 
 if __name__ == "__main__":

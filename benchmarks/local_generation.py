@@ -53,7 +53,7 @@ def factory_run(spec) -> tuple[float, int, dict]:
     """Seconds of the build's generation phase (model load included, like the bare loop), tokens, manifest."""
     with tempfile.TemporaryDirectory() as tmp:
         result = build(spec, Path(tmp) / "run", progress=False)
-    return result.manifest["timings"]["generation_s"], result.manifest["tokens"]["completion"], result.manifest
+    return result.manifest.timings.generation_s, result.manifest.tokens.completion, result.manifest
 
 
 def bare_llama(model: str, prompts, max_tokens: int) -> tuple[float, int]:
@@ -173,7 +173,7 @@ def llama(args: argparse.Namespace) -> None:
     print(f"llama.cpp, {args.model}, {len(prompts)} requests (model load included in both)")
     print(f"  bare llama-cpp-python loop: {bare_tok} tokens in {bare_s:.1f} s = {bare_rate:.1f} tok/s")
     print(f"  factory build:              {fac_tok} tokens in {fac_s:.1f} s = {fac_rate:.1f} tok/s "
-          f"({manifest['budget']['used']} requests)")
+          f"({manifest.budget.used} requests)")
     print(f"  ratio {fac_rate / bare_rate:.2f} (target >= 0.90)  {'PASS' if fac_rate >= 0.9 * bare_rate else 'FAIL'}")
 
 

@@ -77,7 +77,7 @@ def factory_build(base_url: str, concurrency: int, n: int) -> float:
     spec = parse_recipe(recipe(base_url, concurrency, n))
     with tempfile.TemporaryDirectory() as tmp:
         result = build(spec, Path(tmp) / "run", progress=False)
-    return result.manifest["budget"]["used"] / result.manifest["timings"]["generation_s"]
+    return result.manifest.budget.used / result.manifest.timings.generation_s
 
 
 def main() -> None:

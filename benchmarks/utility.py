@@ -35,6 +35,7 @@ from factory.data.real import load_real_rows, split_real
 from factory import build
 from factory.records import Record
 from factory.spec import load_recipe
+from factory.run.manifest import Manifest
 from factory.run.store import RunStore
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "movie-reviews.yaml"
@@ -94,7 +95,7 @@ def main() -> None:
             table[name].append(scores(predicted, gold, labels)["macro_f1"])
 
     print(f"\nrecipe {args.recipe.name}: {len(before)} parsed rows before filtering, {len(after)} after "
-          f"(build {build_s:.0f} s, {result.manifest['budget']['used']} requests)")
+          f"(build {build_s:.0f} s, {result.manifest.budget.used} requests)")
     print(f"evaluator {args.evaluator}; {args.real_per_label} real rows per label; {len(validation)} held-out real rows; "
           f"seeds {args.seeds}\n")
     summary = {name: mean_spread(values) for name, values in table.items()}
@@ -111,7 +112,7 @@ def main() -> None:
         diagnose(result.manifest, pool, validation, gold, labels, before, after, embedder, args.ceiling)
 
 
-def diagnose(manifest: dict, pool: dict[str, list[Record]], validation: list[Record], gold: list[str],
+def diagnose(manifest: Manifest, pool: dict[str, list[Record]], validation: list[Record], gold: list[str],
              labels: list[str], before: list[Record], after: list[Record], embedder: Embedder, n_real: int) -> None:
     """Why the gain is what it is: ceiling, label noise, refusals, duplicates, style."""
     rng = random.Random("ceiling")
@@ -134,11 +135,11 @@ def diagnose(manifest: dict, pool: dict[str, list[Record]], validation: list[Rec
 
     print(f"  label agreement of that classifier with the synthetic labels: before {agreement(before)}, "
           f"after {agreement(after)}")
-    parse = next((s for s in manifest["funnel"] if s["stage"] == "parse"), None)
+    parse = next((s for s in manifest.funnel if s.stage == "parse"), None)
     if parse:
-        print(f"  parse rejections: {parse['in'] - parse['kept']} of {parse['in']} {dict(parse['dropped'])}")
-    dedup = [s for s in manifest["funnel"] if s["stage"].endswith("dedup")]
-    print("  dropped as duplicates: " + ", ".join(f"{s['stage']} {s['in'] - s['kept']}" for s in dedup))
+        print(f"  parse rejections: {parse.rows_in - parse.kept} of {parse.rows_in} {dict(parse.dropped)}")
+    dedup = [s for s in manifest.funnel if s.stage.endswith("dedup")]
+    print("  dropped as duplicates: " + ", ".join(f"{s.stage} {s.rows_in - s.kept}" for s in dedup))
 
     def words(rows: list[Record]) -> str:
         counts = sorted(len(r.text.split()) for r in rows)

@@ -14,7 +14,6 @@ from factory import interrupts
 from factory.errors import FactoryError, RecipeError
 from factory.secrets import RedactingFilter, check_env_name, redact
 from factory.spec import RecipeBase, load_recipe, recipe_schema
-from factory.run.store import read_manifest
 
 log = logging.getLogger("factory")
 
@@ -99,15 +98,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     result = build(spec, args.out, progress=not args.no_progress)
     manifest = result.manifest
     print(f"run directory: {result.run_dir}")
-    for bucket, state in manifest["progress"].items():
-        print(f"  {bucket}: {state['kept']}/{state['target']}")
-    for stage in manifest["funnel"]:
-        dropped = ", ".join(f"{k}={v}" for k, v in stage["dropped"].items()) or "-"
-        print(f"  {stage['stage']:<12} in={stage['in']:<6} kept={stage['kept']:<6} dropped: {dropped}")
-    if "eval" in manifest:
-        print_eval(manifest["eval"])
+    for bucket, state in manifest.progress.items():
+        print(f"  {bucket}: {state.kept}/{state.target}")
+    for stage in manifest.funnel:
+        dropped = ", ".join(f"{k}={v}" for k, v in stage.dropped.items()) or "-"
+        print(f"  {stage.stage:<12} in={stage.rows_in:<6} kept={stage.kept:<6} dropped: {dropped}")
+    if manifest.eval is not None:
+        print_eval(manifest.eval)
     if not result.complete:
-        print(f"budget exhausted after {manifest['budget']['used']} requests: not every label reached its target "
+        print(f"budget exhausted after {manifest.budget.used} requests: not every label reached its target "
               "(raise generate.max_requests or --max-requests)", file=sys.stderr)
         return EXIT_INCOMPLETE
     if spec.hub is not None and not args.no_push:
@@ -191,8 +190,9 @@ def cmd_models(_: argparse.Namespace) -> int:
 
 def cmd_push(args: argparse.Namespace) -> int:
     from factory.publish.hub import push_run
+    from factory.run.manifest import load_manifest
 
-    repo = args.repo or ((read_manifest(args.run_dir)["recipe"].get("hub") or {}).get("repo_id")
+    repo = args.repo or (load_manifest(args.run_dir).hub.get("repo_id")
                          if (args.run_dir / "manifest.json").exists() else None)
     if not repo:
         raise FactoryError("push needs --repo owner/name (the recipe has no hub.repo_id)")

@@ -34,7 +34,7 @@ def test_instruction_recipe_builds_pairs(tmp_path: Path, loopback, canary_key: s
     result = build(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "run", progress=False)
     table = pd.read_parquet(tmp_path / "run" / "dataset" / "data" / "train.parquet")
     assert len(table) == 6 and {"instruction", "response", "axis_category"} <= set(table.columns)
-    assert [s["stage"] for s in result.manifest["funnel"]] == ["parse", "exact_dedup", "novelty", "target"]
+    assert [s.stage for s in result.manifest.funnel] == ["parse", "exact_dedup", "novelty", "target"]
 
 
 def test_ctrl_c_saves_work_and_resumes(tmp_path: Path, loopback) -> None:
@@ -163,4 +163,4 @@ def test_build_with_in_process_llamacpp(tmp_path: Path) -> None:
     assert gen["requests"] >= 4 and gen["completion_tokens"] > 0 and gen["models_reported"]
     assert manifest["funnel"][0]["kept"] >= 1, manifest["funnel"]
     rerun = build(load_recipe(tmp_path / "r.yaml"), out, progress=False)
-    assert rerun.manifest["generators"][0]["cached"] == rerun.manifest["generators"][0]["requests"]
+    assert rerun.manifest.generators[0]["cached"] == rerun.manifest.generators[0]["requests"]

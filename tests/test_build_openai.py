@@ -54,9 +54,9 @@ def test_cached_rerun_sends_nothing(tmp_path: Path, loopback, canary_key: str) -
     sent = len(server.log)
     second = build(spec, tmp_path / "run", progress=False)
     assert len(server.log) == sent
-    assert second.manifest["generators"][0]["cached"] == second.manifest["generators"][0]["requests"]
+    assert second.manifest.generators[0]["cached"] == second.manifest.generators[0]["requests"]
     ids = [json.loads(line)["id"] for line in (tmp_path / "run" / "generated.jsonl").read_text().splitlines()]
-    assert len(ids) == len(set(ids)) == first.manifest["funnel"][0]["kept"]
+    assert len(ids) == len(set(ids)) == first.manifest.funnel[0].kept
 
 
 def test_faults_are_bounded_and_become_rejected_rows(tmp_path: Path, loopback, canary_key: str) -> None:
@@ -98,10 +98,10 @@ def test_faults_are_bounded_and_become_rejected_rows(tmp_path: Path, loopback, c
     assert max(counts.values()) <= 3
     # The 429s were retried after Retry-After and then succeeded; the hang was retried too.
     assert retry_after_seen
-    assert result.manifest["status"] == "complete"
-    assert sum(result.manifest["progress"][b]["kept"] for b in ("positive", "negative")) == 12
-    parse = result.manifest["funnel"][0]
-    assert parse["in"] == parse["kept"] + sum(parse["dropped"].values())
+    assert result.manifest.status == "complete"
+    assert sum(result.manifest.progress[b].kept for b in ("positive", "negative")) == 12
+    parse = result.manifest.funnel[0]
+    assert parse.rows_in == parse.kept + sum(parse.dropped.values())
 
 
 def test_retry_after_is_honoured(tmp_path: Path, loopback, canary_key: str) -> None:
@@ -224,6 +224,6 @@ def test_manifest_names_the_embeddings_a_build_used(tmp_path: Path, loopback, ca
     recipe["filters"] = [{"type": "exact_dedup"}, {"type": "semantic_dedup"}]
     spec = load_recipe(write_recipe(tmp_path / "r.yaml", recipe))
     expected = {"model": DEFAULT_EMBEDDING_MODEL, "precision": Embedder().resolved_precision}
-    assert build(spec, tmp_path / "run", progress=False).manifest["embeddings"] == expected
+    assert build(spec, tmp_path / "run", progress=False).manifest.embeddings == expected
     # A re-run reads every vector from embeddings.sqlite and loads no model, yet says the same.
-    assert build(spec, tmp_path / "run", progress=False).manifest["embeddings"] == expected
+    assert build(spec, tmp_path / "run", progress=False).manifest.embeddings == expected

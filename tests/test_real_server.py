@@ -59,7 +59,7 @@ def test_build_against_llama_cpp_server(tmp_path: Path, llama_server: str) -> No
     spec = load_recipe(write_recipe(tmp_path / "r.yaml", recipe))
     result = build(spec, tmp_path / "run", progress=False)
 
-    gen = result.manifest["generators"][0]
+    gen = result.manifest.generators[0]
     assert gen["requests"] >= 4 and gen["failed"] == 0
     # The model name is the one the server reported.
     assert set(gen["models_reported"]) == {"smollm2-135m-instruct"}

@@ -25,6 +25,7 @@ from factory.builder.progress import BuildProgress
 from factory.records import Completion, Prompt, Record, Rejected
 from factory.secrets import name_secret_variables, recipe_secret_variables
 from factory.spec import RecipeBase
+from factory.run.manifest import Manifest
 from factory.run.store import RunStore, request_key
 from factory.tasks import Recipe, make_recipe
 
@@ -74,16 +75,16 @@ class BuildResult:
     """What `build()` returns: where the run is and what its manifest says."""
 
     run_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def complete(self) -> bool:
-        return self.manifest["status"] == "complete"
+        return self.manifest.complete
 
     @property
     def passing(self) -> bool:
         """False when the recipe's eval gate failed (outputs are written; a push is refused)."""
-        return bool(self.manifest.get("passing", True))
+        return self.manifest.passing
 
 
 class Builder:
@@ -258,14 +259,14 @@ class Builder:
             store.write_manifest(manifest)
             eval_spec = self.spec.evaluation()
             if eval_spec is not None:
-                manifest["eval"] = evaluate(
+                manifest.eval = evaluate(
                     eval_spec, list(self.targets), self.real.train, self.real.validation, stages,
                     embedder=self.context.embeddings(), seed=self.spec.seed,
                     save_dir=self.run_dir / "models" if eval_spec.save_models else None,
                 )
                 interrupts.check()
-                manifest["passing"] = manifest["eval"]["gate"]["passed"]
-                manifest["timings"]["total_s"] = round(time.time() - started, 3)
+                manifest.passing = manifest.eval["gate"]["passed"]
+                manifest.timings.total_s = round(time.time() - started, 3)
                 store.write_manifest(manifest)
             for step in self.after:  # e.g. the card and the report: the build itself renders nothing
                 step(self.run_dir, self.context.embedder)
@@ -281,10 +282,10 @@ class Builder:
         return row
 
     def _manifest(self, status: str, records: list[Record], final: list[Record], funnel: list[dict[str, Any]],
-                  surplus: list[Rejected], started: float, generated_s: float) -> dict[str, Any]:
+                  surplus: list[Rejected], started: float, generated_s: float) -> Manifest:
         parse_drops = Counter(r.reason for r in self.parsed.values() if isinstance(r, Rejected))
         final_counts = Counter(self.recipe.bucket(r) for r in final)
-        return {
+        return Manifest.model_validate({
             "name": self.spec.name,
             "status": status,
             "recipe_hash": self.spec.hash(),
@@ -293,7 +294,7 @@ class Builder:
             # With a gate, a run passes only once its eval has said so.
             "passing": not ((eval_spec := self.spec.evaluation()) and eval_spec.gate),
             "versions": _versions(),
-            **({"embeddings": embedded} if (embedded := self.context.embeddings().describe()) else {}),
+            "embeddings": self.context.embeddings().describe(),
             "generators": [
                 {**self.generators[name].describe(), **_stats_json(self.stats[name])} for name in self.generators
             ],
@@ -314,7 +315,7 @@ class Builder:
             },
             "timings": {"generation_s": round(generated_s, 3), "total_s": round(time.time() - started, 3),
                         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
-        }
+        })
 
 
 def _stats_json(stats: GeneratorStats) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from factory.comparison.runs import GeneratorRun
+from factory.run.manifest import Manifest
 from factory.embeddings import Embedder
 from factory.errors import require
 from factory.eval.runner import CONDITIONS
@@ -160,16 +161,16 @@ def label_fidelity(rows: Sequence[Record], vectors: np.ndarray, real_x: np.ndarr
     return float(np.mean([p == r.label for p, r in zip(predicted, rows)]))
 
 
-def acceptance(manifest: dict[str, Any], kept: int, requests: int) -> dict[str, Any]:
+def acceptance(manifest: Manifest, kept: int, requests: int) -> dict[str, Any]:
     """kept / in through every stage of the run's funnel, and kept rows / requests overall."""
-    stages = [{"stage": s["stage"], "in": s["in"], "kept": s["kept"], "rate": share(s["kept"], s["in"])}
-              for s in manifest["funnel"]]
+    stages = [{"stage": s.stage, "in": s.rows_in, "kept": s.kept, "rate": share(s.kept, s.rows_in)}
+              for s in manifest.funnel]
     return {"stages": stages, "overall": share(kept, requests)}
 
 
-def eval_scores(manifest: dict[str, Any], evaluator: str) -> dict[str, Any] | None:
+def eval_scores(manifest: Manifest, evaluator: str) -> dict[str, Any] | None:
     """Macro-F1 mean and std over seeds per condition, from the run's eval (None when it has none)."""
-    ev = manifest.get("eval")
+    ev = manifest.eval
     scored = (ev or {}).get("evaluators", {}).get(evaluator)
     if not scored:
         return None
@@ -201,7 +202,7 @@ def usage(run: GeneratorRun, score: float | None) -> dict[str, Any]:
         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "tokens": tokens,
         "tokens_per_kept_row": share(tokens, kept),
         "request_s": round(sum(c.seconds for c in done), 3),
-        "wall_s": run.manifest["timings"]["generation_s"],
+        "wall_s": run.manifest.timings.generation_s,
         "cost": price(run.params, prompt_tokens, completion_tokens),
         "kept_per_1k_tokens": share(kept, per_1k),
         "score_per_1k_tokens": share(score, per_1k) if score is not None else None,
@@ -235,13 +236,13 @@ class Measurer:
         sample = seeded_sample(run.final, self.seed)
         scores = eval_scores(run.manifest, self.evaluator) if self.evaluator else None
         score = (scores or {}).get("synthetic+real", {}).get("mean")
-        reported = run.manifest["generators"][0].get("models_reported") or {}
+        reported = run.manifest.generators[0].get("models_reported") or {}
         return {
             "run_dir": str(run.run_dir),
             "backend": run.params.backend,  # type: ignore[attr-defined]
             "model": run.params.model,
             "models_reported": reported,
-            "status": run.manifest["status"],
+            "status": run.manifest.status,
             "requests": len(run.rows), "parsed": len(parsed), "kept": len(run.final),
             "duplicates": duplicate_rates(parsed),
             "failures": failure_rates(run.rows),

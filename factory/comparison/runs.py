@@ -10,7 +10,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 
 from factory.errors import FactoryError
@@ -18,7 +17,8 @@ from factory.generators import build_generator
 from factory.generators.base import GeneratorParams
 from factory.records import Completion, Prompt, Record, Rejected
 from factory.spec import RecipeBase
-from factory.run.store import RequestCache, read_manifest, request_key
+from factory.run.manifest import Manifest, load_manifest
+from factory.run.store import RequestCache, request_key
 from factory.tasks import Recipe
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class GeneratorRun:
 
     params: GeneratorParams
     run_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     prompts: list[Prompt]
     rows: list[Record | Rejected]  # the parsed row, or why the reply was rejected at parse time
     completions: list[Completion | None]  # None: the request failed, so nothing was cached
@@ -96,6 +96,6 @@ def load_run(params: GeneratorParams, run_dir: Path, recipe: Recipe, prompts: li
     stages = json.loads((run_dir / "stages.json").read_text(encoding="utf-8"))
     by_id = {r.id: r for r in rows if isinstance(r, Record)}
     final = [by_id[i] for i in stages["final"] if i in by_id]
-    return GeneratorRun(params, run_dir, read_manifest(run_dir), prompts, rows, completions, final)
+    return GeneratorRun(params, run_dir, load_manifest(run_dir), prompts, rows, completions, final)
 
 

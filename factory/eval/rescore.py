@@ -14,7 +14,8 @@ from factory.data.real import real_split
 from factory.eval.runner import evaluate
 from factory.records import Record
 from factory.spec import EvalSpec, parse_recipe
-from factory.run.store import RunStore, read_manifest
+from factory.run.manifest import load_manifest
+from factory.run.store import RunStore
 
 
 def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
@@ -23,14 +24,12 @@ def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[i
     The card and the report are the caller's to rewrite (`factory.report.write_documents`).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").exists():
-        raise FactoryError(f"{run_dir} is not a finished run (no manifest.json)")
-    manifest = read_manifest(run_dir)
-    spec = parse_recipe(manifest["recipe"], str(run_dir / "manifest.json"))
+    manifest = load_manifest(run_dir)
+    spec = parse_recipe(manifest.recipe, str(run_dir / "manifest.json"))
     recipe_eval = spec.evaluation()
     if spec.real_rows() is None:
         raise FactoryError(f"{run_dir}: the recipe has no real_data, so there are no real validation rows to score on")
-    spec._base_dir = Path(manifest.get("recipe_dir", "."))
+    spec._base_dir = Path(manifest.recipe_dir)
     overrides = {k: v for k, v in (("evaluators", evaluators), ("seeds", seeds)) if v}
     try:
         eval_spec = EvalSpec.model_validate({**(recipe_eval.model_dump() if recipe_eval else {}), **overrides})
@@ -47,8 +46,8 @@ def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[i
         embedder = Embedder(cache=run_dir / "embeddings.sqlite")
         results = evaluate(eval_spec, list(spec.buckets()), real.train, real.validation, staged, seed=spec.seed,
                            embedder=embedder, save_dir=run_dir / "models" if eval_spec.save_models else None)
-        manifest["eval"] = results
-        manifest["passing"] = results["gate"]["passed"]
+        manifest.eval = results
+        manifest.passing = results["gate"]["passed"]
         store.write_manifest(manifest)
     return results
 

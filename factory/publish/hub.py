@@ -43,6 +43,7 @@ import yaml
 from filelock import FileLock, Timeout
 
 from factory.errors import PublishError, require
+from factory.run.manifest import Manifest, ManifestError, load_manifest
 from factory.secrets import check_env_name, name_secret_variables
 from factory.run.store import read_jsonl
 
@@ -67,15 +68,15 @@ def push_run(run_dir: Path, repo_id: str, *, token_env: str | None = None, priva
     run_dir = Path(run_dir)
     with _run_lock(run_dir):
         manifest = _finished_manifest(run_dir)
-        hub_settings = (manifest.get("recipe") or {}).get("hub") or {}
+        hub_settings = manifest.hub
         warnings: list[str] = []
-        if manifest.get("passing", True) is False:
+        if not manifest.passing:
             if not force:
                 raise PublishError(f"{run_dir} did not pass its eval gate (manifest.json: passing=false); "
                                    "the push is refused. Use --force to publish it anyway.")
             warnings.append("the run did not pass its eval gate; pushed because of --force")
-        if manifest.get("status", "complete") != "complete":
-            warnings.append(f"the run stopped early (status: {manifest.get('status')}): not every label reached its target")
+        if not manifest.complete:
+            warnings.append(f"the run stopped early (status: {manifest.status}): not every label reached its target")
         _check_repo_id(repo_id)
         variable = token_env or hub_settings.get("token_env") or DEFAULT_TOKEN_ENV
         try:
@@ -238,20 +239,15 @@ def _read_card(run_dir: Path, warnings: list[str]) -> str | None:
     return text
 
 
-def _finished_manifest(run_dir: Path) -> dict[str, Any]:
+def _finished_manifest(run_dir: Path) -> Manifest:
     if not run_dir.is_dir():
         raise PublishError(f"{run_dir} is not a run directory")
-    path = run_dir / "manifest.json"
-    if not path.is_file():
-        raise PublishError(f"{run_dir} is not a finished run: manifest.json is missing (run `factory build` first)")
+    try:
+        manifest = load_manifest(run_dir)
+    except ManifestError as exc:
+        raise PublishError(str(exc)) from None
     if not (run_dir / "dataset").is_dir():
         raise PublishError(f"{run_dir} is not a finished run: dataset/ is missing (the build did not get that far)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PublishError(f"cannot read {path}: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise PublishError(f"{path} is not a run manifest")
     return manifest
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 
 from factory.secrets import name_secret_variables, recipe_secret_variables, redact
-from factory.run.store import atomic_write_text, read_jsonl, read_manifest
+from factory.run.manifest import Manifest, load_manifest
+from factory.run.store import atomic_write_text, read_jsonl
 from factory.tasks import task_kind
 
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
@@ -26,38 +27,38 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _metadata(manifest: dict[str, Any]) -> dict[str, Any]:
-    recipe = manifest["recipe"]
-    hub = recipe.get("hub") or {}
+def _metadata(manifest: Manifest) -> dict[str, Any]:
+    recipe = manifest.recipe
+    hub = manifest.hub
     return {
         "license": hub.get("license", "other"),
         "task_categories": list(task_kind(recipe["task"]).task_categories),
         "language": hub.get("language", ["en"]),
-        "size_categories": [size_category(manifest["rows"])],
+        "size_categories": [size_category(manifest.rows)],
         "tags": ["synthetic", "dataset-factory", recipe["task"]],
         "pretty_name": recipe["name"],
     }
 
 
-def limitations(manifest: dict[str, Any], rejected: list[dict[str, Any]]) -> list[str]:
+def limitations(manifest: Manifest, rejected: list[dict[str, Any]]) -> list[str]:
     """Known weaknesses, read off the run: refusals, unmet targets, thin clusters, the gate, small eval sets."""
     notes = []
     refusals = Counter(r.get("label") or r["meta"].get("bucket") for r in rejected
                        if r["stage"] == "parse" and r["reason"] == "refusal")
     for label, count in sorted(refusals.items()):
-        requests = manifest["progress"].get(label, {}).get("requests", 0)
+        requests = state.requests if (state := manifest.progress.get(label)) else 0
         if requests and count / requests >= HIGH_REFUSAL:
             notes.append(f"The generator often refused to write `{label}` rows ({count} of {requests} requests, "
                          f"{count / requests:.0%}).")
-    for label, state in manifest["progress"].items():
-        if not state["reached"]:
-            notes.append(f"`{label}` has {state['kept']} rows, short of its target of {state['target']} (the request budget ran out).")
-    for stage in manifest["funnel"]:
-        for label, info in (stage.get("stats", {}).get("labels", {}) or {}).items():
+    for label, state in manifest.progress.items():
+        if not state.reached:
+            notes.append(f"`{label}` has {state.kept} rows, short of its target of {state.target} (the request budget ran out).")
+    for stage in manifest.funnel:
+        for label, info in ((stage.stats or {}).get("labels", {}) or {}).items():
             thin = info.get("thin") if isinstance(info, dict) else None
             if thin:
                 notes.append(f"`{label}` has {len(thin)} thin cluster(s) after rebalancing: some kinds of text are rare.")
-    ev = manifest.get("eval")
+    ev = manifest.eval
     if ev:
         if not ev["gate"]["passed"]:
             notes.append("The run did NOT pass its eval gate: " + "; ".join(
@@ -102,40 +103,40 @@ def _eval_section(ev: dict[str, Any]) -> list[str]:
 def render_card(run_dir: Path) -> str:
     """The card's text for a finished run directory."""
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    recipe = manifest["recipe"]
+    manifest = load_manifest(run_dir)
+    recipe = manifest.recipe
     rejected = read_jsonl(Path(run_dir) / "rejected.jsonl")
     hub = recipe.get("hub") or {}
     repo = hub.get("repo_id", f"<owner>/{recipe['name']}")
     lines = ["---", yaml.safe_dump(_metadata(manifest), sort_keys=False).strip(), "---", "",
              f"# {recipe['name']}", "",
              f"**This dataset is synthetic.** Every row was written by a language model from the recipe below, "
-             f"then filtered by [dataset-factory]. It has {manifest['rows']} rows "
-             f"({recipe['task']}; run status: {manifest['status']}"
-             f"{'' if manifest.get('passing', True) else ', eval gate NOT passed'}).", "",
+             f"then filtered by [dataset-factory]. It has {manifest.rows} rows "
+             f"({recipe['task']}; run status: {manifest.status}"
+             f"{'' if manifest.passing else ', eval gate NOT passed'}).", "",
              "## Generators", "",
              _table(["name", "backend", "model requested", "model reported by the generator", "temperature", "top_p",
                      "max_tokens", "requests", "tokens (prompt / completion)"],
                     [[g["name"], g["backend"], g["model"], ", ".join(g.get("models_reported") or {}) or "-",
                       g.get("temperature"), g.get("top_p"), g.get("max_tokens"), g.get("requests"),
-                      f"{g.get('prompt_tokens', 0)} / {g.get('completion_tokens', 0)}"] for g in manifest["generators"]]),
+                      f"{g.get('prompt_tokens', 0)} / {g.get('completion_tokens', 0)}"] for g in manifest.generators]),
              ""]
-    counts = {label: state["kept"] for label, state in manifest["progress"].items()}
+    counts = {label: state.kept for label, state in manifest.progress.items()}
     lines += ["## Rows per label", "", _table(["label", "rows", "target"],
-                                              [[k, v, manifest["targets"][k]] for k, v in counts.items()]), ""]
+                                              [[k, v, manifest.targets[k]] for k, v in counts.items()]), ""]
     lines += ["## Filter funnel", "", "Every generated reply passes these stages in order; each drop has a reason "
               "(the rejected rows are kept in `rejected.jsonl`" + (" and the `rejected` config" if hub.get("include_rejected") else "") + ").", "",
               _table(["stage", "in", "kept", "dropped (reason: rows)"],
-                     [[s["stage"], s["in"], s["kept"], ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"]
-                      for s in manifest["funnel"]]), ""]
-    if manifest.get("eval"):
-        lines += _eval_section(manifest["eval"])
+                     [[s.stage, s.rows_in, s.kept, ", ".join(f"{k}: {v}" for k, v in s.dropped.items()) or "-"]
+                      for s in manifest.funnel]), ""]
+    if manifest.eval:
+        lines += _eval_section(manifest.eval)
     lines += ["## Known limitations", "", *[f"- {note}" for note in limitations(manifest, rejected)], ""]
     lines += ["## How to load", "", "```python", "from datasets import load_dataset", "",
               f'ds = load_dataset("{repo}", split="train")', "```", "",
               "From a local run directory: `datasets.load_from_disk(\"<run>/dataset\")`.", ""]
-    lines += ["## Recipe", "", f"Recipe hash `{manifest['recipe_hash']}`; package versions: "
-              + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()) + ".", "",
+    lines += ["## Recipe", "", f"Recipe hash `{manifest.recipe_hash}`; package versions: "
+              + ", ".join(f"{k} {v}" for k, v in manifest.versions.items()) + ".", "",
               "```yaml", yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).strip(), "```", "",
               "[dataset-factory]: https://pypi.org/project/dataset-factory/", ""]
     # A safety net: the values of the variables the recipe names never reach the card.

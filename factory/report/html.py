@@ -15,7 +15,8 @@ import numpy as np
 from factory.embeddings import Embedder
 from factory.errors import require
 from factory.records import Record
-from factory.run.store import atomic_write_text, read_jsonl, read_manifest
+from factory.run.manifest import FunnelStage, load_manifest
+from factory.run.store import atomic_write_text, read_jsonl
 from factory.tasks import task_kind
 
 MAX_POINTS = 2000
@@ -50,13 +51,13 @@ def balance_chart(before: Counter[str], after: Counter[str], labels: list[str]) 
     return png(fig)
 
 
-def funnel_chart(funnel: list[dict[str, Any]]) -> str:
+def funnel_chart(funnel: list[FunnelStage]) -> str:
     plt = pyplot()
-    stages = [s["stage"] for s in funnel]
+    stages = [s.stage for s in funnel]
     fig, ax = plt.subplots(figsize=(6, 0.45 * len(stages) + 1))
     y = np.arange(len(stages))[::-1]
-    ax.barh(y, [s["in"] for s in funnel], color="#e3c9a8", label="in")
-    ax.barh(y, [s["kept"] for s in funnel], color="#b5651d", label="kept")
+    ax.barh(y, [s.rows_in for s in funnel], color="#e3c9a8", label="in")
+    ax.barh(y, [s.kept for s in funnel], color="#b5651d", label="kept")
     ax.set_yticks(y, stages)
     ax.set_xlabel("rows")
     ax.set_title("Filter funnel")
@@ -133,36 +134,36 @@ th{background:#f3f3f3}.bad{color:#a00;font-weight:bold}.good{color:#070;font-wei
 def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
     """The report's HTML for a finished run directory."""
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    recipe = manifest["recipe"]
+    manifest = load_manifest(run_dir)
+    recipe = manifest.recipe
     generated = {row["id"]: Record.from_json(row) for row in read_jsonl(run_dir / "generated.jsonl")}
     stages = json.loads((run_dir / "stages.json").read_text()) if (run_dir / "stages.json").exists() else {}
     final = [generated[i] for i in stages.get("final", []) if i in generated]
-    labels = list(manifest["targets"])
+    labels = list(manifest.targets)
     before = Counter(r.label or "all" for r in generated.values())
     after = Counter(r.label or "all" for r in final)
     rejected = read_jsonl(run_dir / "rejected.jsonl")
-    passing = manifest.get("passing", True)
+    passing = manifest.passing
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(recipe['name'])} report</title>"
         f"<style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(recipe['name'])}</h1>",
-        f"<p class='meta'>{manifest['rows']} synthetic rows · status {html.escape(manifest['status'])} · "
+        f"<p class='meta'>{manifest.rows} synthetic rows · status {html.escape(manifest.status)} · "
         f"<span class='{'good' if passing else 'bad'}'>{'passing' if passing else 'eval gate NOT passed'}</span> · "
-        f"recipe {manifest['recipe_hash']} · generators: "
-        + ", ".join(html.escape(f"{g['name']} ({', '.join(g.get('models_reported') or {}) or g['model']})") for g in manifest["generators"])
+        f"recipe {manifest.recipe_hash} · generators: "
+        + ", ".join(html.escape(f"{g['name']} ({', '.join(g.get('models_reported') or {}) or g['model']})") for g in manifest.generators)
         + "</p>",
         "<h2>Label balance</h2>", f"<img alt='label balance' src='{balance_chart(before, after, labels)}'>",
-        "<h2>Filter funnel</h2>", f"<img alt='funnel' src='{funnel_chart(manifest['funnel'])}'>",
-        rows_table([{"stage": s["stage"], "in": s["in"], "kept": s["kept"],
-                      "dropped": ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"} for s in manifest["funnel"]],
+        "<h2>Filter funnel</h2>", f"<img alt='funnel' src='{funnel_chart(manifest.funnel)}'>",
+        rows_table([{"stage": s.stage, "in": s.rows_in, "kept": s.kept,
+                      "dropped": ", ".join(f"{k}: {v}" for k, v in s.dropped.items()) or "-"} for s in manifest.funnel],
                     ["stage", "in", "kept", "dropped"]),
     ]
     picture = cluster_chart(final, embedder or Embedder(), recipe.get("seed", 0)) if final else None
     if picture:
         parts += ["<h2>Embedding clusters</h2>", f"<img alt='clusters' src='{picture}'>"]
-    if manifest.get("eval"):
-        ev = manifest["eval"]
+    if manifest.eval:
+        ev = manifest.eval
         parts += ["<h2>Evaluation on real validation rows</h2>",
                   f"<p>{ev['validation_rows']} held-out real rows; {ev['real_train_rows']} real training rows; seeds {ev['seeds']}.</p>",
                   f"<img alt='eval' src='{eval_chart(ev)}'>"]

@@ -23,6 +23,7 @@ from filelock import FileLock, Timeout
 
 from factory.errors import CacheDamagedError, RunLockedError
 from factory.records import Completion, Prompt, Record, Rejected
+from factory.run.manifest import Manifest
 from factory.secrets import redact
 
 log = logging.getLogger(__name__)
@@ -312,10 +313,9 @@ class RunStore:
         """stages.json: the ids that stood after each stage, so `factory eval` can re-score the ablation."""
         atomic_write_text(self.root / "stages.json", json.dumps(stages) + "\n")
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
+    def write_manifest(self, manifest: Manifest) -> None:
         # redact(): a safety net, should a secret ever reach a recipe field that is not a variable's name.
-        text = json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n"
-        atomic_write_text(self.root / "manifest.json", redact(text))
+        atomic_write_text(self.root / "manifest.json", redact(manifest.to_json()))
 
     def write_dataset(self, rows: list[dict[str, Any]]) -> None:
         """dataset/ as a Hugging Face dataset (save_to_disk) plus data/train.parquet, swapped in atomically."""
@@ -335,6 +335,3 @@ class RunStore:
                 datasets.enable_progress_bars()
         replace_dir(build, self.root / "dataset")
 
-
-def read_manifest(root: Path) -> dict[str, Any]:
-    return json.loads((Path(root) / "manifest.json").read_text(encoding="utf-8"))

@@ -99,7 +99,7 @@ def test_manifest_records_the_cpu_path(tmp_path: Path, cache_dir: Path, monkeypa
     from factory import build, load_recipe
 
     result = build(load_recipe(_recipe(tmp_path, 2)), tmp_path / "run", progress=False)
-    assert result.manifest["generators"][0]["cpu_path"] == "default"
+    assert result.manifest.generators[0]["cpu_path"] == "default"
 
 
 # Moments after the first finished request: at once, mid-decode, and later ones.

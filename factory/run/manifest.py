@@ -1,0 +1,138 @@
+"""manifest.json: the one typed record of a run, written by the build and read by everything after it.
+
+The card, the report, compare, `factory eval` and `factory push` read a run through `load_manifest`
+and nothing else. Every manifest carries `schema_version`; one this version cannot read fails with a
+message that names both versions and what to do. The parts that belong to one stage and grow with it
+(a filter's `stats`, the eval's scores, a generator's settings) stay plain JSON objects.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from factory.errors import FactoryError
+
+# 1: the first typed manifest (December 2026). Before it, manifests had no schema_version; they have
+# the same fields and load as version 1.
+SCHEMA_VERSION = 1
+Status = Literal["complete", "budget_exhausted", "requests_spent"]
+
+
+class ManifestError(FactoryError):
+    """manifest.json is missing, unreadable, or of a schema this version cannot read."""
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class BucketProgress(_Part):
+    """How far one bucket (label) got."""
+
+    target: int
+    kept: int
+    reached: bool
+    requests: int
+
+
+class Budget(_Part):
+    max_requests: int
+    used: int
+
+
+class FunnelStage(_Part):
+    """Rows into and out of one stage (parse, each filter, the target trim), with the drop reasons."""
+
+    stage: str
+    rows_in: int = Field(alias="in")
+    kept: int
+    dropped: dict[str, int]
+    stats: dict[str, Any] | None = None
+
+
+class Tokens(_Part):
+    prompt: int
+    completion: int
+
+
+class Timings(_Part):
+    generation_s: float
+    total_s: float
+    started: str
+
+
+class Manifest(_Part):
+    """A finished (or budget-limited) run: the resolved recipe, what ran, the funnel and the scores."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    status: Status
+    recipe_hash: str
+    recipe: dict[str, Any]
+    recipe_dir: str
+    passing: bool = True
+    versions: dict[str, str]
+    embeddings: dict[str, str] | None = None
+    generators: list[dict[str, Any]]
+    targets: dict[str, int]
+    progress: dict[str, BucketProgress]
+    budget: Budget
+    funnel: list[FunnelStage]
+    rows: int
+    tokens: Tokens
+    timings: Timings
+    eval: dict[str, Any] | None = None
+
+    @property
+    def task(self) -> str:
+        return str(self.recipe["task"])
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def hub(self) -> dict[str, Any]:
+        """The recipe's hub: section ({} without one)."""
+        return self.recipe.get("hub") or {}
+
+    def to_json(self) -> str:
+        # Optional sections are left out rather than written as null, as they always were.
+        data = self.model_dump(mode="json", by_alias=True)
+        for key in ("embeddings", "eval"):
+            if data[key] is None:
+                del data[key]
+        for stage in data["funnel"]:
+            if stage["stats"] is None:
+                del stage["stats"]
+        return json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def load_manifest(run_dir: Path) -> Manifest:
+    """The run's manifest, validated. Raises ManifestError with the file and the problem."""
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        raise ManifestError(f"{run_dir} is not a finished run: manifest.json is missing (run `factory build` first)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path} is not a run manifest")
+    version = data.get("schema_version", 1)
+    if version != SCHEMA_VERSION:
+        newer = isinstance(version, int) and version > SCHEMA_VERSION
+        raise ManifestError(
+            f"{path} has manifest schema version {version}, and this dataset-factory reads version {SCHEMA_VERSION}: "
+            + ("upgrade dataset-factory to read it" if newer else "build the run again with this version")
+        )
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise ManifestError(f"{path} (schema version {version}) is not a valid manifest: {where}: {error['msg']}") from None
