@@ -32,7 +32,8 @@ def child(rows: int) -> dict:
     from dedup_data import make_dedup_set
 
     from factory.embeddings import Embedder
-    from factory.filters import FilterContext, build_filter
+    from factory.filters import build_filter
+    from factory.filters.base import FilterContext
     from factory.spec import parse_recipe
 
     embedder = Embedder()

@@ -7,13 +7,16 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from factory import interrupts
 from factory.errors import FactoryError, RecipeError
 from factory.secrets import RedactingFilter, check_env_name, redact
-from factory.spec import RecipeBase, load_recipe, recipe_schema
+
+if TYPE_CHECKING:
+    from factory.spec import RecipeBase
 
 log = logging.getLogger("factory")
 
@@ -81,6 +84,8 @@ def _env_name(value: str) -> str:
 
 
 def _load(args: argparse.Namespace) -> RecipeBase:
+    from factory.spec import load_recipe  # not at the top: `factory --help` validates nothing
+
     spec = load_recipe(args.recipe)
     try:
         spec.resize(per_label=getattr(args, "per_label", None), count=getattr(args, "count", None))
@@ -147,7 +152,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from factory.comparison import compare
     from factory.comparison.render import format_table
 
-    spec = load_recipe(args.recipe)
+    spec = _load(args)
     names = [n.strip() for n in args.generators.split(",") if n.strip()] if args.generators else None
     result = compare(spec, args.out, generators=names, requests_per_label=args.requests_per_label, pair=args.pair,
                      progress=not args.no_progress)
@@ -158,6 +163,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     if args.schema:
+        from factory.spec import recipe_schema
+
         print(json.dumps(recipe_schema(), indent=2))
         return 0
     if args.recipe is None:

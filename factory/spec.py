@@ -10,12 +10,13 @@ import hashlib
 import json
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
 
 from factory.errors import RecipeError
+from factory.eval.params import EVALUATOR_PARAMS, EvaluatorName
 from factory.filters import FilterSpec
 from factory.generators.params import ALL_PARAMS, LlamaCppParams
 from factory.secrets import EnvVarName, looks_like_secret
@@ -49,21 +50,18 @@ class RealDataSpec(Strict):
     max_rows: int | None = Field(None, ge=1, description="Read at most this many rows (a seeded sample).")
 
 
-EVALUATOR_NAMES = ("linear", "setfit", "encoder")
-
-
 class GateSpec(Strict):
     """What a run must reach to count as passing; a failing gate keeps the outputs but blocks a push."""
 
     min_gain: float | None = Field(None, description="Least macro-F1 gain of synthetic+real over real-only (0.05 = 5 points).")
     min_macro_f1: float | None = Field(None, ge=0, le=1, description="Least macro-F1 of synthetic+real.")
-    evaluator: Literal["linear", "setfit", "encoder"] = Field("linear", description="Whose scores the gate reads.")
+    evaluator: EvaluatorName = Field("linear", description="Whose scores the gate reads.")
 
 
 class EvalSpec(Strict):
     """Train small classifiers on synthetic, real and synthetic+real rows; score them on real validation rows."""
 
-    evaluators: list[Literal["linear", "setfit", "encoder"]] = Field(
+    evaluators: list[EvaluatorName] = Field(
         default_factory=lambda: ["linear"], min_length=1,
         description="Headline evaluators; the fast linear one always also scores every filter stage (the ablation).",
     )
@@ -78,13 +76,11 @@ class EvalSpec(Strict):
     @model_validator(mode="after")
     def _check_params(self) -> EvalSpec:
         # Evaluator settings are checked when the recipe loads, not at the end of a long build.
-        from factory.eval.evaluators import EVALUATORS
-
         for name, params in self.params.items():
-            if name not in EVALUATORS:
-                raise ValueError(f"eval.params: unknown evaluator {name!r}; known: {sorted(EVALUATORS)}")
+            if name not in EVALUATOR_PARAMS:
+                raise ValueError(f"eval.params: unknown evaluator {name!r}; known: {sorted(EVALUATOR_PARAMS)}")
             try:
-                EVALUATORS[name].Params.model_validate(params)
+                EVALUATOR_PARAMS[name].model_validate(params)
             except ValidationError as exc:
                 error = exc.errors()[0]
                 where = ".".join(str(p) for p in error["loc"])

@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from functools import cache
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 # Refusals and assistant boilerplate that small models emit instead of the requested text.
 REFUSAL = re.compile(
@@ -39,13 +42,21 @@ def normalize(text: str) -> str:
 # Batch fast path for ASCII texts: joined by NUL, lower-cased and folded with one byte table
 # (punctuation and whitespace to spaces), then spaces after a space or a text boundary and spaces
 # before a boundary are masked out with numpy: no per-word string objects.
-_FOLD_TABLE = np.arange(256, dtype=np.uint8)
-for _c in range(128):
-    if _c and not re.match(r"\w", chr(_c)):
-        _FOLD_TABLE[_c] = 32
-    elif "A" <= chr(_c) <= "Z":
-        _FOLD_TABLE[_c] = _c + 32
 _BATCH = 65536
+
+
+@cache
+def _fold_table() -> np.ndarray:
+    """Byte -> folded byte (built on first use: importing this module must not import numpy)."""
+    import numpy as np
+
+    table = np.arange(256, dtype=np.uint8)
+    for c in range(128):
+        if c and not re.match(r"\w", chr(c)):
+            table[c] = 32
+        elif "A" <= chr(c) <= "Z":
+            table[c] = c + 32
+    return table
 
 
 def normalize_many(texts: Sequence[str]) -> list[str]:
@@ -57,11 +68,13 @@ def normalize_many(texts: Sequence[str]) -> list[str]:
 
 
 def _normalize_batch(texts: Sequence[str]) -> list[str]:
+    import numpy as np
+
     plain = [t for t in texts if t.isascii()]
     joined = "\x00".join(plain)
     if not joined or joined.count("\x00") != len(plain) - 1:  # nothing to batch, or a NUL inside a text
         return [normalize(t) for t in texts]
-    chars = _FOLD_TABLE[np.frombuffer(joined.encode("ascii"), dtype=np.uint8)]
+    chars = _fold_table()[np.frombuffer(joined.encode("ascii"), dtype=np.uint8)]
     space = chars == 32
     after = np.ones_like(space)
     after[1:] = space[:-1] | (chars[:-1] == 0)

@@ -105,3 +105,18 @@ def test_recipe_error_lists_every_problem(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as info:
         load_recipe(path)
     assert len(info.value.problems) == 2
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["validate", "recipes/movie-reviews.yaml"], ["validate", "--schema"]])
+def test_help_and_validate_import_no_numpy_torch_or_filter(argv: list[str]) -> None:
+    """Start-up stays light: the recipe is validated without any filter implementation or model library."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    probe = ("import sys\nfrom factory.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'torch', 'sklearn', 'pandas', "
+             "'datasets', 'transformers') or (m.startswith('factory.filters.') and m != 'factory.filters.params'))\n"
+             "print('HEAVY', heavy)\n") % (argv,)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, timeout=120)
+    assert "HEAVY []" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]

@@ -19,7 +19,8 @@ from factory.errors import FactoryError
 from factory.data.real import real_split
 from factory.eval.runner import evaluate
 from factory.builder.planner import fixed_round, plan_round, top_up_focus, trim_to_target
-from factory.filters import Filter, FilterContext, build_filter
+from factory.filters import build_filter
+from factory.filters.base import Filter, FilterContext
 from factory.generators import Generator, build_generator
 from factory.builder.progress import BuildProgress
 from factory.records import Completion, Prompt, Record, Rejected

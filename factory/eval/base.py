@@ -7,16 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
 from factory.embeddings import Embedder
+from factory.eval.params import EvaluatorParams
 from factory.records import Record
-
-
-class EvaluatorParams(BaseModel):
-    """Base of every evaluator's settings; subclasses add their bounded, documented defaults."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(slots=True)

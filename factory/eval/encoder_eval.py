@@ -24,47 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
 
 from factory.embeddings import packaged_minilm_path
 from factory.errors import require
-from factory.eval.base import Evaluator, EvaluatorParams, Predictions
+from factory.eval.base import Evaluator, Predictions
+from factory.eval.params import EncoderParams
 from factory.eval.linear import prepare_training
 from factory.records import Record
-
-
-class EncoderParams(EvaluatorParams):
-    """Bounded fine-tuning settings: (8 real + 1,000 synthetic) rows x 2 labels train in a few CPU minutes."""
-
-    model: str | None = Field(
-        None, description="Hugging Face model path or id for AutoModelForSequenceClassification; "
-                          "null = the packaged all-MiniLM-L6-v2 (a fresh classification head is added).",
-    )
-    epochs: float = Field(3.0, gt=0, le=20, description="Passes over the (capped) training rows.")
-    min_steps: int = Field(
-        40, ge=0, le=5000,
-        description="Least optimisation steps, whatever the row count: 16 real rows x 3 epochs would be 3 steps, "
-                    "which leaves the fresh head near chance (measured 0.50 macro-F1 on Rotten Tomatoes).",
-    )
-    learning_rate: float = Field(
-        1e-4, gt=0, le=1e-2,
-        description="AdamW peak learning rate (linear warmup then decay). MiniLM-L6 with a few hundred rows "
-                    "does better at 1e-4 than BERT's usual 5e-5; 2e-4 is unstable (module notes).",
-    )
-    max_steps: int = Field(
-        200, ge=1, le=100_000,
-        description="Most optimisation steps, whatever the row count: the time bound (about 0.5-1 s a step on "
-                    "2 CPU cores). 2 labels x (8 real + 1,000 synthetic) rows get ~1.6 epochs instead of 3.",
-    )
-    warmup_ratio: float = Field(0.1, ge=0, le=0.5, description="Share of the steps spent warming the learning rate up.")
-    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
-    batch_size: int = Field(16, ge=1, le=512, description="Rows per optimisation step.")
-    max_length: int = Field(64, ge=8, le=512, description="Token cap per text (99% of Rotten Tomatoes snippets are under 55).")
-    max_train_rows: int = Field(
-        5000, ge=2, le=100_000,
-        description="Training rows kept (seeded sample; real rows first); bounds tokenisation and memory, "
-                    "while max_steps bounds the training time.",
-    )
 
 
 class EncoderEvaluator(Evaluator):

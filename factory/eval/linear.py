@@ -13,13 +13,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
 
 from factory.embeddings import Embedder
 from factory.errors import require
-from factory.eval.base import Evaluator, EvaluatorParams, Predictions
+from factory.eval.base import Evaluator, Predictions
+from factory.eval.params import LinearParams
 from factory.records import Record
 
 
@@ -62,22 +62,6 @@ def constant_predictions(ys: Sequence[str], validation: Sequence[Record], labels
     return Predictions(
         predicted=[label] * len(validation), gold=[r.label or "" for r in validation],
         seconds=time.perf_counter() - started, info={**info, "degenerate": reason, "constant_label": label},
-    )
-
-
-class LinearParams(EvaluatorParams):
-    """Logistic regression on frozen embeddings; cheap enough to run hundreds of times per build."""
-
-    C: float = Field(  # scikit-learn's name
-        1.0, gt=0, le=1e6,
-        description="Inverse L2 strength. Measured on Rotten Tomatoes (5 seeds): 1.0 ties 10 and 100 at 8 real "
-                    "rows per label and beats them with more rows (0.729 vs 0.715 / 0.685 at 208 per label).",
-    )
-    max_iter: int = Field(1000, ge=10, le=100_000, description="lbfgs iteration cap (converges in well under 100 on 384-d inputs).")
-    class_weight: Literal["balanced"] | None = Field(
-        "balanced",
-        description="'balanced' reweights labels by inverse frequency so an unbalanced synthetic set does not "
-                    "shift the decision threshold; null for plain counts.",
     )
 
 

@@ -9,50 +9,16 @@ from __future__ import annotations
 
 import math
 import random
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import Field
 
-from factory.embeddings import packaged_minilm_path
-from factory.errors import require
-from factory.eval.base import Evaluator, EvaluatorParams, Predictions
+from factory.eval.base import Evaluator, Predictions
+from factory.eval.params import SetFitParams
+from factory.training import train_setfit
 from factory.eval.linear import prepare_training
 from factory.records import Record
-
-
-class SetFitParams(EvaluatorParams):
-    """Bounded SetFit settings: 10 labels x (8 real + 100 synthetic) rows take about 90 s on 2 idle cores.
-
-    Measured on Rotten Tomatoes (macro-F1, 1,000 held-out rows, seeds 0-4; linear probe 0.592 / 0.729):
-    8 real rows per label 0.601, 8 + 200 per label 0.744.
-    """
-
-    model: str | None = Field(
-        None, description="Sentence-transformers model path or Hub id; null = the packaged all-MiniLM-L6-v2.",
-    )
-    num_iterations: int = Field(
-        20, ge=1, le=100,
-        description="Contrastive pairs drawn per training row and per side (positive / negative): SetFit's own "
-                    "default. Lowered automatically to what max_steps can use.",
-    )
-    max_steps: int | None = Field(
-        100, ge=1, le=10_000,
-        description="Contrastive optimisation steps (batch_size pairs each), exactly: fewer distinct pairs are "
-                    "cycled, more are never drawn. The time bound, whatever the row count; null = num_epochs "
-                    "passes over 2 x num_iterations x rows pairs (unbounded).",
-    )
-    num_epochs: int = Field(1, ge=1, le=10, description="Passes over the pairs; only used when max_steps is null.")
-    batch_size: int = Field(16, ge=1, le=512, description="Pairs per contrastive step.")
-    body_learning_rate: float = Field(2e-5, gt=0, le=1e-2, description="AdamW learning rate of the body's contrastive phase.")
-    max_length: int = Field(64, ge=8, le=512, description="Token cap per text (99% of Rotten Tomatoes snippets are under 55).")
-    max_train_rows: int = Field(
-        2000, ge=2, le=100_000,
-        description="Training rows kept (seeded sample; real rows first). SetFit enumerates every pair of rows "
-                    "before sampling, so memory grows with the square of this.",
-    )
 
 
 class SetFitEvaluator(Evaluator):
@@ -93,42 +59,6 @@ class SetFitEvaluator(Evaluator):
         )
 
 
-def train_setfit(texts: Sequence[str], targets: Sequence[int], *, seed: int, model: str | None = None,
-                 head_params: dict[str, Any] | None = None, batch_size: int = 16, num_epochs: int = 1,
-                 max_steps: int | None = None, num_iterations: int = 20, body_learning_rate: float = 2e-5,
-                 max_length: int = 64) -> tuple[Any, int]:
-    """(a trained SetFitModel, its contrastive steps): `model` (default: the packaged MiniLM) with a
-    logistic-regression head (`head_params` on top of max_iter 1000 and the seed), trained on
-    (text, target index) rows. Everything SetFit writes goes to a temporary folder."""
-    setfit = require("setfit", "eval")
-    datasets = require("datasets", "eval")
-    transformers = require("transformers", "eval")
-    torch = require("torch", "eval")
-    setfit.logging.set_verbosity_warning()  # setfit switches its own logger to INFO on import
-
-    trained = setfit.SetFitModel.from_pretrained(
-        model or packaged_minilm_path(), head_params={"max_iter": 1000, "random_state": seed, **(head_params or {})},
-    )
-    trained.model_body.max_seq_length = max_length
-    train_set = datasets.Dataset.from_dict({"text": list(texts), "label": list(targets)})
-    with tempfile.TemporaryDirectory(prefix="factory-setfit-") as tmp:
-        # transformers < 5 would default logging_dir to ./runs; 5.x ignores it (and warns if given)
-        old = int(transformers.__version__.split(".")[0]) < 5
-        args = setfit.TrainingArguments(
-            output_dir=tmp, **({"logging_dir": tmp} if old else {}), report_to="none", save_strategy="no",
-            eval_strategy="no", logging_strategy="no", logging_first_step=False, show_progress_bar=False,
-            batch_size=batch_size, num_epochs=num_epochs, max_steps=max_steps or -1, num_iterations=num_iterations,
-            body_learning_rate=body_learning_rate, max_length=max_length, seed=seed,
-        )
-        trainer = setfit.Trainer(model=trained, args=args, train_dataset=train_set, metric=_accuracy)
-        for callback in (transformers.ProgressCallback, transformers.PrinterCallback):
-            trainer.pop_callback(callback)  # a per-step bar for every seed x condition is noise
-        if not torch.cuda.is_available():
-            trainer.st_trainer.args.dataloader_pin_memory = False  # else torch warns on every run
-        trainer.train()
-        return trained, int(trainer.st_trainer.state.global_step)
-
-
 def _iterations(params: SetFitParams, rows: int) -> int:
     """num_iterations, lowered so SetFit does not build (and tokenise) pairs that max_steps never reaches.
 
@@ -139,12 +69,6 @@ def _iterations(params: SetFitParams, rows: int) -> int:
         return params.num_iterations
     needed = math.ceil(params.max_steps * params.batch_size / (2 * max(rows, 1)))
     return max(1, min(params.num_iterations, needed))
-
-
-def _accuracy(predictions: Any, references: Any) -> dict[str, float]:
-    """SetFit's metric as a function: the string "accuracy" would fetch a script from the Hub."""
-    pairs = list(zip(list(predictions), list(references)))
-    return {"accuracy": sum(int(p == r) for p, r in pairs) / max(len(pairs), 1)}
 
 
 def _save(model: Any, labels: Sequence[str], path: str) -> None:

@@ -2,37 +2,78 @@
 
 Filters run in the order the recipe lists them. They return copies of the rows they annotate
 (scores go into `meta`), because the build applies the chain again after every round.
+
+The settings (`factory/filters/params.py`) are light; an implementation, which may need numpy,
+scikit-learn or a model, is imported only when a build makes that filter.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+import importlib
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Annotated, Union
 
 from pydantic import Field
 
-from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
-from factory.filters.confidence import Confidence
-from factory.filters.conflicts import Conflicts
-from factory.filters.critic import Critic
-from factory.filters.exact import ExactDedup
-from factory.filters.leakage import Leakage
-from factory.filters.near_dedup import NearDedup
-from factory.filters.novelty import Novelty
-from factory.filters.quality import Quality
-from factory.filters.rebalance import Rebalance
-from factory.filters.semantic import SemanticDedup
+from factory.filters.params import (
+    ConfidenceParams,
+    ConflictsParams,
+    CriticParams,
+    ExactDedupParams,
+    FilterParams,
+    LeakageParams,
+    NearDedupParams,
+    NoveltyParams,
+    QualityParams,
+    RebalanceParams,
+    SemanticDedupParams,
+)
 
-FILTERS: dict[str, type[Filter]] = {
-    f.type: f
-    for f in (ExactDedup, Quality, NearDedup, SemanticDedup, Conflicts, Leakage, Confidence, Critic, Rebalance, Novelty)
+if TYPE_CHECKING:
+    from factory.filters.base import Filter
+
+# type: -> (settings, "module:Class" of the implementation). One line per filter.
+_REGISTRY: dict[str, tuple[type[FilterParams], str]] = {
+    "exact_dedup": (ExactDedupParams, "factory.filters.exact:ExactDedup"),
+    "quality": (QualityParams, "factory.filters.quality:Quality"),
+    "near_dedup": (NearDedupParams, "factory.filters.near_dedup:NearDedup"),
+    "semantic_dedup": (SemanticDedupParams, "factory.filters.semantic:SemanticDedup"),
+    "conflicts": (ConflictsParams, "factory.filters.conflicts:Conflicts"),
+    "leakage": (LeakageParams, "factory.filters.leakage:Leakage"),
+    "confidence": (ConfidenceParams, "factory.filters.confidence:Confidence"),
+    "critic": (CriticParams, "factory.filters.critic:Critic"),
+    "rebalance": (RebalanceParams, "factory.filters.rebalance:Rebalance"),
+    "novelty": (NoveltyParams, "factory.filters.novelty:Novelty"),
 }
 
-FilterSpec = Annotated[Union[tuple(f.Params for f in FILTERS.values())], Field(discriminator="type")]  # type: ignore[misc]
+FilterSpec = Annotated[Union[tuple(params for params, _ in _REGISTRY.values())], Field(discriminator="type")]  # type: ignore[misc]
+
+
+def filter_class(filter_type: str) -> type[Filter]:
+    """The implementation of `filter_type`, imported on first use."""
+    module, name = _REGISTRY[filter_type][1].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class _Filters(Mapping[str, "type[Filter]"]):
+    """type: -> filter class, importing each implementation only when it is looked up."""
+
+    def __getitem__(self, filter_type: str) -> type[Filter]:
+        return filter_class(filter_type)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_REGISTRY)
+
+    def __len__(self) -> int:
+        return len(_REGISTRY)
+
+
+FILTERS: Mapping[str, type[Filter]] = _Filters()
 
 
 def build_filter(params: FilterParams) -> Filter:
     """Instantiate the filter class that `params` belongs to."""
-    return FILTERS[params.type](params)  # type: ignore[attr-defined]
+    return filter_class(params.type)(params)  # type: ignore[attr-defined]
 
 
-__all__ = ["FILTERS", "Filter", "FilterContext", "FilterParams", "FilterResult", "FilterSpec", "build_filter"]
+__all__ = ["FILTERS", "FilterParams", "FilterSpec", "build_filter", "filter_class"]

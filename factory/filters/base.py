@@ -8,16 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict
-
 from factory.embeddings import Embedder
+from factory.filters.params import FilterParams
 from factory.records import Record, Rejected
-
-
-class FilterParams(BaseModel):
-    """Base of every filter's parameters; subclasses add `type: Literal[...]` and their fields."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(slots=True)

@@ -5,50 +5,15 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
-from factory.eval.setfit_eval import train_setfit
-from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
+from factory.training import train_setfit
+from factory.filters.params import ConfidenceParams
+from factory.filters.base import Filter, FilterContext, FilterResult
 from factory.filters.probe import crossfit_proba, fit_proba
 from factory.records import Record, Rejected
-
-
-class ConfidenceParams(FilterParams):
-    type: Literal["confidence"] = "confidence"
-    min_prob: float = Field(
-        0.5, ge=0.0, le=1.0,
-        description="Keep a row only if the classifier gives its own label at least this probability "
-                    "(0.5: with two labels, drop the rows the classifier assigns to the other one).",
-    )
-    classifier: Literal["linear", "setfit"] = Field(
-        "linear",
-        description="linear: logistic regression on the shared embeddings (fast). setfit: a SetFit model "
-                    "fine-tuned from the packaged MiniLM on the real rows (slower; without real rows of two "
-                    "labels the linear cross-fit is used instead).",
-    )
-    C: float = Field(
-        10.0, gt=0,
-        description="Inverse regularisation of the logistic regression (the linear probe, or SetFit's head). "
-                    "sklearn's 1.0 squashes the probabilities of a model trained on a few dozen rows towards 1/L, "
-                    "which makes min_prob meaningless.",
-    )
-    train_on: Literal["real+synthetic", "real"] = Field(
-        "real+synthetic",
-        description="linear probe with real rows. real+synthetic: cross-fit over the synthetic rows with every real "
-                    "row in each fold's training set. real: the real rows alone. Measured on movie-reviews "
-                    "(8 real rows per label, 360 Qwen rows): real alone leaned to one label and dropped 62 rows, "
-                    "mostly of the other; real+synthetic dropped 5.",
-    )
-    folds: int = Field(5, ge=2, le=20, description="Folds of the cross-fit on the synthetic rows.")
-    setfit_iterations: int = Field(
-        10, ge=1, le=50, description="setfit: contrastive pairs drawn per training row and iteration (one positive, one negative)."
-    )
-    setfit_epochs: int = Field(1, ge=1, le=5, description="setfit: epochs of contrastive training of the body.")
-    setfit_batch_size: int = Field(16, ge=2, le=256, description="setfit: pairs per training step.")
-    setfit_max_length: int = Field(128, ge=16, le=512, description="setfit: tokens kept per text (longer texts are truncated).")
 
 
 class Confidence(Filter):

@@ -10,34 +10,18 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from itertools import combinations
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
 from factory.errors import require
-from factory.filters.base import Filter, FilterParams, FilterResult
+from factory.filters.params import ConflictsParams
+from factory.filters.base import Filter, FilterResult
 from factory.filters.probe import crossfit_proba, fit_proba
 from factory.filters.similarity import BLOCK
 from factory.records import Record, Rejected
 from factory.text import normalize
 
 _TIE = 1e-6
-
-
-class ConflictsParams(FilterParams):
-    type: Literal["conflicts"] = "conflicts"
-    threshold: float | None = Field(
-        0.95, gt=0, le=1,
-        description="Rows with different labels conflict when their embedding cosine is at least this; "
-        "null: only exact (normalised) copies conflict.",
-    )
-    resolve: Literal["drop_all", "classifier"] = Field(
-        "drop_all",
-        description="'drop_all': drop every row of a conflicting group; 'classifier': keep the rows whose label "
-        "a linear probe on embeddings supports best (trained on real_train when it has two labels, else "
-        "cross-fitted on the synthetic rows), drop the others.",
-    )
 
 
 class Conflicts(Filter):

@@ -6,59 +6,18 @@ import dataclasses
 import math
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, model_validator
 
 from factory.errors import require
-from factory.filters.base import Filter, FilterParams, FilterResult
+from factory.filters.params import CriticParams
+from factory.filters.base import Filter, FilterResult
 from factory.filters.probe import crossfit_proba
 from factory.records import Record, Rejected
 
 _CLASSES = ("real", "synthetic")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
-
-
-class CriticParams(FilterParams):
-    type: Literal["critic"] = "critic"
-    drop_fraction: float | None = Field(
-        0.1, ge=0.0, lt=1.0,
-        description="Drop this fraction of the synthetic rows, the most artificial first. Not with `threshold`.",
-    )
-    threshold: float | None = Field(
-        None, gt=0.0, lt=1.0,
-        description="Instead of a fraction, drop every synthetic row whose P(synthetic) is above this.",
-    )
-    min_real: int = Field(
-        8, ge=2, description="Fewer real training rows than this and the critic passes every row through (and says so).",
-    )
-    folds: int = Field(5, ge=2, le=20, description="Cross-fitting folds over real + synthetic rows.")
-    features: Literal["embedding", "style"] = Field(
-        "embedding",
-        description="What the critic sees. embedding: the shared sentence embeddings (topic and wording, e.g. "
-                    "templated boilerplate). style: three surface measures (log words, log sentences, commas "
-                    "per word), for a generator whose rows are on topic but too long and too uniform; three "
-                    "weights can be learnt from a handful of real rows. Measured on movie-reviews (16 real rows, "
-                    "360 Qwen rows, linear eval, 3 seeds), macro-F1 with the critic dropping 30%: embedding "
-                    "0.695, style 0.726; 0.712 without the critic.",
-    )
-    C: float = Field(
-        10.0, gt=0,
-        description="Inverse regularisation of the critic's logistic regression. The ranking barely depends on it; "
-                    "the scale of P(synthetic), and so `threshold`, does (sklearn's 1.0 keeps scores near 0.5).",
-    )
-
-    @model_validator(mode="after")
-    def _one_rule(self) -> CriticParams:
-        if self.threshold is not None:
-            if self.drop_fraction is not None and "drop_fraction" in self.model_fields_set:
-                raise ValueError("give either drop_fraction or threshold, not both")
-            # The resolved recipe then shows the one rule in force.
-            self.drop_fraction = None
-        elif self.drop_fraction is None:
-            raise ValueError("give drop_fraction or threshold")
-        return self
 
 
 class Critic(Filter):

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
-from pydantic import Field
 
-from factory.filters.base import Filter, FilterParams, FilterResult
+from factory.filters.params import ExactDedupParams
+from factory.filters.base import Filter, FilterResult
 from factory.records import Record, Rejected
 from factory.text import normalize_many
-
-
-class ExactDedupParams(FilterParams):
-    type: Literal["exact_dedup"] = "exact_dedup"
-    per_label: bool = Field(
-        False, description="Only drop duplicates within the same label (cross-label copies are the `conflicts` filter's job)."
-    )
-    include_response: bool = Field(False, description="For instruction rows, compare instruction + response.")
 
 
 class ExactDedup(Filter):

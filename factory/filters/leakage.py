@@ -12,44 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Self
 
 import numpy as np
-from pydantic import Field, model_validator
 
-from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
+from factory.filters.params import LeakageParams
+from factory.filters.base import Filter, FilterContext, FilterResult
 from factory.filters.similarity import best_match
 from factory.records import Record, Rejected
 from factory.text import words
-
-
-class LeakageParams(FilterParams):
-    type: Literal["leakage"] = "leakage"
-    threshold: float | None = Field(
-        0.9, gt=0, le=1,
-        description="Drop a row whose embedding cosine with any real row is at least this; null turns the check off.",
-    )
-    ngram: int = Field(3, ge=1, le=8, description="Word n-gram size of the overlap check (a shorter text is one gram).")
-    ngram_threshold: float | None = Field(
-        0.5, gt=0, le=1,
-        description="Drop a row when this share of its n-grams appear in one real row (or Jaccard, see ngram_metric); "
-        "null turns the check off.",
-    )
-    ngram_metric: Literal["containment", "jaccard"] = Field(
-        "containment",
-        description="'containment': shared n-grams / the synthetic row's n-grams (catches copied fragments); "
-        "'jaccard': shared / union (only whole-row copies).",
-    )
-    redact: bool = Field(
-        True, description="Blank the text of a dropped row: it is a near copy of the user's private rows, and "
-        "rejected rows are written to rejected.jsonl.",
-    )
-
-    @model_validator(mode="after")
-    def _one_check(self) -> LeakageParams:
-        if self.threshold is None and self.ngram_threshold is None:
-            raise ValueError("threshold and ngram_threshold are both null: the filter would check nothing")
-        return self
 
 
 @dataclass(slots=True, frozen=True)

@@ -20,12 +20,11 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Literal, Self
 
 import numpy as np
-from pydantic import Field, model_validator
 
-from factory.filters.base import Filter, FilterParams, FilterResult
+from factory.filters.params import NearDedupParams
+from factory.filters.base import Filter, FilterResult
 from factory.records import Record, Rejected
 from factory.text import normalize, normalize_many
 
@@ -43,56 +42,6 @@ _M1, _M2 = _U64(0xBF58476D1CE4E5B9), _U64(0x94D049BB133111EB)
 _CHUNK_ROWS = 8192  # rows hashed at a time: bounds the temporaries, whatever the batch size
 _PAIR_BLOCK = 1 << 18  # shingles compared at a time (cache-sized) when verifying candidate pairs
 _FP_WEIGHT, _FN_WEIGHT = 0.05, 0.95  # verification removes false positives, so misses are what cost
-
-
-class NearDedupParams(FilterParams):
-    type: Literal["near_dedup"] = "near_dedup"
-    threshold: float = Field(
-        0.8, gt=0, le=1,
-        description="Rows whose shingle-set Jaccard similarity is at least this are near duplicates; of each "
-                    "cluster of them, the first row in input order is kept.",
-    )
-    unit: Literal["char", "word"] = Field(
-        "char",
-        description="Shingle unit. Characters suit short texts: a one-word edit in a 20-word row keeps char "
-                    "3-gram Jaccard near 0.9, but word 3-gram Jaccard at 0.71. Characters also work for "
-                    "languages written without spaces.",
-    )
-    ngram: int = Field(3, ge=1, le=64, description="Shingle length in units (characters or words).")
-    num_perm: int = Field(128, ge=8, le=1024, description="MinHash signature length (more: better recall, slower).")
-    bands: int | None = Field(
-        None, ge=1,
-        description="LSH bands; with `rows` unset, chosen with it to minimise the weighted false positive and "
-                    "false negative probability at `threshold` (misses weigh 0.95: candidates are verified).",
-    )
-    rows: int | None = Field(None, ge=1, description="MinHash values per LSH band; see `bands`.")
-    seed: int = Field(0, ge=0, description="Seed of the MinHash permutation and the band hashes.")
-    per_label: bool = Field(
-        False,
-        description="Only treat rows with the same label as near duplicates. By default, near copies across "
-                    "labels are deduplicated too (the `conflicts` filter judges the labels).",
-    )
-    include_response: bool = Field(False, description="For instruction rows, compare instruction + response.")
-
-    @model_validator(mode="after")
-    def _check_bands(self) -> Self:
-        if self.bands is not None and self.rows is not None and self.bands * self.rows > self.num_perm:
-            raise ValueError(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
-        for name in ("bands", "rows"):
-            value = getattr(self, name)
-            if value is not None and value > self.num_perm:
-                raise ValueError(f"{name} = {value} exceeds num_perm = {self.num_perm}")
-        return self
-
-    def resolved_bands(self) -> tuple[int, int]:
-        """(bands, rows): as given, or optimal for the threshold as datasketch computes them."""
-        if self.bands is not None and self.rows is not None:
-            return self.bands, self.rows
-        if self.bands is not None:
-            return self.bands, self.num_perm // self.bands
-        if self.rows is not None:
-            return self.num_perm // self.rows, self.rows
-        return optimal_bands(self.threshold, self.num_perm)
 
 
 @lru_cache(maxsize=64)

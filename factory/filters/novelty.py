@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Literal
 
-from pydantic import Field
 
 from factory.errors import require
-from factory.filters.base import Filter, FilterParams, FilterResult
+from factory.filters.params import NoveltyParams
+from factory.filters.base import Filter, FilterResult
 from factory.records import Record, Rejected
-
-
-class NoveltyParams(FilterParams):
-    type: Literal["novelty"] = "novelty"
-    max_rouge_l: float = Field(0.7, gt=0, le=1, description="Drop a row whose ROUGE-L F1 with a kept row is above this (Self-Instruct: 0.7).")
 
 
 class Novelty(Filter):

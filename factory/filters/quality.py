@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Self
 
-from pydantic import Field, model_validator
 
-from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
+from factory.filters.params import QualityParams
+from factory.filters.base import Filter, FilterContext, FilterResult
 from factory.records import Record, Rejected
 from factory.text import REFUSAL, words
 
@@ -103,33 +103,6 @@ STOPWORDS: dict[str, frozenset[str]] = {
 }
 _MIN_WORDS_FOR_LANGUAGE = 4
 _MIN_SCRIPT_SHARE = 0.8
-
-
-class QualityParams(FilterParams):
-    type: Literal["quality"] = "quality"
-    min_words: int = Field(3, ge=0, description="Drop a text with fewer words than this (reason too_short).")
-    max_words: int | None = Field(300, ge=1, description="Drop a text with more words than this (too_long); null: no limit.")
-    response_min_words: int = Field(1, ge=0, description="Instruction rows: the fewest words a response may have.")
-    response_max_words: int | None = Field(None, ge=1, description="Instruction rows: the most words a response may have.")
-    refusals: bool = Field(True, description="Drop refusals (refusal) and assistant boilerplate such as "
-                           "'Here is an example review:' preambles (boilerplate).")
-    placeholders: bool = Field(True, description="Drop unfilled placeholders: [Customer Name], {name}, <your name>, "
-                               "XXX, Lorem ipsum (placeholder).")
-    scaffolding: bool = Field(True, description="Drop leftover prompt scaffolding: 'Label: polite', 'OUTPUT:', "
-                              "'### Response', JSON keys like \"text\": (scaffolding).")
-    language: Literal["en", "de", "fr", "es", "it", "pt", "nl"] | None = Field(
-        None, description="Expected language: drop a row in another script, or whose function words are clearly "
-        "another language's (wrong_language); null: no check.",
-    )
-
-    @model_validator(mode="after")
-    def _bounds(self) -> QualityParams:
-        if self.max_words is not None and self.max_words < self.min_words:
-            raise ValueError(f"max_words ({self.max_words}) is below min_words ({self.min_words})")
-        if self.response_max_words is not None and self.response_max_words < self.response_min_words:
-            raise ValueError(f"response_max_words ({self.response_max_words}) is below response_min_words "
-                             f"({self.response_min_words})")
-        return self
 
 
 @dataclass(slots=True, frozen=True)

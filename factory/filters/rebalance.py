@@ -6,41 +6,17 @@ import dataclasses
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
 from factory.errors import require
-from factory.filters.base import Filter, FilterContext, FilterParams, FilterResult
+from factory.filters.params import RebalanceParams
+from factory.filters.base import Filter, FilterContext, FilterResult
 from factory.records import Record, Rejected
 
 EXAMPLE_CHARS = 300  # examples go into prompts and reports: a long row is cut, not left out
 SILHOUETTE_SAMPLE = 2000  # silhouette is quadratic in the rows; above this it is estimated on a sample
-
-
-class RebalanceParams(FilterParams):
-    type: Literal["rebalance"] = "rebalance"
-    clusters_per_label: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
-        "auto",
-        description='KMeans clusters per label, or "auto": the k in 2..min(max_clusters, rows/5) with the best '
-                    "silhouette score. Never more than the label's distinct rows.",
-    )
-    max_clusters: int = Field(12, ge=2, le=64, description='"auto": the largest number of clusters tried.')
-    max_share: float = Field(
-        0.25, gt=0.0, le=1.0,
-        description="Cap a cluster at this share of its label's rows, keeping the rows closest to its centre. "
-                    "The cap is never below an even share (1/k): a label with few clusters is not cut by design.",
-    )
-    thin_share: float | None = Field(
-        None, gt=0.0, lt=1.0, description="A cluster below this share of its label is reported as thin (default: 0.5/k).",
-    )
-    min_rows: int = Field(10, ge=2, description="A label with fewer rows passes through unclustered.")
-    examples: int = Field(3, ge=1, le=10, description="Example texts reported per thin cluster.")
-    top_up: bool = Field(
-        False, description='Put a "top_up" entry in the stats: per label, the thin clusters with examples and the '
-                           "rows wanted, for the build to generate more rows aimed at them.",
-    )
 
 
 @dataclasses.dataclass(slots=True)

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
-from factory.filters.base import Filter, FilterParams, FilterResult
+from factory.filters.params import SemanticDedupParams
+from factory.filters.base import Filter, FilterResult
 from factory.filters.similarity import BLOCK, best_match
 from factory.records import Record, Rejected
-
-class SemanticDedupParams(FilterParams):
-    type: Literal["semantic_dedup"] = "semantic_dedup"
-    threshold: float = Field(
-        0.92, gt=0, le=1,
-        description="Drop a row whose cosine similarity (all-MiniLM-L6-v2) to an already kept row is above this.",
-    )
-    scope: Literal["label", "all"] = Field(
-        "label", description="Compare rows only within their own label ('label'), or across every row ('all')."
-    )
-
 
 class SemanticDedup(Filter):
     """Greedy semantic dedup: rows are kept in input order unless one already kept is too similar.

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from factory.filters.exact import ExactDedupParams
+from factory.filters.params import ExactDedupParams
 from factory.records import Completion, Prompt, Record, Rejected
 from factory.spec import EvalSpec, RealDataSpec, RecipeBase, Strict
 from factory.tasks.base import Recipe, bounded_examples, template
