@@ -417,7 +417,7 @@ def make_dedup_set(
     labels = ["positive", "negative"]
     # A paraphrase keeps its source's label, as a copy does.
     topic = [s if k == "paraphrase" else g for k, s, g in zip(kind, source, group)]
-    rows = [Record(text=texts[old], label=labels[topic[old] % 2], id=f"row{new}") for new, old in enumerate(perm)]
+    rows = [Record({"text": texts[old]}, labels[topic[old] % 2], id=f"row{new}") for new, old in enumerate(perm)]
     return DedupSet(
         rows=rows,
         kind=[kind[old] for old in perm],

@@ -55,19 +55,36 @@ class Completion:
 
 @dataclass(slots=True)
 class Record:
-    """A kept row: text + label (classification) or instruction + response."""
+    """A kept row: the fields its task kind declares, its label (if the kind has labels), id and meta.
 
-    text: str
+    `fields` is {"text": ...} for a classification row, {"instruction": ..., "response": ...} for an
+    instruction pair, a table row's columns for a table. The kind puts first the field that filters
+    judge as the row's text (`text`).
+    """
+
+    fields: dict[str, Any]
     label: str | None = None
-    response: str | None = None
     id: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The text that filters, dedup and evaluators judge: the kind's first field."""
+        return str(next(iter(self.fields.values()), "") or "")
+
+    def texts(self) -> list[str]:
+        """Every text field, in the kind's order (an instruction and its response, say)."""
+        return [value for value in self.fields.values() if isinstance(value, str)]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
+        if "fields" not in data:  # generated.jsonl before rows carried their fields
+            response = data.get("response")
+            fields = {"text": data["text"]} if response is None else {"instruction": data["text"], "response": response}
+            data = {"fields": fields, **{k: data[k] for k in ("label", "id", "meta") if k in data}}
         return cls(**data)
 
 

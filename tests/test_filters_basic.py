@@ -9,7 +9,7 @@ from factory.records import Record
 
 
 def rows(*texts: str, label: str = "a") -> list[Record]:
-    return [Record(text=t, label=label, id=f"r{i}") for i, t in enumerate(texts)]
+    return [Record({"text": t}, label, id=f"r{i}") for i, t in enumerate(texts)]
 
 
 def test_exact_dedup_normalises_case_space_punctuation_unicode() -> None:
@@ -22,7 +22,7 @@ def test_exact_dedup_normalises_case_space_punctuation_unicode() -> None:
 
 
 def test_exact_dedup_across_or_within_labels() -> None:
-    records = rows("same text") + [Record(text="Same text", label="b", id="x")]
+    records = rows("same text") + [Record({"text": "Same text"}, "b", id="x")]
     assert len(build_filter(ExactDedupParams()).apply(records).kept) == 1
     assert len(build_filter(ExactDedupParams(per_label=True)).apply(records).kept) == 2
 

@@ -31,7 +31,7 @@ def test_fixed_round_sends_exactly_n_per_bucket() -> None:
 
 
 def test_trim_keeps_generation_order_and_rejects_the_surplus() -> None:
-    rows = [Record(text=f"t{i}", label="ab"[i % 2], id=str(i)) for i in range(7)]
+    rows = [Record({"text": f"t{i}"}, "ab"[i % 2], id=str(i)) for i in range(7)]
     final, surplus = trim_to_target(rows, {"a": 2, "b": 3}, lambda r: r.label or "")
     assert [r.id for r in final] == ["0", "1", "2", "3", "5"]
     assert [(r.id, r.stage, r.reason) for r in surplus] == [("4", "target", "over_target"), ("6", "target", "over_target")]

@@ -117,7 +117,7 @@ def test_instruction_recipe_prompts_and_parses() -> None:
     prompt = recipe.prompt("all", 0)
     assert "Describe the X1 speaker." in prompt.messages[-1]["content"]
     row = recipe.parse(prompt, reply(instruction="Describe the Z9 robot toy.", response="It walks and talks."), "i1")
-    assert isinstance(row, Record) and row.response == "It walks and talks." and row.label is None
+    assert isinstance(row, Record) and row.fields["response"] == "It walks and talks." and row.label is None
     copied = recipe.parse(prompt, reply(instruction="Describe the X1 speaker.", response="Loud."), "i2")
     assert isinstance(copied, Rejected) and copied.reason == "copied_example"
     missing = recipe.parse(prompt, reply(instruction="Describe it."), "i3")
@@ -131,8 +131,8 @@ def _article(i: int, words: int) -> str:
 
 def test_real_rows_as_examples_are_bounded_whatever_their_length() -> None:
     """Whole news articles as real rows made 1,500-token prompts: examples stay within example_max_words."""
-    real = [Record(text=_article(i, 600), label="polite", id=f"p{i}") for i in range(6)]
-    real += [Record(text=_article(i, 900), label="impolite", id=f"i{i}") for i in range(6)]
+    real = [Record({"text": _article(i, 600)}, "polite", id=f"p{i}") for i in range(6)]
+    real += [Record({"text": _article(i, 900)}, "impolite", id=f"i{i}") for i in range(6)]
     recipe = make_recipe(spec(generate={"few_shot": 3, "example_max_words": 40}), real)
     for index in range(20):
         prompt = recipe.prompt("polite", index)
@@ -141,8 +141,8 @@ def test_real_rows_as_examples_are_bounded_whatever_their_length() -> None:
 
 
 def test_short_real_rows_are_preferred_to_cut_long_ones() -> None:
-    short = [Record(text=f"Short real snippet number {i}, warm and kind.", label="polite", id=f"s{i}") for i in range(3)]
-    long = [Record(text=_article(i, 300), label="polite", id=f"l{i}") for i in range(3)]
+    short = [Record({"text": f"Short real snippet number {i}, warm and kind."}, "polite", id=f"s{i}") for i in range(3)]
+    long = [Record({"text": _article(i, 300)}, "polite", id=f"l{i}") for i in range(3)]
     recipe = make_recipe(spec(generate={"few_shot": 2}), [*long, *short])
     pool = recipe.examples["polite"]
     assert [r.text for r in short] == [t for t in pool if t.startswith("Short")]

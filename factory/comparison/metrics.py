@@ -327,7 +327,8 @@ def aligned_rows(runs: Sequence[GeneratorRun]) -> list[dict[str, Any]]:
                 "label": prompt.bucket, "index": prompt.index, "axes": prompt.target.get("axes", {}), "rows": {}})
             cell: dict[str, Any] = {"text": row.text}
             if isinstance(row, Record):
-                cell |= {"kept": row.id in final, **({"response": row.response} if row.response else {})}
+                # The row's other fields (an instruction pair's response) next to its text.
+                cell |= {"kept": row.id in final, **{k: v for k, v in list(row.fields.items())[1:] if v}}
             else:
                 cell |= {"kept": False, "rejected": row.reason}
             entry["rows"][run.name] = cell

@@ -94,7 +94,7 @@ def load_real_rows(recipe: RecipeBase) -> list[Record]:
             empty += 1
             continue
         rid = hashlib.sha256(f"{label}\0{text}".encode()).hexdigest()[:16]
-        rows.append(Record(text=text, label=label, id=f"real-{rid}", meta={"source": "real"}))
+        rows.append(Record({"text": text}, label=label, id=f"real-{rid}", meta={"source": "real"}))
     if unknown:
         shown = ", ".join(f"{k!r} ({v} rows)" for k, v in sorted(unknown.items())[:5])
         raise DataError(

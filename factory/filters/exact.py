@@ -20,7 +20,7 @@ class ExactDedup(Filter):
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
         if self.params.include_response:
-            texts = [r.text + "\n" + (r.response or "") for r in records]
+            texts = ["\n".join(r.texts()) for r in records]
         else:
             texts = [r.text for r in records]
         keys: Sequence[object] = normalize_many(texts)

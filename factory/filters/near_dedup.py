@@ -365,7 +365,7 @@ class NearDedup(Filter):
         if n == 0:
             return FilterResult([], [], {**stats, "candidate_pairs": 0, "confirmed_pairs": 0, "clusters": 0,
                                          "rows_without_shingles": 0})
-        texts = [r.text + ("\n" + (r.response or "") if p.include_response else "") for r in records]
+        texts = ["\n".join(r.texts()) if p.include_response else r.text for r in records]
         hash_parts, count_parts, sig_parts = [], [], []
         for start in range(0, n, _CHUNK_ROWS):
             hashes, counts = _shingles(texts[start:start + _CHUNK_ROWS], p.unit, ngram)

@@ -142,10 +142,11 @@ class Quality(Filter):
         kept: list[Record] = []
         dropped: list[Rejected] = []
         for record in records:
-            if record.response is None:
+            answer = record.fields.get("response")  # an instruction pair: both halves, each by its own rules
+            if answer is None:
                 problem = self._check(record.text, text)
             else:
-                problem = self._check(record.text, instruction) or self._check(record.response, response)
+                problem = self._check(record.text, instruction) or self._check(answer, response)
             if problem is None:
                 kept.append(record)
             else:

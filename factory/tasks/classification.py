@@ -94,7 +94,7 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
 
     @classmethod
     def fields(cls, record: Record) -> dict[str, Any]:
-        return {"text": record.text, "label": record.label}
+        return {"text": record.fields["text"], "label": record.label}
 
     def schema(self) -> dict:
         props: dict = {}
@@ -155,4 +155,4 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
             return reject(copied)
         if reply.get("rationale"):
             meta["rationale"] = reply["rationale"]
-        return Record(text=text, label=target, id=record_id, meta=meta)
+        return Record({"text": text}, label=target, id=record_id, meta=meta)

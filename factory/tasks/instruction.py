@@ -64,7 +64,7 @@ class InstructionRecipe(Recipe[InstructionSpec]):
 
     @classmethod
     def fields(cls, record: Record) -> dict[str, Any]:
-        return {"instruction": record.text, "response": record.response}
+        return {"instruction": record.fields["instruction"], "response": record.fields["response"]}
 
     def schema(self) -> dict:
         props = {"instruction": {"type": "string"}, "response": {"type": "string"}}
@@ -100,4 +100,4 @@ class InstructionRecipe(Recipe[InstructionSpec]):
         copied = self.copies(reply["instruction"], prompt)
         if copied:
             return Rejected(id=record_id, stage="parse", reason=copied, text=reply["instruction"], meta=meta)
-        return Record(text=reply["instruction"], response=reply["response"], id=record_id, meta=meta)
+        return Record({"instruction": reply["instruction"], "response": reply["response"]}, id=record_id, meta=meta)

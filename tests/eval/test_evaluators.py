@@ -31,14 +31,14 @@ NEGATIVE = [
     "Cracked on arrival and customer service ignored me.",
 ]
 VALIDATION = [
-    Record("I love it, great value and works perfectly.", "positive", id="v1"),
-    Record("Brilliant blender, smooth results every time.", "positive", id="v2"),
-    Record("Superb desk, sturdy and looks lovely.", "positive", id="v3"),
-    Record("Really pleased, it does exactly what it promises.", "positive", id="v4"),
-    Record("Complete junk, it broke the first time I used it.", "negative", id="v5"),
-    Record("Horrible heater, it smells and barely warms the room.", "negative", id="v6"),
-    Record("Useless fan, it rattles and stopped after a day.", "negative", id="v7"),
-    Record("Very poor quality, returned it at once.", "negative", id="v8"),
+    Record({"text": "I love it, great value and works perfectly."}, "positive", id="v1"),
+    Record({"text": "Brilliant blender, smooth results every time."}, "positive", id="v2"),
+    Record({"text": "Superb desk, sturdy and looks lovely."}, "positive", id="v3"),
+    Record({"text": "Really pleased, it does exactly what it promises."}, "positive", id="v4"),
+    Record({"text": "Complete junk, it broke the first time I used it."}, "negative", id="v5"),
+    Record({"text": "Horrible heater, it smells and barely warms the room."}, "negative", id="v6"),
+    Record({"text": "Useless fan, it rattles and stopped after a day."}, "negative", id="v7"),
+    Record({"text": "Very poor quality, returned it at once."}, "negative", id="v8"),
 ]
 
 # The smallest settings that still run every phase of training: these tests check behaviour, not scores.
@@ -49,8 +49,8 @@ TINY = {
 
 
 def train_rows() -> list[Record]:
-    return ([Record(t, "positive", id=f"p{i}", meta={"source": "real"}) for i, t in enumerate(POSITIVE)]
-            + [Record(t, "negative", id=f"n{i}", meta={"source": "real"}) for i, t in enumerate(NEGATIVE)])
+    return ([Record({"text": t}, "positive", id=f"p{i}", meta={"source": "real"}) for i, t in enumerate(POSITIVE)]
+            + [Record({"text": t}, "negative", id=f"n{i}", meta={"source": "real"}) for i, t in enumerate(NEGATIVE)])
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_linear_survives_one_label_and_empty_training_sets(embedder: Embedder) -
     assert empty.predicted == ["positive"] * len(VALIDATION)
     assert empty.info["degenerate"] == "empty training set"
     # a row whose label is not one of the task's labels is skipped, not trained on
-    stray = evaluator.predict([*only_negative, Record("Meh.", "neutral")], VALIDATION, LABELS, seed=0)
+    stray = evaluator.predict([*only_negative, Record({"text": "Meh."}, "neutral")], VALIDATION, LABELS, seed=0)
     assert stray.predicted == ["negative"] * len(VALIDATION) and stray.info["skipped_rows"] == 1
     assert evaluator.predict(train_rows(), [], LABELS, seed=0).predicted == []
 
@@ -163,7 +163,7 @@ def test_encoder_is_deterministic_for_a_seed_and_saves_model_and_tokenizer(tmp_p
 
 def test_cap_keeps_every_real_row_and_a_seeded_sample_of_the_rest() -> None:
     real = train_rows()
-    synthetic = [Record(f"{r.text} ({i})", r.label, id=f"s{i}-{r.id}") for i in range(3) for r in real]
+    synthetic = [Record({"text": f"{r.text} ({i})"}, r.label, id=f"s{i}-{r.id}") for i in range(3) for r in real]
     capped = cap_rows([*synthetic, *real], 20, seed=0)
     assert len(capped) == 20
     assert {r.id for r in real} <= {r.id for r in capped}

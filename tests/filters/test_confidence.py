@@ -34,8 +34,8 @@ LABELS = ("polite", "rude")
 
 
 def real_rows() -> list[Record]:
-    return ([Record(t, "polite", id=f"real-p{i}") for i, t in enumerate(POLITE)]
-            + [Record(t, "rude", id=f"real-r{i}") for i, t in enumerate(RUDE)])
+    return ([Record({"text": t}, "polite", id=f"real-p{i}") for i, t in enumerate(POLITE)]
+            + [Record({"text": t}, "rude", id=f"real-r{i}") for i, t in enumerate(RUDE)])
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +49,10 @@ def real_context(embedder: Embedder) -> FilterContext:
 
 
 SYNTHETIC = [
-    Record("Thanks a lot for your help, have a lovely day!", "polite", id="ok-polite"),
-    Record("Get lost, you morons, refund me now!", "polite", id="wrong-polite"),
-    Record("Your support is a joke, fix it.", "rude", id="ok-rude"),
-    Record("Please, could you kindly look into this? Many thanks!", "rude", id="wrong-rude"),
+    Record({"text": "Thanks a lot for your help, have a lovely day!"}, "polite", id="ok-polite"),
+    Record({"text": "Get lost, you morons, refund me now!"}, "polite", id="wrong-polite"),
+    Record({"text": "Your support is a joke, fix it."}, "rude", id="ok-rude"),
+    Record({"text": "Please, could you kindly look into this? Many thanks!"}, "rude", id="wrong-rude"),
 ]
 
 
@@ -77,10 +77,10 @@ def test_keeps_supported_rows_and_drops_contradicted_ones(real_context: FilterCo
 
 def test_synthetic_rows_correct_a_probe_that_few_real_rows_bias(embedder: Embedder) -> None:
     # One real row per label: a probe on those alone is unsure of every row; the synthetic folds firm it up.
-    few_real = [Record(POLITE[0], "polite", id="rp"), Record(RUDE[0], "rude", id="rr")]
+    few_real = [Record({"text": POLITE[0]}, "polite", id="rp"), Record({"text": RUDE[0]}, "rude", id="rr")]
     context = FilterContext(seed=0, labels=LABELS, real_train=few_real, embedder=embedder)
-    synthetic = ([Record(t, "polite", id=f"p{i}") for i, t in enumerate(POLITE[1:])]
-                 + [Record(t, "rude", id=f"r{i}") for i, t in enumerate(RUDE[1:])])
+    synthetic = ([Record({"text": t}, "polite", id=f"p{i}") for i, t in enumerate(POLITE[1:])]
+                 + [Record({"text": t}, "rude", id=f"r{i}") for i, t in enumerate(RUDE[1:])])
     both = Confidence(ConfidenceParams()).fit(context).apply(synthetic)
     alone = Confidence(ConfidenceParams(train_on="real")).fit(context).apply(synthetic)
     assert both.stats["trained_on"] == "real+synthetic (cross-fit)" and both.stats["train_rows"] == 12
@@ -117,7 +117,7 @@ def test_real_rows_of_one_label_are_not_enough(embedder: Embedder) -> None:
 
 
 def test_label_without_real_rows_passes_through_unscored(real_context: FilterContext) -> None:
-    records = [*SYNTHETIC, Record("Where is the nearest store?", "neutral", id="n"), Record("No label at all", id="none")]
+    records = [*SYNTHETIC, Record({"text": "Where is the nearest store?"}, "neutral", id="n"), Record({"text": "No label at all"}, id="none")]
     result = Confidence(ConfidenceParams()).fit(real_context).apply(records)
     kept = {r.id: r for r in result.kept}
     assert "confidence" not in kept["n"].meta and "confidence" not in kept["none"].meta
@@ -132,18 +132,18 @@ def test_edge_cases(real_context: FilterContext, embedder: Embedder) -> None:
         empty = stage.apply([])
         assert empty.kept == [] and empty.dropped == [] and empty.stats["scored"] == 0
     # A single row, or identical rows of one label: nothing to cross-fit on, so everything passes.
-    single = crossfit.apply([Record("Thanks!", "polite", id="x")])
+    single = crossfit.apply([Record({"text": "Thanks!"}, "polite", id="x")])
     assert len(single.kept) == 1 and "skipped" in single.stats
-    same = crossfit.apply([Record("Thanks!", "polite", id=f"x{i}") for i in range(5)])
+    same = crossfit.apply([Record({"text": "Thanks!"}, "polite", id=f"x{i}") for i in range(5)])
     assert len(same.kept) == 5 and not same.dropped
     # With real rows, one row is scored like any other: too few to cross-fit, so the real rows alone score it.
-    one = real.apply([Record("Thank you so much 🙏😊, you are wonderful!", "polite", id="emoji")])
+    one = real.apply([Record({"text": "Thank you so much 🙏😊, you are wonderful!"}, "polite", id="emoji")])
     assert one.kept[0].id == "emoji" and one.stats["trained_on"] == "real"
     long_polite = "Dear team, thank you so much for your kind help, I truly appreciate it. " * 400
     odd = [
-        Record(long_polite, "polite", id="long"),
-        Record("Thank you so much for the café voucher, très kind of you — merci! 💐", "polite", id="fr"),
-        Record("😡😡😡 useless!!! 💩", "rude", id="angry-emoji"),
+        Record({"text": long_polite}, "polite", id="long"),
+        Record({"text": "Thank you so much for the café voucher, très kind of you — merci! 💐"}, "polite", id="fr"),
+        Record({"text": "😡😡😡 useless!!! 💩"}, "rude", id="angry-emoji"),
     ]
     result = real.apply(odd)
     assert [r.id for r in result.kept] == ["long", "fr", "angry-emoji"]
@@ -161,8 +161,8 @@ def test_setfit_classifier_trains_offline_without_writing_checkpoints(
     embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    real = [Record(t, "polite", id=f"p{i}") for i, t in enumerate(POLITE[:4])] + [
-        Record(t, "rude", id=f"r{i}") for i, t in enumerate(RUDE[:4])]
+    real = [Record({"text": t}, "polite", id=f"p{i}") for i, t in enumerate(POLITE[:4])] + [
+        Record({"text": t}, "rude", id=f"r{i}") for i, t in enumerate(RUDE[:4])]
     context = FilterContext(seed=0, labels=LABELS, real_train=real, embedder=embedder)
     params = ConfidenceParams(classifier="setfit", setfit_iterations=1, setfit_max_length=32)
     result = Confidence(params).fit(context).apply(SYNTHETIC)

@@ -28,7 +28,7 @@ def make(embedder: Embedder, real_train: list[Record] | None = None, **params: o
 
 
 def rows(*pairs: tuple[str | None, str]) -> list[Record]:
-    return [Record(text=t, label=label, id=f"r{i}") for i, (label, t) in enumerate(pairs)]
+    return [Record({"text": t}, label, id=f"r{i}") for i, (label, t) in enumerate(pairs)]
 
 
 def test_exact_and_near_copies_across_labels_are_dropped(embedder: Embedder) -> None:
@@ -125,7 +125,7 @@ def test_edge_cases(embedder: Embedder) -> None:
     everywhere = rows(*[("neutral", "All the same.")] * 4, *[("positive", "All the same.")] * 4)
     result = f.apply(everywhere)
     assert result.kept == [] and result.stats["groups"] == 1 and result.stats["rows_in_conflict"] == 8
-    unlabelled = [Record(text="All the same.", id="u1"), Record(text="All the same.", id="u2")]
+    unlabelled = [Record({"text": "All the same."}, id="u1"), Record({"text": "All the same."}, id="u2")]
     assert f.apply(unlabelled + everywhere[:1]).kept == unlabelled + everywhere[:1]  # no label: nothing to conflict
     emoji = rows(("positive", "Love it 😍🔥 — très bien!"), ("negative", "love it 😍🔥 très bien"),
                  ("neutral", "ありがとうございます。"), ("positive", "ありがとうございます"))

@@ -41,9 +41,9 @@ BOILERPLATE = [
     "As a valued customer, we sincerely appreciate your patience and are committed to ensuring an exceptional experience.",
 ]
 
-REAL = [Record(t, "complaint", id=f"real{i}") for i, t in enumerate(MESSAGES[:10])]
-SYNTHETIC = ([Record(t, "complaint", id=f"syn{i}") for i, t in enumerate(MESSAGES[10:])]
-             + [Record(t, "complaint", id=f"template{i}") for i, t in enumerate(BOILERPLATE)])
+REAL = [Record({"text": t}, "complaint", id=f"real{i}") for i, t in enumerate(MESSAGES[:10])]
+SYNTHETIC = ([Record({"text": t}, "complaint", id=f"syn{i}") for i, t in enumerate(MESSAGES[10:])]
+             + [Record({"text": t}, "complaint", id=f"template{i}") for i, t in enumerate(BOILERPLATE)])
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_default_drops_a_tenth_most_artificial_first(context: FilterContext) -> 
 def test_holdout_rows_are_never_used(context: FilterContext) -> None:
     # Holdout rows equal to the boilerplate would, if used as "real", make it look real.
     leaky = FilterContext(seed=0, labels=("complaint",), real_train=REAL, embedder=context.embedder,
-                          real_holdout=[Record(t, "complaint", id=f"h{i}") for i, t in enumerate(BOILERPLATE)])
+                          real_holdout=[Record({"text": t}, "complaint", id=f"h{i}") for i, t in enumerate(BOILERPLATE)])
     a = Critic(CriticParams(drop_fraction=0.25)).fit(context).apply(SYNTHETIC)
     b = Critic(CriticParams(drop_fraction=0.25)).fit(leaky).apply(SYNTHETIC)
     assert [r.meta for r in a.kept] == [r.meta for r in b.kept] and a.stats == b.stats
@@ -107,13 +107,13 @@ def test_edge_cases(context: FilterContext) -> None:
     assert critic.apply([]).kept == [] and "skipped" in critic.apply([]).stats
     single = critic.apply(SYNTHETIC[:1])
     assert single.kept == SYNTHETIC[:1] and single.stats["skipped"] == "only 1 synthetic rows; need 2"
-    same = critic.apply([Record("Same text.", "complaint", id=f"s{i}") for i in range(10)])
+    same = critic.apply([Record({"text": "Same text."}, "complaint", id=f"s{i}") for i in range(10)])
     assert len(same.kept) == 9 and len(same.dropped) == 1  # no failure, and still a tenth dropped
     odd = [
         *SYNTHETIC[:5],
-        Record("Le colis est arrivé abîmé 📦😢 — qu'est-ce que je fais ?", "complaint", id="unicode"),
-        Record("My order is late. " * 500, "complaint", id="long"),
-        Record("🙂", None, id="emoji-only"),
+        Record({"text": "Le colis est arrivé abîmé 📦😢 — qu'est-ce que je fais ?"}, "complaint", id="unicode"),
+        Record({"text": "My order is late. " * 500}, "complaint", id="long"),
+        Record({"text": "🙂"}, id="emoji-only"),
     ]
     result = critic.apply(odd)
     assert len(result.kept) + len(result.dropped) == len(odd) and len(result.dropped) == 0  # floor(0.1 * 8)
@@ -135,9 +135,8 @@ def test_params_are_validated() -> None:
 
 
 def test_style_critic_drops_on_topic_rows_that_are_too_long(context: FilterContext) -> None:
-    rambling = [Record(f"{t[:-1]}, and honestly, after everything that has happened with this order, the delays, the "
-                       "emails, the waiting, I really do think someone should look into it properly.", "complaint",
-                       id=f"long{i}") for i, t in enumerate(MESSAGES[10:])]
+    rambling = [Record({"text": f"{t[:-1]}, and honestly, after everything that has happened with this order, the delays, the "
+                       "emails, the waiting, I really do think someone should look into it properly."}, "complaint", id=f"long{i}") for i, t in enumerate(MESSAGES[10:])]
     rows = SYNTHETIC[:10] + rambling
     result = Critic(CriticParams(features="style", drop_fraction=0.5)).fit(context).apply(rows)  # 10 of 20
     assert sorted(d.id for d in result.dropped) == sorted(r.id for r in rambling)

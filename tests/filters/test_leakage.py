@@ -17,14 +17,13 @@ from factory.filters.semantic import SemanticDedup, SemanticDedupParams
 from factory.records import Record
 
 TRAIN = [
-    Record(text="The delivery driver left my parcel at the wrong house again.", label="negative", id="t1"),
-    Record(text="Could you please tell me when my refund will be processed?", label="neutral", id="t2"),
-    Record(text="Absolutely love the new blender, it crushes ice like a dream and cleans up in seconds.",
-           label="positive", id="t3"),
+    Record({"text": "The delivery driver left my parcel at the wrong house again."}, "negative", id="t1"),
+    Record({"text": "Could you please tell me when my refund will be processed?"}, "neutral", id="t2"),
+    Record({"text": "Absolutely love the new blender, it crushes ice like a dream and cleans up in seconds."}, "positive", id="t3"),
 ]
 HOLDOUT = [
-    Record(text="The store opens at nine in the morning on weekdays.", label="neutral", id="h1"),
-    Record(text="Worst customer service I have ever had, nobody answered for a week.", label="negative", id="h2"),
+    Record({"text": "The store opens at nine in the morning on weekdays."}, "neutral", id="h1"),
+    Record({"text": "Worst customer service I have ever had, nobody answered for a week."}, "negative", id="h2"),
 ]
 
 
@@ -40,7 +39,7 @@ def make(embedder: Embedder, train: list[Record] = TRAIN, holdout: list[Record] 
 
 
 def rows(*texts: str) -> list[Record]:
-    return [Record(text=t, label="neutral", id=f"s{i}") for i, t in enumerate(texts)]
+    return [Record({"text": t}, "neutral", id=f"s{i}") for i, t in enumerate(texts)]
 
 
 def test_copies_of_train_and_holdout_rows_are_dropped(embedder: Embedder) -> None:
@@ -91,7 +90,7 @@ def test_each_check_alone_and_the_metrics(embedder: Embedder) -> None:
     jaccard = make(embedder, threshold=None, ngram_metric="jaccard").apply(records)
     assert [r.id for r in jaccard.kept] == ["s0", "s1"]
     # Shorter than n words: the whole (normalised) text is one gram, so an exact copy still matches.
-    short = make(embedder, [Record(text="Loved it!", id="t9")], [], threshold=None).apply(rows("loved it", "hated it"))
+    short = make(embedder, [Record({"text": "Loved it!"}, id="t9")], [], threshold=None).apply(rows("loved it", "hated it"))
     assert [r.id for r in short.kept] == ["s1"]
     with pytest.raises(ValidationError):
         LeakageParams(threshold=None, ngram_threshold=None)
@@ -114,12 +113,12 @@ def test_edge_cases(embedder: Embedder) -> None:
     assert [r.id for r in f.apply(rows("A single unrelated row about kettles.")).kept] == ["s0"]
     copies = f.apply(rows(*[TRAIN[0].text] * 4))
     assert copies.kept == [] and copies.stats["leaked"] == {"train": 4, "holdout": 0}
-    emoji = make(embedder, [Record(text="Merci beaucoup 🙏😊 für alles!", id="e1")], []).apply(
+    emoji = make(embedder, [Record({"text": "Merci beaucoup 🙏😊 für alles!"}, id="e1")], []).apply(
         rows("merci beaucoup 🙏😊 für alles", "ありがとうございます。"))
     assert [r.id for r in emoji.kept] == ["s1"]
     very_long = rows("The parcel is late again and nobody answers the phone. " * 300)
     assert len(f.apply(very_long).kept) == 1
-    unnamed = make(embedder, [], [Record(text="An anonymous holdout row about lamps.")], threshold=None)
+    unnamed = make(embedder, [], [Record({"text": "An anonymous holdout row about lamps."})], threshold=None)
     assert unnamed.apply(rows("An anonymous holdout row about lamps.")).dropped[0].detail.startswith(
         "near copy of real holdout row #0")
 
@@ -138,14 +137,14 @@ def test_chain_embeds_each_text_once(embedder: Embedder) -> None:
     for f in chain:
         f.fit(context)
     records = [
-        Record(text="The blue kettle boils water in two minutes.", label="neutral", id="a"),
-        Record(text="The blue kettle boils water in two minutes!", label="positive", id="b"),
-        Record(text="I absolutely adore this lamp, it lights the whole room.", label="positive", id="c"),
-        Record(text="I absolutely adore this lamp; it lights up the whole room.", label="positive", id="d"),
-        Record(text="Sorry.", label="negative", id="e"),  # dropped by quality: never embedded
-        Record(text="I'm sorry, but I can't assist with that.", label="negative", id="f"),  # likewise
-        Record(text="The delivery driver left my parcel at the wrong house again.", label="negative", id="g"),
-        Record(text="The chair wobbles and creaks every time I sit down.", label="negative", id="h"),
+        Record({"text": "The blue kettle boils water in two minutes."}, "neutral", id="a"),
+        Record({"text": "The blue kettle boils water in two minutes!"}, "positive", id="b"),
+        Record({"text": "I absolutely adore this lamp, it lights the whole room."}, "positive", id="c"),
+        Record({"text": "I absolutely adore this lamp; it lights up the whole room."}, "positive", id="d"),
+        Record({"text": "Sorry."}, "negative", id="e"),  # dropped by quality: never embedded
+        Record({"text": "I'm sorry, but I can't assist with that."}, "negative", id="f"),  # likewise
+        Record({"text": "The delivery driver left my parcel at the wrong house again."}, "negative", id="g"),
+        Record({"text": "The chair wobbles and creaks every time I sit down."}, "negative", id="h"),
     ]
     rows_in = records
     dropped: dict[str, list[str]] = {}

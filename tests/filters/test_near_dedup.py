@@ -29,7 +29,7 @@ KETTLE = "The kettle boils water quickly and the handle stays cool to the touch.
 
 
 def rows(*texts: str, label: str | None = "a") -> list[Record]:
-    return [Record(text=t, label=label, id=f"r{i}") for i, t in enumerate(texts)]
+    return [Record({"text": t}, label, id=f"r{i}") for i, t in enumerate(texts)]
 
 
 def shingles(text: str, unit: str = "char", n: int = 3) -> set[str]:
@@ -104,16 +104,16 @@ def test_chain_joins_one_cluster_and_says_through_which_row() -> None:
 
 def test_per_label() -> None:
     records = rows(KETTLE, label="positive") + [
-        Record(text=KETTLE.upper(), label="negative", id="n0"),
-        Record(text=KETTLE + " Really.", label="negative", id="n1"),
-        Record(text="A lone row with no label at all, about trains.", label=None, id="x0"),
+        Record({"text": KETTLE.upper()}, "negative", id="n0"),
+        Record({"text": KETTLE + " Really."}, "negative", id="n1"),
+        Record({"text": "A lone row with no label at all, about trains."}, id="x0"),
     ]
     assert [r.id for r in dedup(records).kept] == ["r0", "x0"]
     result = dedup(records, per_label=True)
     assert [r.id for r in result.kept] == ["r0", "n0", "x0"]
     assert result.dropped[0].id == "n1" and "near duplicate of n0" in result.dropped[0].detail
     # Unlabelled rows form a group of their own: a copy across None and a label is kept.
-    mixed = [Record(text=KETTLE, label=None, id="u"), Record(text=KETTLE, label="a", id="l")]
+    mixed = [Record({"text": KETTLE}, id="u"), Record({"text": KETTLE}, "a", id="l")]
     assert len(dedup(mixed, per_label=True).kept) == 2
 
 
@@ -254,7 +254,7 @@ def test_recall_on_a_small_planted_set() -> None:
 
 
 def test_include_response() -> None:
-    records = [Record(text="Summarise the article.", response=f"It is about {topic}.", id=f"r{i}")
+    records = [Record({"instruction": "Summarise the article.", "response": f"It is about {topic}."}, id=f"r{i}")
                for i, topic in enumerate(["trains", "the history of bread baking in France"])]
     assert len(dedup(records).kept) == 1
     assert len(dedup(records, include_response=True).kept) == 2

@@ -18,7 +18,7 @@ def quality(**params: object) -> Quality:
 
 def verdict(text: str, **params: object) -> str | None:
     """The reason a single classification row is dropped, or None when kept."""
-    result = quality(**params).apply([Record(text=text, label="neutral", id="r0")])
+    result = quality(**params).apply([Record({"text": text}, "neutral", id="r0")])
     return result.dropped[0].reason if result.dropped else None
 
 
@@ -93,29 +93,22 @@ def test_language_check() -> None:
     # Off by default; too few words to judge by function words.
     assert verdict("La película es muy buena y los actores son excelentes.") is None
     assert verdict("Muy buena película.", language="en") is None
-    detail = quality(language="en").apply([Record(text="La película es muy buena y los actores son excelentes.",
-                                                  label="neutral", id="x")]).dropped[0].detail
+    detail = quality(language="en").apply([Record({"text": "La película es muy buena y los actores son excelentes."}, "neutral", id="x")]).dropped[0].detail
     assert "'es'" in detail and "'en'" in detail
 
 
 def test_instruction_rows_check_the_response_where_it_makes_sense() -> None:
     rows = [
-        Record(text="Write a function that greets a user by name.", id="ok-code",
-               response="def greet(name):\n    return f'Hello {name}!'\n\nnames = [name for name in people]\n"
-                        "tag = '<name>Ada</name>'\nfirst = rows[Order]\n\nOutput: Hello Ada!"),
-        Record(text="Write a haiku about autumn leaves.", id="ok-preamble",
-               response="Here is a haiku:\nRed leaves drift and fall\nquiet paths remember them\nthe wind keeps no count"),
-        Record(text="Show how list comprehensions work in Python.", id="ok-markdown",
-               response="## Example\n```python\nsquares = [x * x for x in range(5)]\n```\nOutput: [0, 1, 4, 9, 16]"),
-        Record(text="Explain photosynthesis to a child.", id="refused",
-               response="I'm sorry, but I can't help with that."),
-        Record(text="Summarise the plot of Hamlet in two sentences.", id="empty", response=""),
-        Record(text="Write a short cover letter for a barista job.", id="placeholder",
-               response="Dear Hiring Manager, I am applying for the barista role. Sincerely, [Your Name]"),
-        Record(text="Instruction: Write a limerick about a cat.", id="scaffold", response="There once was a cat..."),
-        Record(text="Translate 'good morning' into French.", id="scaffold-response",
-               response="### Response\nBonjour."),
-        Record(text="Here is an instruction: list three prime numbers.", id="boiler", response="2, 3 and 5."),
+        Record({"instruction": "Write a function that greets a user by name.", "response": "def greet(name):\n    return f'Hello {name}!'\n\nnames = [name for name in people]\n"
+                        "tag = '<name>Ada</name>'\nfirst = rows[Order]\n\nOutput: Hello Ada!"}, id="ok-code"),
+        Record({"instruction": "Write a haiku about autumn leaves.", "response": "Here is a haiku:\nRed leaves drift and fall\nquiet paths remember them\nthe wind keeps no count"}, id="ok-preamble"),
+        Record({"instruction": "Show how list comprehensions work in Python.", "response": "## Example\n```python\nsquares = [x * x for x in range(5)]\n```\nOutput: [0, 1, 4, 9, 16]"}, id="ok-markdown"),
+        Record({"instruction": "Explain photosynthesis to a child.", "response": "I'm sorry, but I can't help with that."}, id="refused"),
+        Record({"instruction": "Summarise the plot of Hamlet in two sentences.", "response": ""}, id="empty"),
+        Record({"instruction": "Write a short cover letter for a barista job.", "response": "Dear Hiring Manager, I am applying for the barista role. Sincerely, [Your Name]"}, id="placeholder"),
+        Record({"instruction": "Instruction: Write a limerick about a cat.", "response": "There once was a cat..."}, id="scaffold"),
+        Record({"instruction": "Translate 'good morning' into French.", "response": "### Response\nBonjour."}, id="scaffold-response"),
+        Record({"instruction": "Here is an instruction: list three prime numbers.", "response": "2, 3 and 5."}, id="boiler"),
     ]
     result = quality().apply(rows)
     assert [r.id for r in result.kept] == ["ok-code", "ok-preamble", "ok-markdown"]
@@ -129,9 +122,9 @@ def test_instruction_rows_check_the_response_where_it_makes_sense() -> None:
 
 
 def test_label_names_count_as_scaffolding_only_for_labelled_rows() -> None:
-    rows = [Record(text="Polite: thank you kindly for waiting.", label="polite", id="a"),
-            Record(text="Neutral\nThe parcel arrives on Monday.", label="neutral", id="b"),
-            Record(text="Polite: explain what this prefix means.", response="It marks the tone.", id="c")]
+    rows = [Record({"text": "Polite: thank you kindly for waiting."}, "polite", id="a"),
+            Record({"text": "Neutral\nThe parcel arrives on Monday."}, "neutral", id="b"),
+            Record({"instruction": "Polite: explain what this prefix means.", "response": "It marks the tone."}, id="c")]
     result = quality().apply(rows)
     assert [d.id for d in result.dropped] == ["a", "b"]
     # Without fit there are no label names to look for, and nothing fails.
@@ -139,7 +132,7 @@ def test_label_names_count_as_scaffolding_only_for_labelled_rows() -> None:
 
 
 def test_order_details_and_determinism() -> None:
-    rows = [Record(text=t, label="neutral", id=f"r{i}") for i, t in enumerate([
+    rows = [Record({"text": t}, "neutral", id=f"r{i}") for i, t in enumerate([
         "Your parcel arrives on Monday morning.", "ok", "Thank you for waiting so patiently.",
         "As an AI, I cannot write that.", "We have restocked the blue kettles.",
     ])]
@@ -153,7 +146,7 @@ def test_order_details_and_determinism() -> None:
 
 def test_edge_cases() -> None:
     assert quality().apply([]).kept == []
-    same = [Record(text="Thank you for your order today.", label="neutral", id=f"r{i}") for i in range(5)]
+    same = [Record({"text": "Thank you for your order today."}, "neutral", id=f"r{i}") for i in range(5)]
     assert len(quality().apply(same).kept) == 5  # identical rows are the dedup filters' business
     assert len(quality().apply(same[:1]).kept) == 1
     very_long = " ".join(["The parcel arrives on Monday."] * 2000)

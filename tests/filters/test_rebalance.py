@@ -19,9 +19,9 @@ NAMES = ["anna", "ben", "carla", "dev", "emre", "fatima", "gus", "hana", "ivan",
 REFUND = [f"I want a refund for the {ITEMS[i % 10]} from order #{1000 + i}, it arrived broken." for i in range(20)]
 LOGIN = [f"I cannot log in to my account {name}, the password is rejected every time." for name in NAMES]
 ABROAD = ["Do you ship to Norway?", "Are there customs fees for deliveries to Japan?"]
-ROWS = ([Record(t, "complaint", id=f"refund{i}") for i, t in enumerate(REFUND)]
-        + [Record(t, "complaint", id=f"login{i}") for i, t in enumerate(LOGIN)]
-        + [Record(t, "complaint", id=f"abroad{i}") for i, t in enumerate(ABROAD)])
+ROWS = ([Record({"text": t}, "complaint", id=f"refund{i}") for i, t in enumerate(REFUND)]
+        + [Record({"text": t}, "complaint", id=f"login{i}") for i, t in enumerate(LOGIN)]
+        + [Record({"text": t}, "complaint", id=f"abroad{i}") for i, t in enumerate(ABROAD)])
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_thin_clusters_are_reported_and_top_up_asks_for_more(context: FilterCont
 
 
 def test_small_labels_pass_through_and_k_never_exceeds_the_rows(context: FilterContext) -> None:
-    praise = [Record(t, "praise", id=f"p{i}") for i, t in enumerate(["Great service!", "Loved it.", "Thanks, superb."])]
+    praise = [Record({"text": t}, "praise", id=f"p{i}") for i, t in enumerate(["Great service!", "Loved it.", "Thanks, superb."])]
     result = Rebalance(RebalanceParams(clusters_per_label=3)).fit(context).apply(praise + ROWS)
     assert {r.id for r in result.kept} >= {"p0", "p1", "p2"}
     assert result.stats["labels"]["praise"] == {"rows": 3, "skipped": "only 3 rows; need 10"}
@@ -82,19 +82,19 @@ def test_edge_cases(context: FilterContext) -> None:
     empty = stage.apply([])
     assert empty.kept == [] and empty.stats["top_up"] == {} and empty.stats["balance_before"] == {"complaint": 0, "praise": 0}
     assert stage.apply(ROWS[:1]).kept == ROWS[:1]
-    same = stage.apply([Record("Same text.", "complaint", id=f"s{i}") for i in range(30)])
+    same = stage.apply([Record({"text": "Same text."}, "complaint", id=f"s{i}") for i in range(30)])
     assert len(same.kept) == 30 and same.stats["labels"]["complaint"]["skipped"] == "too few distinct rows to cluster"
     odd = [
-        Record("Das Paket kam beschädigt an 📦😢 — was nun?", "complaint", id="unicode"),
-        Record("My order is late. " * 500, "complaint", id="long"),
-        Record("🙂🙂🙂", "complaint", id="emoji"),
+        Record({"text": "Das Paket kam beschädigt an 📦😢 — was nun?"}, "complaint", id="unicode"),
+        Record({"text": "My order is late. " * 500}, "complaint", id="long"),
+        Record({"text": "🙂🙂🙂"}, "complaint", id="emoji"),
     ]
     result = Rebalance(RebalanceParams(clusters_per_label=3)).fit(context).apply(ROWS + odd)
     assert len(result.kept) + len(result.dropped) == 45
     thin_examples = [e for c in result.stats["labels"]["complaint"]["thin"] for e in c["examples"]]
     assert all(len(e) <= 300 for e in thin_examples), "long rows are clipped in the stats"
     # Instruction rows (no label) form the build's "all" bucket; repeated runs give the same answer.
-    rows = [Record(r.text, None, response="ok", id=r.id) for r in ROWS]
+    rows = [Record({"instruction": r.text, "response": "ok"}, id=r.id) for r in ROWS]
     first = Rebalance(RebalanceParams()).fit(context).apply(rows)
     again = Rebalance(RebalanceParams()).fit(context).apply(rows)
     assert "all" in first.stats["labels"] and [r.id for r in first.kept] == [r.id for r in again.kept]

@@ -24,7 +24,7 @@ def dedup(embedder: Embedder, **params: object) -> SemanticDedup:
 
 
 def rows(*pairs: tuple[str, str]) -> list[Record]:
-    return [Record(text=t, label=label, id=f"r{i}") for i, (label, t) in enumerate(pairs)]
+    return [Record({"text": t}, label, id=f"r{i}") for i, (label, t) in enumerate(pairs)]
 
 
 def test_drops_paraphrases_of_kept_rows(embedder: Embedder) -> None:
@@ -71,7 +71,7 @@ def test_edge_cases(embedder: Embedder) -> None:
     assert [r.id for r in f.apply(emoji).kept] == ["r0", "r1", "r2"]
     long_rows = rows(("neutral", "The parcel is late. " * 500), ("neutral", "A completely different sentence."))
     assert len(f.apply(long_rows).kept) == 2
-    unlabelled = [Record(text="Same instruction.", id="a"), Record(text="Same instruction.", id="b")]
+    unlabelled = [Record({"text": "Same instruction."}, id="a"), Record({"text": "Same instruction."}, id="b")]
     assert [r.id for r in f.apply(unlabelled).kept] == ["a"]
 
 
