@@ -47,7 +47,8 @@ def main() -> None:
     print(f"rows: {second.manifest.rows} (target {args.rows})")
     print(f"first build (baseline, {sent} requests): {first_s:.2f} s")
     print(f"cached re-run: {second_s:.2f} s, model calls: {resent}  "
-          f"({second_s / first_s:.2f} x the first build)  {'PASS' if resent == 0 and first.manifest.rows == second.manifest.rows else 'FAIL'}")
+          f"({second_s / first_s:.2f} x the first build)  "
+          f"{'PASS' if resent == 0 and first.manifest.rows == second.manifest.rows else 'FAIL'}")
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from factory.generators.catalog import resolve_model
 from factory import build
-from factory.tasks import make_recipe
+from factory.generators.catalog import resolve_model
 from factory.spec import load_recipe
+from factory.tasks import make_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "movie-reviews.yaml"
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from _loopback import loopback_server
 
+from factory import build
 from factory.generators.openai_compat import OpenAIGenerator
 from factory.generators.params import OpenAIParams
-from factory import build
-from factory.tasks import make_recipe
 from factory.spec import parse_recipe
+from factory.tasks import make_recipe
 
 
 def recipe(base_url: str, concurrency: int, rows: int) -> dict:

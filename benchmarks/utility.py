@@ -28,15 +28,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from factory import build
+from factory.data.real import load_real_rows, split_real
 from factory.embeddings import Embedder
 from factory.eval.evaluators import build_evaluator
 from factory.eval.metrics import mean_spread, scores
-from factory.data.real import load_real_rows, split_real
-from factory import build
 from factory.records import Record
-from factory.spec import load_recipe
 from factory.run.manifest import Manifest
 from factory.run.store import RunStore
+from factory.spec import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "movie-reviews.yaml"
 

@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="create the repo private (or the recipe's hub.private)")
     push.add_argument("--include-rejected", action="store_true", help="also push the rejected rows as the 'rejected' config")
     push.add_argument("--force", action="store_true", help="push even though the run failed its eval gate")
-    push.add_argument("--token-env", type=_env_name, help="environment variable holding the Hub token (default: the recipe's hub.token_env, else HF_TOKEN)")
+    push.add_argument("--token-env", type=_env_name,
+                      help="environment variable holding the Hub token (default: the recipe's hub.token_env, else HF_TOKEN)")
     return parser
 
 

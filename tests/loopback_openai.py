@@ -145,7 +145,8 @@ class LoopbackOpenAI:
                     server._seen[fp] = n + 1
                 fmt = (body.get("response_format") or {}).get("type")
                 if fmt == "json_schema" and not server.accept_json_schema:
-                    action = Action(status=400, body=b'{"error": {"message": "response_format json_schema is not supported", "type": "invalid_request_error"}}')
+                    action = Action(status=400, body=b'{"error": {"message": "response_format json_schema is not supported", '
+                                                     b'"type": "invalid_request_error"}}')
                 else:
                     action = server.script(body, n)
                 entry = LoggedRequest(fp, body, {k.lower(): v for k, v in self.headers.items()}, action.status, time.time())

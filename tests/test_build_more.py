@@ -17,9 +17,9 @@ import pytest
 from conftest import CANARY_KEY, cached_requests, classification_recipe, resent, write_recipe
 
 from factory import build, interrupts, load_recipe
+from factory.builder.builder import Builder
 from factory.cli import main
 from factory.data.real import load_real_rows, split_real
-from factory.builder.builder import Builder
 
 
 def test_instruction_recipe_builds_pairs(tmp_path: Path, loopback, canary_key: str) -> None:

@@ -231,7 +231,8 @@ def test_clusters_holding_ninety_percent() -> None:
 
 
 def test_cross_label_collisions() -> None:
-    a = [Record({"text": "Great kettle!"}, "positive"), Record({"text": "Bad lamp."}, "negative"), Record({"text": "Fine chair"}, "positive")]
+    a = [Record({"text": "Great kettle!"}, "positive"), Record({"text": "Bad lamp."}, "negative"),
+         Record({"text": "Fine chair"}, "positive")]
     b = [Record({"text": "great KETTLE"}, "negative"), Record({"text": "bad lamp"}, "negative"), Record({"text": "Other"}, "positive")]
     va = np.eye(4)[[0, 1, 2]]
     vb = np.eye(4)[[3, 1, 2]]  # "Other" embeds like "Fine chair" (cosine 1) but has the same label

@@ -7,15 +7,16 @@ from collections import Counter
 
 import pytest
 
-from factory.tasks import ClassificationRecipe, InstructionRecipe, make_recipe
 from factory.records import Completion, Record, Rejected
 from factory.spec import parse_recipe
+from factory.tasks import ClassificationRecipe, InstructionRecipe, make_recipe
 
 
 def spec(**overrides):
     data = {
         "name": "t", "task": "classification", "seed": 1,
-        "labels": {"polite": {"description": "Kind and warm.", "examples": ["Thank you so much for your patience!", "We are glad to help."]},
+        "labels": {"polite": {"description": "Kind and warm.",
+                              "examples": ["Thank you so much for your patience!", "We are glad to help."]},
                    "impolite": {"description": "Rude.", "examples": ["Read the manual yourself."]}},
         "axes": {"category": {"air": 3, "train": 1}, "issue": ["refund", "delay"]},
         "generate": {"few_shot": 1},

@@ -50,7 +50,8 @@ def bad(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
         (GOOD.replace("food: 2, travel: 1", "food: 0, travel: 0"), ["axes", "only zero weights"]),
         (GOOD.replace("  b: {", "  a: {"), ["duplicate key 'a'", "line 5"]),
         (GOOD + "generators:\n  - {backend: skynet, model: m}\n", ["generators[0]", "'skynet'", "'openai'", "'llamacpp'"]),
-        (GOOD + "generators:\n  - {backend: openai, model: m, api_key_env: sk-123abc}\n", ["generators[0].api_key_env", "looks like a key or token"]),
+        (GOOD + "generators:\n  - {backend: openai, model: m, api_key_env: sk-123abc}\n",
+         ["generators[0].api_key_env", "looks like a key or token"]),
         (GOOD + "generators:\n  - {backend: openai, model: m, weight: 0}\n", ["weights are all zero"]),
         (GOOD + "generators:\n  - {backend: openai, model: m, weight: -1}\n", ["generators[0].weight", "greater than or equal to 0"]),
         (GOOD.replace("labels:", "labels: !!python/object/apply:os.system ['echo pwned']\nx:"), ["python/object/apply", "safe loader"]),
@@ -114,9 +115,9 @@ def test_help_and_validate_import_no_numpy_torch_or_filter(argv: list[str]) -> N
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    probe = ("import sys\nfrom factory.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+    probe = (f"import sys\nfrom factory.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
              "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'torch', 'sklearn', 'pandas', "
              "'datasets', 'transformers') or (m.startswith('factory.filters.') and m != 'factory.filters.params'))\n"
-             "print('HEAVY', heavy)\n") % (argv,)
+             "print('HEAVY', heavy)\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, timeout=120)
     assert "HEAVY []" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]

@@ -14,20 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from factory import interrupts
+from factory.builder.planner import fixed_round, plan_round, top_up_focus, trim_to_target
+from factory.builder.progress import BuildProgress
+from factory.data.real import real_split
 from factory.embeddings import Embedder
 from factory.errors import FactoryError
-from factory.data.real import real_split
 from factory.eval.runner import evaluate
-from factory.builder.planner import fixed_round, plan_round, top_up_focus, trim_to_target
 from factory.filters import build_filter
 from factory.filters.base import Filter, FilterContext
 from factory.generators import Generator, build_generator
-from factory.builder.progress import BuildProgress
 from factory.records import Completion, Prompt, Record, Rejected
-from factory.secrets import name_secret_variables, recipe_secret_variables
-from factory.spec import RecipeBase
 from factory.run.manifest import Manifest
 from factory.run.store import RunStore, request_key
+from factory.secrets import name_secret_variables, recipe_secret_variables
+from factory.spec import RecipeBase
 from factory.tasks import Recipe, make_recipe
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from factory.api import build
 from factory.comparison.metrics import (
     CLUSTER_SHARE,
     Measurer,
@@ -37,7 +38,6 @@ from factory.comparison.metrics import (
     shared_clusters,
     verdict,
 )
-from factory.api import build
 from factory.comparison.runs import chosen_generators, default_out, default_requests, fixed_prompts, load_run, run_dir_name
 from factory.data.real import real_split
 from factory.embeddings import Embedder

@@ -51,7 +51,6 @@ from typing import Any
 import numpy as np
 
 from factory.comparison.runs import GeneratorRun
-from factory.run.manifest import Manifest
 from factory.embeddings import Embedder
 from factory.errors import require
 from factory.eval.runner import CONDITIONS
@@ -61,6 +60,7 @@ from factory.filters.probe import fit_proba
 from factory.generators.base import GeneratorParams
 from factory.generators.params import OpenAIParams
 from factory.records import Record, Rejected
+from factory.run.manifest import Manifest
 from factory.spec import RecipeBase
 from factory.text import normalize, words
 

@@ -11,14 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from factory.errors import FactoryError
 from factory.generators import build_generator
 from factory.generators.base import GeneratorParams
 from factory.records import Completion, Prompt, Record, Rejected
-from factory.spec import RecipeBase
 from factory.run.manifest import Manifest, load_manifest
 from factory.run.store import RequestCache, request_key
+from factory.spec import RecipeBase
 from factory.tasks import Recipe
 
 log = logging.getLogger(__name__)

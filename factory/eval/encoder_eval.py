@@ -24,12 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
 from factory.embeddings import packaged_minilm_path
 from factory.errors import require
 from factory.eval.base import Evaluator, Predictions
-from factory.eval.params import EncoderParams
 from factory.eval.linear import prepare_training
+from factory.eval.params import EncoderParams
 from factory.records import Record
 
 

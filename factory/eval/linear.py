@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
 from factory.embeddings import Embedder
 from factory.errors import require
 from factory.eval.base import Evaluator, Predictions

@@ -8,14 +8,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from factory.data.real import real_split
 from factory.embeddings import Embedder
 from factory.errors import FactoryError
-from factory.data.real import real_split
 from factory.eval.runner import evaluate
 from factory.records import Record
-from factory.spec import EvalSpec, parse_recipe
 from factory.run.manifest import load_manifest
 from factory.run.store import RunStore
+from factory.spec import EvalSpec, parse_recipe
 
 
 def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, Any]:

@@ -13,12 +13,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-
 from factory.eval.base import Evaluator, Predictions
-from factory.eval.params import SetFitParams
-from factory.training import train_setfit
 from factory.eval.linear import prepare_training
+from factory.eval.params import SetFitParams
 from factory.records import Record
+from factory.training import train_setfit
 
 
 class SetFitEvaluator(Evaluator):

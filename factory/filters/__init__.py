@@ -32,7 +32,7 @@ from factory.filters.params import (
 if TYPE_CHECKING:
     from factory.filters.base import Filter
 
-# type: -> (settings, "module:Class" of the implementation). One line per filter.
+# Each filter: its `type:` -> (its settings, "module:Class" of its implementation). One line per filter.
 _REGISTRY: dict[str, tuple[type[FilterParams], str]] = {
     "exact_dedup": (ExactDedupParams, "factory.filters.exact:ExactDedup"),
     "quality": (QualityParams, "factory.filters.quality:Quality"),

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from factory.training import train_setfit
-from factory.filters.params import ConfidenceParams
 from factory.filters.base import Filter, FilterContext, FilterResult
+from factory.filters.params import ConfidenceParams
 from factory.filters.probe import crossfit_proba, fit_proba
 from factory.records import Record, Rejected
+from factory.training import train_setfit
 
 
 class Confidence(Filter):
@@ -37,7 +37,7 @@ class Confidence(Filter):
         train = [r for r in context.real_train if r.label is not None]
         # Label order: the recipe's first, then any extra real label, so stats read in recipe order.
         order = {label: i for i, label in enumerate(context.labels)}
-        self.train_labels_ = sorted({r.label for r in train}, key=lambda l: (order.get(l, len(order)), l))
+        self.train_labels_ = sorted({r.label for r in train}, key=lambda label: (order.get(label, len(order)), label))
         self.train_rows_ = len(train) if len(self.train_labels_) >= 2 else 0
         self.setfit_: Any = None
         self.train_x_: np.ndarray | None = None

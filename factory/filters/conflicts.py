@@ -14,8 +14,8 @@ from itertools import combinations
 import numpy as np
 
 from factory.errors import require
-from factory.filters.params import ConflictsParams
 from factory.filters.base import Filter, FilterResult
+from factory.filters.params import ConflictsParams
 from factory.filters.probe import crossfit_proba, fit_proba
 from factory.filters.similarity import BLOCK
 from factory.records import Record, Rejected

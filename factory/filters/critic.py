@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from factory.errors import require
-from factory.filters.params import CriticParams
 from factory.filters.base import Filter, FilterResult
+from factory.filters.params import CriticParams
 from factory.filters.probe import crossfit_proba
 from factory.records import Record, Rejected
 
@@ -25,7 +25,8 @@ class Critic(Filter):
 
     Logistic regression on the shared embeddings (or on surface style measures, `features`), with
     balanced class weights because real rows are few, cross-fitted over real + synthetic rows so that
-    every score comes from a model that did not see the row. Only `real_train` is used: the holdout rows are validation data. The ROC AUC of the
+    every score comes from a model that did not see the row. Only `real_train` is used: the holdout rows are
+    validation data. The ROC AUC of the
     out-of-fold scores, before and after the drop, says how separable the two sets were and still are
     (0.5: indistinguishable).
     """

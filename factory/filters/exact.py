@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
-from factory.filters.params import ExactDedupParams
 from factory.filters.base import Filter, FilterResult
+from factory.filters.params import ExactDedupParams
 from factory.records import Record, Rejected
 from factory.text import normalize_many
 

@@ -16,8 +16,8 @@ from typing import Self
 
 import numpy as np
 
-from factory.filters.params import LeakageParams
 from factory.filters.base import Filter, FilterContext, FilterResult
+from factory.filters.params import LeakageParams
 from factory.filters.similarity import best_match
 from factory.records import Record, Rejected
 from factory.text import words

@@ -23,8 +23,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from factory.filters.params import NearDedupParams
 from factory.filters.base import Filter, FilterResult
+from factory.filters.params import NearDedupParams
 from factory.records import Record, Rejected
 from factory.text import normalize, normalize_many
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-
 from factory.errors import require
-from factory.filters.params import NoveltyParams
 from factory.filters.base import Filter, FilterResult
+from factory.filters.params import NoveltyParams
 from factory.records import Record, Rejected
 
 

@@ -261,4 +261,5 @@ class RebalanceParams(FilterParams):
 
 class NoveltyParams(FilterParams):
     type: Literal["novelty"] = "novelty"
-    max_rouge_l: float = Field(0.7, gt=0, le=1, description="Drop a row whose ROUGE-L F1 with a kept row is above this (Self-Instruct: 0.7).")
+    max_rouge_l: float = Field(
+        0.7, gt=0, le=1, description="Drop a row whose ROUGE-L F1 with a kept row is above this (Self-Instruct: 0.7).")

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
-
-from factory.filters.params import QualityParams
 from factory.filters.base import Filter, FilterContext, FilterResult
+from factory.filters.params import QualityParams
 from factory.records import Record, Rejected
 from factory.text import REFUSAL, words
 

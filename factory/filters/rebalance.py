@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from factory.errors import require
-from factory.filters.params import RebalanceParams
 from factory.filters.base import Filter, FilterContext, FilterResult
+from factory.filters.params import RebalanceParams
 from factory.records import Record, Rejected
 
 EXAMPLE_CHARS = 300  # examples go into prompts and reports: a long row is cut, not left out

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from factory.filters.params import SemanticDedupParams
 from factory.filters.base import Filter, FilterResult
+from factory.filters.params import SemanticDedupParams
 from factory.filters.similarity import BLOCK, best_match
 from factory.records import Record, Rejected
+
 
 class SemanticDedup(Filter):
     """Greedy semantic dedup: rows are kept in input order unless one already kept is too similar.

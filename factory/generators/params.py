@@ -10,7 +10,6 @@ from factory.generators.base import GeneratorParams
 from factory.secrets import EnvVarName
 
 
-
 class OpenAIParams(GeneratorParams):
     """Any OpenAI-compatible chat-completions server: OpenAI, vLLM, Ollama, llama.cpp's server."""
 
@@ -25,7 +24,8 @@ class OpenAIParams(GeneratorParams):
     max_attempts: int = Field(4, ge=1, le=20, description="Attempts per request, the first included (the only retry layer).")
     backoff: float = Field(1.0, ge=0, description="First retry delay in seconds, doubled each attempt unless the server sends Retry-After.")
     json_mode: Literal["auto", "json_schema", "json_object", "none"] = Field(
-        "auto", description="How to ask for JSON: auto tries json_schema, then json_object, then plain text, and remembers what the server accepted.",
+        "auto", description="How to ask for JSON: auto tries json_schema, then json_object, then plain text, and "
+                            "remembers what the server accepted.",
     )
     extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra fields sent with every request (server-specific).")
     price_per_1k_input: float | None = Field(None, ge=0, description="Price per 1k prompt tokens, for cost reports.")

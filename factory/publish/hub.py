@@ -44,8 +44,8 @@ from filelock import FileLock, Timeout
 
 from factory.errors import PublishError, require
 from factory.run.manifest import Manifest, ManifestError, load_manifest
-from factory.secrets import check_env_name, name_secret_variables
 from factory.run.store import read_jsonl
+from factory.secrets import check_env_name, name_secret_variables
 
 log = logging.getLogger(__name__)
 

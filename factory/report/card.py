@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-from factory.secrets import name_secret_variables, recipe_secret_variables, redact
 from factory.run.manifest import Manifest, load_manifest
 from factory.run.store import atomic_write_text, read_jsonl
+from factory.secrets import name_secret_variables, recipe_secret_variables, redact
 from factory.tasks import task_kind
 
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
@@ -125,7 +125,8 @@ def render_card(run_dir: Path) -> str:
     lines += ["## Rows per label", "", _table(["label", "rows", "target"],
                                               [[k, v, manifest.targets[k]] for k, v in counts.items()]), ""]
     lines += ["## Filter funnel", "", "Every generated reply passes these stages in order; each drop has a reason "
-              "(the rejected rows are kept in `rejected.jsonl`" + (" and the `rejected` config" if hub.get("include_rejected") else "") + ").", "",
+              "(the rejected rows are kept in `rejected.jsonl`"
+              + (" and the `rejected` config" if hub.get("include_rejected") else "") + ").", "",
               _table(["stage", "in", "kept", "dropped (reason: rows)"],
                      [[s.stage, s.rows_in, s.kept, ", ".join(f"{k}: {v}" for k, v in s.dropped.items()) or "-"]
                       for s in manifest.funnel]), ""]

@@ -127,7 +127,8 @@ def rows_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em}.meta{color:#555}img{max-width:100%;display:block;margin:1em 0}
-table{border-collapse:collapse;width:100%;font-size:13px;margin:1em 0}td,th{border:1px solid #ddd;padding:4px 6px;vertical-align:top;text-align:left}
+table{border-collapse:collapse;width:100%;font-size:13px;margin:1em 0}
+td,th{border:1px solid #ddd;padding:4px 6px;vertical-align:top;text-align:left}
 th{background:#f3f3f3}.bad{color:#a00;font-weight:bold}.good{color:#070;font-weight:bold}"""
 
 

@@ -92,7 +92,8 @@ class RequestCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
-                "CREATE TABLE IF NOT EXISTS requests (key TEXT PRIMARY KEY, request TEXT NOT NULL, completion TEXT NOT NULL, created REAL NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS requests "
+                "(key TEXT PRIMARY KEY, request TEXT NOT NULL, completion TEXT NOT NULL, created REAL NOT NULL)"
             )
 
     def _errors(self) -> AbstractContextManager[None]:

@@ -9,7 +9,6 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from factory.filters.params import ExactDedupParams, NoveltyParams
-
 from factory.records import Completion, Prompt, Record, Rejected
 from factory.spec import RecipeBase, Strict
 from factory.tasks.base import Recipe, template

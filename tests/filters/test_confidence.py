@@ -117,7 +117,8 @@ def test_real_rows_of_one_label_are_not_enough(embedder: Embedder) -> None:
 
 
 def test_label_without_real_rows_passes_through_unscored(real_context: FilterContext) -> None:
-    records = [*SYNTHETIC, Record({"text": "Where is the nearest store?"}, "neutral", id="n"), Record({"text": "No label at all"}, id="none")]
+    records = [*SYNTHETIC, Record({"text": "Where is the nearest store?"}, "neutral", id="n"),
+               Record({"text": "No label at all"}, id="none")]
     result = Confidence(ConfidenceParams()).fit(real_context).apply(records)
     kept = {r.id: r for r in result.kept}
     assert "confidence" not in kept["n"].meta and "confidence" not in kept["none"].meta

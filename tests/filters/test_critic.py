@@ -136,7 +136,8 @@ def test_params_are_validated() -> None:
 
 def test_style_critic_drops_on_topic_rows_that_are_too_long(context: FilterContext) -> None:
     rambling = [Record({"text": f"{t[:-1]}, and honestly, after everything that has happened with this order, the delays, the "
-                       "emails, the waiting, I really do think someone should look into it properly."}, "complaint", id=f"long{i}") for i, t in enumerate(MESSAGES[10:])]
+                       "emails, the waiting, I really do think someone should look into it properly."},
+                   "complaint", id=f"long{i}") for i, t in enumerate(MESSAGES[10:])]
     rows = SYNTHETIC[:10] + rambling
     result = Critic(CriticParams(features="style", drop_fraction=0.5)).fit(context).apply(rows)  # 10 of 20
     assert sorted(d.id for d in result.dropped) == sorted(r.id for r in rambling)

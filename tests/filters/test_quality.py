@@ -93,19 +93,25 @@ def test_language_check() -> None:
     # Off by default; too few words to judge by function words.
     assert verdict("La película es muy buena y los actores son excelentes.") is None
     assert verdict("Muy buena película.", language="en") is None
-    detail = quality(language="en").apply([Record({"text": "La película es muy buena y los actores son excelentes."}, "neutral", id="x")]).dropped[0].detail
+    spanish = Record({"text": "La película es muy buena y los actores son excelentes."}, "neutral", id="x")
+    detail = quality(language="en").apply([spanish]).dropped[0].detail
     assert "'es'" in detail and "'en'" in detail
 
 
 def test_instruction_rows_check_the_response_where_it_makes_sense() -> None:
     rows = [
-        Record({"instruction": "Write a function that greets a user by name.", "response": "def greet(name):\n    return f'Hello {name}!'\n\nnames = [name for name in people]\n"
-                        "tag = '<name>Ada</name>'\nfirst = rows[Order]\n\nOutput: Hello Ada!"}, id="ok-code"),
-        Record({"instruction": "Write a haiku about autumn leaves.", "response": "Here is a haiku:\nRed leaves drift and fall\nquiet paths remember them\nthe wind keeps no count"}, id="ok-preamble"),
-        Record({"instruction": "Show how list comprehensions work in Python.", "response": "## Example\n```python\nsquares = [x * x for x in range(5)]\n```\nOutput: [0, 1, 4, 9, 16]"}, id="ok-markdown"),
+        Record({"instruction": "Write a function that greets a user by name.",
+                "response": "def greet(name):\n    return f'Hello {name}!'\n\nnames = [name for name in people]\n"
+                            "tag = '<name>Ada</name>'\nfirst = rows[Order]\n\nOutput: Hello Ada!"}, id="ok-code"),
+        Record({"instruction": "Write a haiku about autumn leaves.",
+                "response": "Here is a haiku:\nRed leaves drift and fall\nquiet paths remember them\nthe wind keeps no count"},
+               id="ok-preamble"),
+        Record({"instruction": "Show how list comprehensions work in Python.",
+                "response": "## Example\n```python\nsquares = [x * x for x in range(5)]\n```\nOutput: [0, 1, 4, 9, 16]"}, id="ok-markdown"),
         Record({"instruction": "Explain photosynthesis to a child.", "response": "I'm sorry, but I can't help with that."}, id="refused"),
         Record({"instruction": "Summarise the plot of Hamlet in two sentences.", "response": ""}, id="empty"),
-        Record({"instruction": "Write a short cover letter for a barista job.", "response": "Dear Hiring Manager, I am applying for the barista role. Sincerely, [Your Name]"}, id="placeholder"),
+        Record({"instruction": "Write a short cover letter for a barista job.",
+                "response": "Dear Hiring Manager, I am applying for the barista role. Sincerely, [Your Name]"}, id="placeholder"),
         Record({"instruction": "Instruction: Write a limerick about a cat.", "response": "There once was a cat..."}, id="scaffold"),
         Record({"instruction": "Translate 'good morning' into French.", "response": "### Response\nBonjour."}, id="scaffold-response"),
         Record({"instruction": "Here is an instruction: list three prime numbers.", "response": "2, 3 and 5."}, id="boiler"),
