@@ -13,6 +13,7 @@ import yaml
 
 from factory import interrupts
 from factory.errors import FactoryError, RecipeError
+from factory.eval.params import CONDITIONS, SYNTHETIC_REAL
 from factory.secrets import RedactingFilter, check_env_name, redact
 
 if TYPE_CHECKING:
@@ -133,13 +134,13 @@ def print_eval(results: dict) -> None:
     print(f"eval on {results['validation_rows']} real validation rows, seeds {results['seeds']} (macro-F1):")
     for name, scored in results["evaluators"].items():
         cells = [f"{c}={scored[c]['macro_f1']['mean']:.3f}±{scored[c]['macro_f1']['std']:.3f}"
-                 for c in ("real", "synthetic", "synthetic+real") if c in scored]
+                 for c in CONDITIONS if c in scored]
         gain = scored.get("gain")
         if gain:
             cells.append(f"gain={gain['gain']:+.3f} [{gain['ci_low']:+.3f}, {gain['ci_high']:+.3f}]")
         print(f"  {name:<8} " + "  ".join(cells))
     for entry in results.get("ablation", []):
-        sr = entry["synthetic+real"]
+        sr = entry[SYNTHETIC_REAL]
         delta = f"{entry['delta']:+.3f}" if entry["delta"] is not None else ""
         print(f"  after {entry['stage']:<14} rows={entry['rows']:<6} synthetic+real={sr['mean']:.3f} {delta}" if sr
               else f"  after {entry['stage']:<14} rows=0")

@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 Message = dict[str, str]
+# Stage names that are not filters, spelled here once: replies are parsed, the chain's survivors are
+# trimmed to the target, and what is left is the final dataset (stages.json, the funnel, the ablation).
+STAGE_PARSE, STAGE_TARGET, STAGE_FINAL = "parse", "target", "final"
 
 
 @dataclass(slots=True)

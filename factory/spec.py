@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
 
 from factory.errors import RecipeError
-from factory.eval.params import EVALUATOR_PARAMS, EvaluatorName
+from factory.eval.params import EVALUATOR_PARAMS, LINEAR, EvaluatorName
 from factory.filters import FilterSpec
 from factory.generators.params import ALL_PARAMS, LlamaCppParams
 from factory.secrets import EnvVarName, looks_like_secret
@@ -55,14 +55,14 @@ class GateSpec(Strict):
 
     min_gain: float | None = Field(None, description="Least macro-F1 gain of synthetic+real over real-only (0.05 = 5 points).")
     min_macro_f1: float | None = Field(None, ge=0, le=1, description="Least macro-F1 of synthetic+real.")
-    evaluator: EvaluatorName = Field("linear", description="Whose scores the gate reads.")
+    evaluator: EvaluatorName = Field(LINEAR, description="Whose scores the gate reads.")
 
 
 class EvalSpec(Strict):
     """Train small classifiers on synthetic, real and synthetic+real rows; score them on real validation rows."""
 
     evaluators: list[EvaluatorName] = Field(
-        default_factory=lambda: ["linear"], min_length=1,
+        default_factory=lambda: [LINEAR], min_length=1,
         description="Headline evaluators; the fast linear one always also scores every filter stage (the ablation).",
     )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="One training run per seed.")

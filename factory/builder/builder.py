@@ -23,7 +23,7 @@ from factory.eval.runner import evaluate
 from factory.filters import build_filter
 from factory.filters.base import Filter, FilterContext
 from factory.generators import Generator, build_generator
-from factory.records import Completion, Prompt, Record, Rejected
+from factory.records import STAGE_FINAL, STAGE_PARSE, STAGE_TARGET, Completion, Prompt, Record, Rejected
 from factory.run.manifest import Manifest
 from factory.run.store import RunStore, request_key
 from factory.secrets import name_secret_variables, recipe_secret_variables
@@ -254,7 +254,7 @@ class Builder:
             final, surplus = trim_to_target(chain.kept, self.targets, self.recipe.bucket)
             store.add_rejected(chain.dropped + surplus)
             store.write_dataset([self._dataset_row(r) for r in final])
-            stages = [("parse", records), *chain.stages, ("final", final)]
+            stages = [(STAGE_PARSE, records), *chain.stages, (STAGE_FINAL, final)]
             store.write_stages({name: [r.id for r in rows] for name, rows in stages})
             manifest = self._manifest(status, records, final, chain.funnel, surplus, started, generated_s)
             store.write_manifest(manifest)
@@ -304,9 +304,9 @@ class Builder:
                              "requests": self.issued[b]} for b, t in self.targets.items()},
             "budget": {"max_requests": self.spec.budget(), "used": sum(self.issued.values())},
             "funnel": [
-                {"stage": "parse", "in": len(self.parsed), "kept": len(records), "dropped": dict(sorted(parse_drops.items()))},
+                {"stage": STAGE_PARSE, "in": len(self.parsed), "kept": len(records), "dropped": dict(sorted(parse_drops.items()))},
                 *funnel,
-                {"stage": "target", "in": len(final) + len(surplus), "kept": len(final),
+                {"stage": STAGE_TARGET, "in": len(final) + len(surplus), "kept": len(final),
                  "dropped": {"over_target": len(surplus)} if surplus else {}},
             ],
             "rows": len(final),

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from factory.records import Record, Rejected
+from factory.records import STAGE_TARGET, Record, Rejected
 
 # A first round asks for a little more than the deficit: a few rows are always lost to the filters.
 HEADROOM = 1.05
@@ -55,7 +55,7 @@ def trim_to_target(kept: Sequence[Record], targets: Mapping[str, int],
             taken[bucket] += 1
             final.append(record)
         else:
-            surplus.append(Rejected.from_record(record, "target", "over_target", "the label already has its target"))
+            surplus.append(Rejected.from_record(record, STAGE_TARGET, "over_target", "the label already has its target"))
     return final, surplus
 
 

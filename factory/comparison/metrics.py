@@ -53,7 +53,7 @@ import numpy as np
 from factory.comparison.runs import GeneratorRun
 from factory.embeddings import Embedder
 from factory.errors import require
-from factory.eval.runner import CONDITIONS
+from factory.eval.params import CONDITIONS, SYNTHETIC_REAL
 from factory.filters.exact import ExactDedup, ExactDedupParams
 from factory.filters.near_dedup import NearDedup, NearDedupParams
 from factory.filters.probe import fit_proba
@@ -235,7 +235,7 @@ class Measurer:
         parsed, kept = run.parsed, [r.text for r in run.final]
         sample = seeded_sample(run.final, self.seed)
         scores = eval_scores(run.manifest, self.evaluator) if self.evaluator else None
-        score = (scores or {}).get("synthetic+real", {}).get("mean")
+        score = (scores or {}).get(SYNTHETIC_REAL, {}).get("mean")
         reported = run.manifest.generators[0].get("models_reported") or {}
         return {
             "run_dir": str(run.run_dir),
@@ -290,7 +290,7 @@ def verdict(metrics: dict[str, dict[str, Any]], has_eval: bool) -> dict[str, Any
                       "text": text}
     order = _ranked(metrics, "score_per_1k_tokens")
     best = order[0]
-    a = (metrics[best]["eval"] or {}).get("synthetic+real")
+    a = (metrics[best]["eval"] or {}).get(SYNTHETIC_REAL)
     if a is None:
         return out | {"basis": "synthetic+real macro-F1 per 1k tokens",
                       "text": "verdict: no generator has a synthetic+real score (no rows were kept)"}
@@ -299,7 +299,7 @@ def verdict(metrics: dict[str, dict[str, Any]], has_eval: bool) -> dict[str, Any
             f"{_num(metrics[best]['usage']['score_per_1k_tokens'])} per 1k)")
     out |= {"basis": "synthetic+real macro-F1 per 1k tokens", "best": best}
     other = order[1] if len(order) > 1 else None
-    b = (metrics[other]["eval"] or {}).get("synthetic+real") if other else None
+    b = (metrics[other]["eval"] or {}).get(SYNTHETIC_REAL) if other else None
     if other is None or b is None:
         return out | {"text": text + ("; no runner-up with a score to compare with" if other else "; it is the only generator")}
     delta = a["mean"] - b["mean"]

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from factory.eval.params import SYNTHETIC, SYNTHETIC_REAL
 from factory.report.html import STYLE, png, pyplot, rows_table
 from factory.run.store import atomic_write_text
 
@@ -62,8 +63,8 @@ def table_rows(data: dict[str, Any]) -> list[tuple[str, list[str]]]:
     if evaluator:
         lines += [
             row(f"{evaluator} real-only macro-F1", lambda m: _score(m["eval"], "real")),
-            row(f"{evaluator} synthetic macro-F1", lambda m: _score(m["eval"], "synthetic")),
-            row(f"{evaluator} synthetic+real macro-F1", lambda m: _score(m["eval"], "synthetic+real")),
+            row(f"{evaluator} synthetic macro-F1", lambda m: _score(m["eval"], SYNTHETIC)),
+            row(f"{evaluator} synthetic+real macro-F1", lambda m: _score(m["eval"], SYNTHETIC_REAL)),
         ]
     lines += [
         row("tokens (prompt + completion)", lambda m: f"{m['usage']['tokens']:,}"),
@@ -128,7 +129,7 @@ def scores_chart(data: dict[str, Any]) -> str | None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) + 2), 3.4))
     evals = [data["metrics"][n]["eval"] for n in names]
-    conditions = ("synthetic", "synthetic+real")
+    conditions = (SYNTHETIC, SYNTHETIC_REAL)
     _grouped_bars(ax, names, {c: [e.get(c, {}).get("mean", 0) for e in evals] for c in conditions},
                   {c: [e.get(c, {}).get("std", 0) for e in evals] for c in conditions})
     real = evals[0].get("real")

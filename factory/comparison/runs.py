@@ -14,7 +14,7 @@ from pathlib import Path
 from factory.errors import FactoryError
 from factory.generators import build_generator
 from factory.generators.base import GeneratorParams
-from factory.records import Completion, Prompt, Record, Rejected
+from factory.records import STAGE_FINAL, Completion, Prompt, Record, Rejected
 from factory.run.manifest import Manifest, load_manifest
 from factory.run.store import RequestCache, request_key
 from factory.spec import RecipeBase
@@ -94,7 +94,7 @@ def load_run(params: GeneratorParams, run_dir: Path, recipe: Recipe, prompts: li
             for k, p, c in zip(keys, prompts, completions)]
     stages = json.loads((run_dir / "stages.json").read_text(encoding="utf-8"))
     by_id = {r.id: r for r in rows if isinstance(r, Record)}
-    final = [by_id[i] for i in stages["final"] if i in by_id]
+    final = [by_id[i] for i in stages[STAGE_FINAL] if i in by_id]
     return GeneratorRun(params, run_dir, load_manifest(run_dir), prompts, rows, completions, final)
 
 

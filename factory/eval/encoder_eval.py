@@ -28,14 +28,14 @@ from factory.embeddings import packaged_minilm_path
 from factory.errors import require
 from factory.eval.base import Evaluator, Predictions
 from factory.eval.linear import prepare_training
-from factory.eval.params import EncoderParams
+from factory.eval.params import ENCODER, EncoderParams
 from factory.records import Record
 
 
 class EncoderEvaluator(Evaluator):
     """Full fine-tuning of an encoder (default: packaged MiniLM) with a classification head."""
 
-    name = "encoder"
+    name = ENCODER
     Params = EncoderParams
 
     def predict(self, train: Sequence[Record], validation: Sequence[Record], labels: Sequence[str], *,

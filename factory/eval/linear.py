@@ -18,7 +18,7 @@ from typing import Any
 from factory.embeddings import Embedder
 from factory.errors import require
 from factory.eval.base import Evaluator, Predictions
-from factory.eval.params import LinearParams
+from factory.eval.params import LINEAR, LinearParams
 from factory.records import Record
 
 
@@ -67,7 +67,7 @@ def constant_predictions(ys: Sequence[str], validation: Sequence[Record], labels
 class LinearEvaluator(Evaluator):
     """Logistic regression (scikit-learn, lbfgs) on the shared, frozen MiniLM embeddings."""
 
-    name = "linear"
+    name = LINEAR
     Params = LinearParams
 
     def predict(self, train: Sequence[Record], validation: Sequence[Record], labels: Sequence[str], *,

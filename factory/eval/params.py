@@ -10,6 +10,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The evaluators' names and the eval's training conditions, spelled here once.
+LINEAR, SETFIT, ENCODER = "linear", "setfit", "encoder"
+REAL, SYNTHETIC, SYNTHETIC_REAL = "real", "synthetic", "synthetic+real"
+CONDITIONS = (REAL, SYNTHETIC, SYNTHETIC_REAL)
+
 
 class EvaluatorParams(BaseModel):
     """Base of every evaluator's settings; subclasses add their bounded, documented defaults."""
@@ -99,5 +104,5 @@ class EncoderParams(EvaluatorParams):
     )
 
 
-EVALUATOR_PARAMS: dict[str, type[EvaluatorParams]] = {"linear": LinearParams, "setfit": SetFitParams, "encoder": EncoderParams}
+EVALUATOR_PARAMS: dict[str, type[EvaluatorParams]] = {LINEAR: LinearParams, SETFIT: SetFitParams, ENCODER: EncoderParams}
 EvaluatorName = Literal[tuple(EVALUATOR_PARAMS)]  # type: ignore[valid-type]

@@ -13,15 +13,15 @@ import numpy as np
 
 from factory.embeddings import Embedder
 from factory.eval.metrics import mean_spread, paired_gain_ci, scores
+from factory.eval.params import CONDITIONS, LINEAR, REAL, SYNTHETIC, SYNTHETIC_REAL
 from factory.records import Record
 from factory.spec import EvalSpec
 
 log = logging.getLogger(__name__)
-CONDITIONS = ("real", "synthetic", "synthetic+real")
 
 
 def _condition_rows(condition: str, real: Sequence[Record], synthetic: Sequence[Record]) -> list[Record]:
-    return {"real": list(real), "synthetic": list(synthetic), "synthetic+real": [*synthetic, *real]}[condition]
+    return {REAL: list(real), SYNTHETIC: list(synthetic), SYNTHETIC_REAL: [*synthetic, *real]}[condition]
 
 
 def _summary(runs: list[dict[str, Any]], labels: Sequence[str]) -> dict[str, Any]:
@@ -67,7 +67,7 @@ class EvalRun:
         started = time.perf_counter()
         for seed in self.spec.seeds:
             for condition in CONDITIONS:
-                save_to = save_dir / f"{name}-seed{seed}" if save_dir and condition == "synthetic+real" else None
+                save_to = save_dir / f"{name}-seed{seed}" if save_dir and condition == SYNTHETIC_REAL else None
                 preds = self._predict(evaluator, _condition_rows(condition, self.real_train, synthetic), seed, save_to)
                 if preds:
                     predictions[condition].append(preds)
@@ -76,23 +76,23 @@ class EvalRun:
         for condition, runs in predictions.items():
             if runs:
                 result[condition] = _summary([scores(p, self.gold, self.labels) for p in runs], self.labels)
-        if predictions["real"] and predictions["synthetic+real"]:
-            result["gain"] = paired_gain_ci(predictions["synthetic+real"], predictions["real"], self.gold, self.labels,
+        if predictions[REAL] and predictions[SYNTHETIC_REAL]:
+            result["gain"] = paired_gain_ci(predictions[SYNTHETIC_REAL], predictions[REAL], self.gold, self.labels,
                                             resamples=self.spec.bootstrap, seed=self.seed)
         return result
 
     def ablation(self, stages: Sequence[tuple[str, Sequence[Record]]]) -> list[dict[str, Any]]:
         """The linear evaluator on the data as it stood after each stage: which filter helped, which hurt."""
-        evaluator = self._evaluator("linear")
+        evaluator = self._evaluator(LINEAR)
         table: list[dict[str, Any]] = []
         previous: float | None = None
         for stage, rows in stages:
             entry: dict[str, Any] = {"stage": stage, "rows": len(rows)}
-            for condition in ("synthetic", "synthetic+real"):
+            for condition in ("synthetic", SYNTHETIC_REAL):
                 train = _condition_rows(condition, self.real_train, rows)
                 runs = [self._predict(evaluator, train, seed) for seed in self.spec.seeds] if rows else []
                 entry[condition] = mean_spread([scores(p, self.gold, self.labels)["macro_f1"] for p in runs]) if runs else None
-            current = entry["synthetic+real"]["mean"] if entry["synthetic+real"] else None
+            current = entry[SYNTHETIC_REAL]["mean"] if entry[SYNTHETIC_REAL] else None
             entry["delta"] = None if previous is None or current is None else current - previous
             previous = current if current is not None else previous
             table.append(entry)
@@ -111,7 +111,7 @@ def check_gate(spec: EvalSpec, results: dict[str, Any]) -> dict[str, Any]:
         checks.append({"check": "min_gain", "evaluator": gate.evaluator, "required": gate.min_gain, "measured": measured,
                        "passed": measured is not None and measured >= gate.min_gain})
     if gate.min_macro_f1 is not None:
-        measured = scored.get("synthetic+real", {}).get("macro_f1", {}).get("mean")
+        measured = scored.get(SYNTHETIC_REAL, {}).get("macro_f1", {}).get("mean")
         checks.append({"check": "min_macro_f1", "evaluator": gate.evaluator, "required": gate.min_macro_f1,
                        "measured": measured, "passed": measured is not None and measured >= gate.min_macro_f1})
     return {"passed": all(c["passed"] for c in checks), "checks": checks}

@@ -15,7 +15,7 @@ from typing import Any
 
 from factory.eval.base import Evaluator, Predictions
 from factory.eval.linear import prepare_training
-from factory.eval.params import SetFitParams
+from factory.eval.params import SETFIT, SetFitParams
 from factory.records import Record
 from factory.training import train_setfit
 
@@ -23,7 +23,7 @@ from factory.training import train_setfit
 class SetFitEvaluator(Evaluator):
     """SetFit (setfit 1.2) with the default logistic-regression head, trained fully offline."""
 
-    name = "setfit"
+    name = SETFIT
     Params = SetFitParams
 
     def predict(self, train: Sequence[Record], validation: Sequence[Record], labels: Sequence[str], *,

@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from factory.eval.params import CONDITIONS, SYNTHETIC_REAL
+from factory.records import STAGE_PARSE
 from factory.run.manifest import Manifest, load_manifest
 from factory.run.store import atomic_write_text, read_jsonl
 from factory.secrets import name_secret_variables, recipe_secret_variables, redact
@@ -44,7 +46,7 @@ def limitations(manifest: Manifest, rejected: list[dict[str, Any]]) -> list[str]
     """Known weaknesses, read off the run: refusals, unmet targets, thin clusters, the gate, small eval sets."""
     notes = []
     refusals = Counter(r.get("label") or r["meta"].get("bucket") for r in rejected
-                       if r["stage"] == "parse" and r["reason"] == "refusal")
+                       if r["stage"] == STAGE_PARSE and r["reason"] == "refusal")
     for label, count in sorted(refusals.items()):
         requests = state.requests if (state := manifest.progress.get(label)) else 0
         if requests and count / requests >= HIGH_REFUSAL:
@@ -84,7 +86,7 @@ def _eval_section(ev: dict[str, Any]) -> list[str]:
     rows = []
     for name, scored in ev["evaluators"].items():
         cells = [f"{scored[c]['macro_f1']['mean']:.3f} ± {scored[c]['macro_f1']['std']:.3f}" if c in scored else "-"
-                 for c in ("real", "synthetic", "synthetic+real")]
+                 for c in CONDITIONS]
         gain = scored.get("gain")
         cells.append(f"{gain['gain']:+.3f} [{gain['ci_low']:+.3f}, {gain['ci_high']:+.3f}]" if gain else "-")
         rows.append([name, *cells])
@@ -92,7 +94,7 @@ def _eval_section(ev: dict[str, Any]) -> list[str]:
     if ev.get("ablation"):
         out += ["Filter ablation (linear evaluator, synthetic + real, macro-F1 after each stage):", "",
                 _table(["stage", "rows", "macro-F1", "change"],
-                       [[a["stage"], a["rows"], _fmt(a["synthetic+real"]["mean"]) if a["synthetic+real"] else "-",
+                       [[a["stage"], a["rows"], _fmt(a[SYNTHETIC_REAL]["mean"]) if a[SYNTHETIC_REAL] else "-",
                          f"{a['delta']:+.3f}" if a["delta"] is not None else ""] for a in ev["ablation"]]), ""]
     gate = ev["gate"]
     if gate["checks"]:

@@ -14,7 +14,8 @@ import numpy as np
 
 from factory.embeddings import Embedder
 from factory.errors import require
-from factory.records import Record
+from factory.eval.params import CONDITIONS, LINEAR, REAL, SYNTHETIC, SYNTHETIC_REAL
+from factory.records import STAGE_FINAL, Record
 from factory.run.manifest import FunnelStage, load_manifest
 from factory.run.store import atomic_write_text, read_jsonl
 from factory.tasks import task_kind
@@ -88,7 +89,7 @@ def cluster_chart(records: list[Record], embedder: Embedder, seed: int) -> str |
 
 def eval_chart(ev: dict[str, Any]) -> str:
     plt = pyplot()
-    conditions = ("real", "synthetic", "synthetic+real")
+    conditions = CONDITIONS
     names = list(ev["evaluators"])
     has_ablation = bool(ev.get("ablation"))
     fig, axes = plt.subplots(1, 2 if has_ablation else 1, figsize=(11 if has_ablation else 6, 3.4), squeeze=False)
@@ -105,11 +106,11 @@ def eval_chart(ev: dict[str, Any]) -> str:
     ax.legend(fontsize=8)
     if has_ablation:
         ax = axes[0][1]
-        rows = [a for a in ev["ablation"] if a["synthetic+real"]]
-        ax.plot([a["stage"] for a in rows], [a["synthetic+real"]["mean"] for a in rows], marker="o", label="synthetic+real")
-        synth = [a for a in rows if a["synthetic"]]
-        ax.plot([a["stage"] for a in synth], [a["synthetic"]["mean"] for a in synth], marker="s", label="synthetic")
-        real = ev["evaluators"].get("linear", {}).get("real")
+        rows = [a for a in ev["ablation"] if a[SYNTHETIC_REAL]]
+        ax.plot([a["stage"] for a in rows], [a[SYNTHETIC_REAL]["mean"] for a in rows], marker="o", label=SYNTHETIC_REAL)
+        synth = [a for a in rows if a[SYNTHETIC]]
+        ax.plot([a["stage"] for a in synth], [a[SYNTHETIC]["mean"] for a in synth], marker="s", label=SYNTHETIC)
+        real = ev["evaluators"].get(LINEAR, {}).get(REAL)
         if real:
             ax.axhline(real["macro_f1"]["mean"], color="grey", linestyle="--", label="real only")
         ax.set_title("Which stage helped (linear evaluator)")
@@ -139,7 +140,7 @@ def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
     recipe = manifest.recipe
     generated = {row["id"]: Record.from_json(row) for row in read_jsonl(run_dir / "generated.jsonl")}
     stages = json.loads((run_dir / "stages.json").read_text()) if (run_dir / "stages.json").exists() else {}
-    final = [generated[i] for i in stages.get("final", []) if i in generated]
+    final = [generated[i] for i in stages.get(STAGE_FINAL, []) if i in generated]
     labels = list(manifest.targets)
     before = Counter(r.label or "all" for r in generated.values())
     after = Counter(r.label or "all" for r in final)

@@ -17,7 +17,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, ClassVar, Generic, TypeVar
 
-from factory.records import Completion, Message, Prompt, Record, Rejected
+from factory.records import STAGE_PARSE, Completion, Message, Prompt, Record, Rejected
 from factory.spec import AxisValues, RecipeBase
 from factory.text import is_refusal, normalize, words
 
@@ -167,7 +167,7 @@ class Recipe(ABC, Generic[SpecT]):
         """Shared checks: failed request, truncation, empty, refusal, invalid JSON, missing fields."""
 
         def reject(reason: str, detail: str = "", text: str = "") -> Rejected:
-            return Rejected(id=record_id, stage="parse", reason=reason, text=text or completion.text,
+            return Rejected(id=record_id, stage=STAGE_PARSE, reason=reason, text=text or completion.text,
                             label=prompt.target.get("label"), detail=detail, meta=self.meta(prompt, completion))
 
         if completion.error:

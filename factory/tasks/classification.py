@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from factory.filters.params import ExactDedupParams
-from factory.records import Completion, Prompt, Record, Rejected
+from factory.records import STAGE_PARSE, Completion, Prompt, Record, Rejected
 from factory.spec import EvalSpec, RealDataSpec, RecipeBase, Strict
 from factory.tasks.base import Recipe, bounded_examples, template
 
@@ -144,7 +144,7 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
         meta = self.meta(prompt, completion)
 
         def reject(reason: str, detail: str = "") -> Rejected:
-            return Rejected(id=record_id, stage="parse", reason=reason, text=text, label=target, detail=detail, meta=meta)
+            return Rejected(id=record_id, stage=STAGE_PARSE, reason=reason, text=text, label=target, detail=detail, meta=meta)
 
         if label not in self.spec.labels:
             return reject("unknown_label", f"the reply says label '{label}'")

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from factory.filters.params import ExactDedupParams, NoveltyParams
-from factory.records import Completion, Prompt, Record, Rejected
+from factory.records import STAGE_PARSE, Completion, Prompt, Record, Rejected
 from factory.spec import RecipeBase, Strict
 from factory.tasks.base import Recipe, template
 
@@ -98,5 +98,5 @@ class InstructionRecipe(Recipe[InstructionSpec]):
         meta = self.meta(prompt, completion)
         copied = self.copies(reply["instruction"], prompt)
         if copied:
-            return Rejected(id=record_id, stage="parse", reason=copied, text=reply["instruction"], meta=meta)
+            return Rejected(id=record_id, stage=STAGE_PARSE, reason=copied, text=reply["instruction"], meta=meta)
         return Record({"instruction": reply["instruction"], "response": reply["response"]}, id=record_id, meta=meta)
