@@ -20,6 +20,7 @@ from factory import build, interrupts, load_recipe
 from factory.builder.builder import Builder
 from factory.cli import main
 from factory.data.real import load_real_rows, split_real
+from factory.filters.params import QualityParams
 
 
 def test_instruction_recipe_builds_pairs(tmp_path: Path, loopback, canary_key: str) -> None:
@@ -164,3 +165,23 @@ def test_build_with_in_process_llamacpp(tmp_path: Path) -> None:
     assert manifest["funnel"][0]["kept"] >= 1, manifest["funnel"]
     rerun = build(load_recipe(tmp_path / "r.yaml"), out, progress=False)
     assert rerun.manifest.generators[0]["cached"] == rerun.manifest.generators[0]["requests"]
+
+
+def test_builder_takes_its_generators_filters_and_embedder_from_the_caller(tmp_path: Path, loopback, canary_key: str) -> None:
+    """Nothing is read or fitted in __init__; what the caller passes in is what runs."""
+    from factory.embeddings import Embedder
+    from factory.filters.exact import ExactDedup, ExactDedupParams
+    from factory.generators.openai_compat import OpenAIGenerator
+
+    server = loopback()
+    spec = load_recipe(write_recipe(tmp_path / "r.yaml", classification_recipe(server.base_url, generate={"per_label": 3})))
+    spec.filters = [ExactDedupParams(), QualityParams()]  # the recipe's chain, which the caller replaces
+    embedder = Embedder(cache=tmp_path / "shared-embeddings.sqlite")
+    generator = OpenAIGenerator(spec.generators[0])
+    builder = Builder(spec, tmp_path / "run", progress=False, generators={"loop": generator},
+                      filters=[ExactDedup(ExactDedupParams())], embedder=embedder)
+    assert not (tmp_path / "run").exists() and not hasattr(builder, "filters")
+    result = builder.run()
+    assert [s.stage for s in result.manifest.funnel] == ["parse", "exact_dedup", "target"]
+    assert builder.context.embedder is embedder and builder.generators["loop"] is generator
+    assert result.complete and result.manifest.rows == 6
