@@ -1,4 +1,4 @@
-"""build(): recipe -> prompts -> generators -> parse -> filters -> dataset, in rounds until targets are met."""
+"""The build: recipe -> prompts -> generators -> parse -> filters -> dataset, in rounds until targets are met."""
 
 from __future__ import annotations
 

@@ -22,7 +22,6 @@ class LabelSpec(Strict):
     examples: list[str] = Field(default_factory=list, description="Example texts with this label, sampled as few-shot examples.")
 
 
-
 class ClassificationSpec(RecipeBase):
     """A recipe that makes (text, label) pairs."""
 

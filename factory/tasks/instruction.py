@@ -23,7 +23,6 @@ class InstructionExample(Strict):
     response: str = Field(min_length=1, description="A good response to it.")
 
 
-
 class InstructionSpec(RecipeBase):
     """A recipe that makes (instruction, response) pairs, Self-Instruct style."""
 
