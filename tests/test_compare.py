@@ -214,6 +214,24 @@ def test_compare_without_eval_falls_back_to_kept_rows_per_1k_tokens(tmp_path: Pa
     assert sent["loop"] == sent["cold"] and len(sent["loop"]) == 12
 
 
+@pytest.mark.parametrize("name", ["generated.jsonl", "rejected.jsonl"])
+def test_compare_goes_on_after_a_crash_tore_a_run_log(tmp_path: Path, loopback, canary_key: str, name: str) -> None:
+    server = loopback()
+    recipe = classification_recipe(server.base_url)
+    recipe["generators"][0]["max_attempts"] = 1
+    path, out = write_recipe(tmp_path / "r.yaml", recipe), tmp_path / "c"
+    assert main(["compare", str(path), "--out", str(out), "--no-progress"]) == 0
+    before = json.loads((out / "compare.json").read_text())["metrics"]["loop"]
+    with (out / "loop" / name).open("a", encoding="utf-8") as handle:
+        handle.write('{"id": "torn", "te')  # a kill -9 in the middle of a write
+    sent = len(server.log)
+    assert main(["compare", str(path), "--out", str(out), "--no-progress"]) == 0
+    after = json.loads((out / "compare.json").read_text())["metrics"]["loop"]
+    assert len(server.log) == sent  # resumed from the cache
+    assert (after["kept"], after["parsed"]) == (before["kept"], before["parsed"])
+    assert all(json.loads(line) for line in (out / "loop" / name).read_text().splitlines())
+
+
 def test_mean_pairwise_distance_is_exact() -> None:
     rng = np.random.default_rng(0)
     v = rng.normal(size=(50, 8))
