@@ -13,7 +13,7 @@ import yaml
 
 from factory import interrupts
 from factory.errors import FactoryError, RecipeError
-from factory.eval.params import CONDITIONS, SYNTHETIC_REAL
+from factory.eval.names import CONDITIONS, SYNTHETIC_REAL
 from factory.secrets import RedactingFilter, check_env_name, redact
 
 if TYPE_CHECKING:

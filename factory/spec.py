@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
 
 from factory.errors import RecipeError
-from factory.eval.params import EVALUATOR_PARAMS, LINEAR, EvaluatorName
+from factory.eval.names import LINEAR
+from factory.eval.params import EVALUATOR_PARAMS, EvaluatorName
 from factory.filters import FilterSpec
 from factory.generators.params import ALL_PARAMS, LlamaCppParams
 from factory.secrets import EnvVarName, looks_like_secret

@@ -53,7 +53,7 @@ import numpy as np
 from factory.comparison.runs import GeneratorRun
 from factory.embeddings import Embedder
 from factory.errors import require
-from factory.eval.params import CONDITIONS, SYNTHETIC_REAL
+from factory.eval.names import CONDITIONS, SYNTHETIC_REAL
 from factory.filters.exact import ExactDedup, ExactDedupParams
 from factory.filters.near_dedup import NearDedup, NearDedupParams
 from factory.filters.probe import fit_proba

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from factory.eval.params import SYNTHETIC, SYNTHETIC_REAL
+from factory.eval.names import SYNTHETIC, SYNTHETIC_REAL
 from factory.report.html import STYLE, png, pyplot, rows_table
 from factory.run.store import atomic_write_text
 

@@ -28,7 +28,8 @@ from factory.embeddings import packaged_minilm_path
 from factory.errors import require
 from factory.eval.base import Evaluator, Predictions
 from factory.eval.linear import prepare_training
-from factory.eval.params import ENCODER, EncoderParams
+from factory.eval.names import ENCODER
+from factory.eval.params import EncoderParams
 from factory.records import Record
 
 

@@ -18,7 +18,8 @@ from typing import Any
 from factory.embeddings import Embedder
 from factory.errors import require
 from factory.eval.base import Evaluator, Predictions
-from factory.eval.params import LINEAR, LinearParams
+from factory.eval.names import LINEAR
+from factory.eval.params import LinearParams
 from factory.records import Record
 
 

@@ -1,7 +1,6 @@
 """Every evaluator's recipe settings (`eval.params`), apart from the evaluators themselves.
 
-The evaluator names are spelled here once: the recipe schema, the registry and the runner use
-`EVALUATOR_PARAMS`. Light on purpose: validating a recipe imports no model library.
+The recipe schema, the registry and the runner use `EVALUATOR_PARAMS`. Light on purpose: validating a recipe imports no model library.
 """
 
 from __future__ import annotations
@@ -10,10 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# The evaluators' names and the eval's training conditions, spelled here once.
-LINEAR, SETFIT, ENCODER = "linear", "setfit", "encoder"
-REAL, SYNTHETIC, SYNTHETIC_REAL = "real", "synthetic", "synthetic+real"
-CONDITIONS = (REAL, SYNTHETIC, SYNTHETIC_REAL)
+from factory.eval.names import ENCODER, LINEAR, SETFIT
 
 
 class EvaluatorParams(BaseModel):

@@ -13,7 +13,7 @@ import numpy as np
 
 from factory.embeddings import Embedder
 from factory.eval.metrics import mean_spread, paired_gain_ci, scores
-from factory.eval.params import CONDITIONS, LINEAR, REAL, SYNTHETIC, SYNTHETIC_REAL
+from factory.eval.names import CONDITIONS, LINEAR, REAL, SYNTHETIC, SYNTHETIC_REAL
 from factory.records import Record
 from factory.spec import EvalSpec
 

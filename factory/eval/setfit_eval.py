@@ -15,7 +15,8 @@ from typing import Any
 
 from factory.eval.base import Evaluator, Predictions
 from factory.eval.linear import prepare_training
-from factory.eval.params import SETFIT, SetFitParams
+from factory.eval.names import SETFIT
+from factory.eval.params import SetFitParams
 from factory.records import Record
 from factory.training import train_setfit
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from factory.eval.params import CONDITIONS, SYNTHETIC_REAL
+from factory.eval.names import CONDITIONS, SYNTHETIC_REAL
 from factory.records import STAGE_PARSE
 from factory.run.manifest import Manifest, load_manifest
 from factory.run.store import atomic_write_text, read_jsonl

@@ -14,7 +14,7 @@ import numpy as np
 
 from factory.embeddings import Embedder
 from factory.errors import require
-from factory.eval.params import CONDITIONS, LINEAR, REAL, SYNTHETIC, SYNTHETIC_REAL
+from factory.eval.names import CONDITIONS, LINEAR, REAL, SYNTHETIC, SYNTHETIC_REAL
 from factory.records import STAGE_FINAL, Record
 from factory.run.manifest import FunnelStage, load_manifest
 from factory.run.store import atomic_write_text, read_jsonl
