@@ -10,7 +10,6 @@ scikit-learn or a model, is imported only when a build makes that filter.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Union
 
 from pydantic import Field
@@ -55,20 +54,8 @@ def filter_class(filter_type: str) -> type[Filter]:
     return getattr(importlib.import_module(module), name)
 
 
-class _Filters(Mapping[str, "type[Filter]"]):
-    """type: -> filter class, importing each implementation only when it is looked up."""
-
-    def __getitem__(self, filter_type: str) -> type[Filter]:
-        return filter_class(filter_type)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_REGISTRY)
-
-    def __len__(self) -> int:
-        return len(_REGISTRY)
-
-
-FILTERS: Mapping[str, type[Filter]] = _Filters()
+# The registered filter types and their settings (the implementations load through filter_class).
+FILTERS: dict[str, type[FilterParams]] = {name: params for name, (params, _) in _REGISTRY.items()}
 
 
 def build_filter(params: FilterParams) -> Filter:

@@ -50,6 +50,7 @@ class LlamaCppGenerator(SequentialGenerator):
         # under a running decode (that was a segmentation fault on Ctrl+C).
         self._lock = threading.Lock()
         self._abort = threading.Event()
+        self._stop_hook: Any = None
 
     def load(self) -> None:
         if self.llm_ is not None:
@@ -61,6 +62,8 @@ class LlamaCppGenerator(SequentialGenerator):
         # A path that crashes this CPU is found in a child process, not here (DESIGN §6).
         self.probe_ = choose_path(self.model_.path, self.model_.sha256, n_threads=n_threads)
         self._abort.clear()
+        # Built once: the per-token hook that lets close() stop a running decode.
+        self._stop_hook = llama_cpp.LogitsProcessorList([self._stop_if_closing])
         try:
             with model_params_for(self.probe_.path):
                 self.llm_ = llama_cpp.Llama(
@@ -132,8 +135,7 @@ class LlamaCppGenerator(SequentialGenerator):
             with self._lock:
                 if self.llm_ is None:  # closed while this request waited for the lock
                     raise _Closing
-                llama_cpp = require("llama_cpp", "local")
-                kwargs["logits_processor"] = llama_cpp.LogitsProcessorList([self._stop_if_closing])
+                kwargs["logits_processor"] = self._stop_hook
                 reply = self.llm_.create_chat_completion(**kwargs)
         except _Closing:
             return Completion(text="", model=self.model_name, error="interrupted: the generator was closed",

@@ -119,7 +119,7 @@ def test_ctrl_c_during_llama_cpp_generation_exits_130(tmp_path: Path, cache_dir:
     assert proc.returncode == 130, f"exit {proc.returncode}: {err[-2000:]}"
     assert "run the same command again to resume" in err
 
-    # The run directory is whole: every line parses, no id twice, and a re-run resumes from the cache.
+    # The run directory is whole: every line parses, no id twice, the finished requests are cached.
     ids = [json.loads(line)["id"] for line in (out / "generated.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids))
     finished = _finished(out)
