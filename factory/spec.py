@@ -10,7 +10,7 @@ import hashlib
 import json
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
@@ -49,6 +49,11 @@ class RealDataSpec(Strict):
         8, ge=1, description="Real rows per label that prompts, filters and eval may train on; every other row is held out for validation.",
     )
     max_rows: int | None = Field(None, ge=1, description="Read at most this many rows (a seeded sample).")
+    validation_rows: int | None = Field(
+        None, ge=1,
+        description="Hold out at most this many rows (a seeded sample) for validation; the other non-training rows are "
+                    "left unused, so a `sources:` entry may read them as unlabelled text. Default: every non-training row.",
+    )
 
 
 class GateSpec(Strict):
@@ -116,7 +121,55 @@ class GenerateSpec(Strict):
     batch_size: int = Field(32, ge=1, description="Requests per batch; rows are flushed to disk after each batch.")
 
 
+class SourceSpec(Strict):
+    """Documents that ground generation: each prompt is seeded with a passage from them."""
+
+    path: str = Field(description="A file, folder or glob (relative to the recipe) of txt, md, html, pdf, jsonl, csv or "
+                                  "parquet files; hf:owner/name for a Hub dataset; package:DIST/path for a file shipped "
+                                  "in an installed distribution.")
+    text_column: str = Field("text", description="Tables (jsonl, csv, parquet, hf:): the column holding each document's text.")
+    split: str = Field("train", description="Split to read from a Hub dataset.")
+    max_documents: int | None = Field(None, ge=1, description="Read at most this many documents (a seeded sample).")
+    exclude_real_validation: bool = Field(
+        False,
+        description="Drop the passages that contain a real validation row (when the source overlaps real_data). "
+                    "Without it, such an overlap stops the build before any model is called.",
+    )
+
+
+class ChunkingSpec(Strict):
+    """How documents are cut into passages. Tokens are words and punctuation marks (about 1.3 per word)."""
+
+    size: int = Field(160, ge=16, le=4000, description="Most tokens per passage.")
+    overlap: int = Field(24, ge=0, description="Tokens a passage repeats from the end of the one before it.")
+    min_tokens: int = Field(4, ge=1, description="Shorter passages are dropped (counted as too_short in the manifest).")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingSpec:
+        if self.overlap >= self.size // 2:
+            raise ValueError(f"overlap ({self.overlap}) must be under half of size ({self.size})")
+        return self
+
+
+class GroundingSpec(Strict):
+    """How a recipe with `sources:` uses its passages."""
+
+    mode: str | None = Field(None, description="What the model does with a passage; each task kind lists its modes "
+                                               "(classification: topic, rewrite; instruction: qa, query).")
+    select: Literal["sampling", "retrieval"] = Field(
+        "sampling",
+        description="sampling: spread over the corpus, every passage used once before any is reused. retrieval: the "
+                    "passages most similar to the prompt's label, axes and examples (embeddings computed once).",
+    )
+    candidates: int = Field(16, ge=1, description="retrieval: each prompt draws its passage from this many nearest ones.")
+    max_passage_words: int = Field(200, ge=10, description="A passage is cut to this many words in the prompt.")
+    chunking: ChunkingSpec = Field(default_factory=ChunkingSpec, description="How documents become passages.")
+
+
 class RecipeBase(Strict):
+    # The grounding modes this kind offers, its default first; empty: the kind takes no `sources:`.
+    grounding_modes: ClassVar[tuple[str, ...]] = ()
+
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; also the default run directory runs/<name>.")
@@ -134,6 +187,9 @@ class RecipeBase(Strict):
     )
     filters: list[FilterSpec] = Field(default_factory=list, description="Filter chain, run in order.")  # type: ignore[valid-type]
     hub: HubSpec | None = Field(None, description="Push the finished dataset to the Hugging Face Hub.")
+    sources: list[SourceSpec] = Field(
+        default_factory=list, description="The user's documents: each prompt is grounded in one passage from them.")
+    grounding: GroundingSpec = Field(default_factory=GroundingSpec, description="How passages from `sources` are chosen and used.")
 
     @field_validator("axes")
     @classmethod
@@ -161,6 +217,25 @@ class RecipeBase(Strict):
         if not any(g.weight > 0 for g in self.generators):
             raise ValueError("generator weights are all zero; at least one must be > 0")
         return self
+
+    @model_validator(mode="after")
+    def _check_grounding(self) -> RecipeBase:
+        modes = self.grounding_modes
+        if self.sources and not modes:
+            raise ValueError(f"sources: the {self.task!r} task does not take documents")
+        if self.grounding.mode is None:
+            self.grounding.mode = modes[0] if self.sources else None
+        elif self.grounding.mode not in modes:
+            known = ", ".join(modes) if modes else "none (this task takes no sources)"
+            raise ValueError(f"grounding.mode: {self.grounding.mode!r} is not a mode of the {self.task!r} task; known: {known}")
+        elif not self.sources:
+            raise ValueError("grounding.mode needs documents: add `sources:`")
+        return self
+
+    @property
+    def grounded(self) -> bool:
+        """True when prompts are seeded with passages from the user's documents."""
+        return bool(self.sources)
 
     @property
     def base_dir(self) -> Path:

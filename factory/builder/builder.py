@@ -16,6 +16,8 @@ from typing import Any
 from factory import interrupts
 from factory.builder.planner import fixed_round, plan_round, top_up_focus, trim_to_target
 from factory.builder.progress import BuildProgress
+from factory.corpus import Corpus, load_corpus
+from factory.corpus.selection import PassagePicker
 from factory.data.real import real_split
 from factory.embeddings import Embedder
 from factory.errors import FactoryError
@@ -123,10 +125,16 @@ class Builder:
         """Read the real rows, make the recipe and fit the filters (bad data fails here, before any model loads)."""
         name_secret_variables(recipe_secret_variables(self.spec.resolved()))  # scrubbed from all output
         self.real = real_split(self.spec)
-        self.recipe: Recipe = make_recipe(self.spec, self.real.train)
         embedder = self._embedder or Embedder(cache=self.run_dir / "embeddings.sqlite")
+        self.corpus: Corpus | None = None
+        picker = None
+        if self.spec.grounded:  # read, chunk and check the documents before any model loads
+            self.corpus = load_corpus(self.spec, self.run_dir / "corpus", self.real.validation)
+            picker = PassagePicker(self.corpus, self.spec.grounding, self.spec.seed, list(self.targets), embedder)
+        self.recipe: Recipe = make_recipe(self.spec, self.real.train, picker)
         self.context = FilterContext(seed=self.spec.seed, labels=tuple(self.targets), real_train=self.real.train,
-                                     real_holdout=self.real.validation, embedder=embedder)
+                                     real_holdout=self.real.validation, embedder=embedder,
+                                     passages={p.id: p.text for p in self.corpus.passages} if self.corpus else {})
         stages = self._filters if self._filters is not None else [build_filter(p) for p in self.spec.filters]
         self.filters = [stage.fit(self.context) for stage in stages]
 
@@ -280,6 +288,8 @@ class Builder:
         row |= {f"axis_{a}": record.meta.get(f"axis_{a}") for a in self.spec.axes}
         if self.spec.generate.reasoning:
             row["rationale"] = record.meta.get("rationale", "")
+        if self.spec.grounded:  # provenance: the passage's id (its document's name stays in the run directory)
+            row["source_passage"] = record.meta.get("passage_id")
         return row
 
     def _manifest(self, status: str, records: list[Record], final: list[Record], funnel: list[dict[str, Any]],
@@ -310,6 +320,7 @@ class Builder:
                  "dropped": {"over_target": len(surplus)} if surplus else {}},
             ],
             "rows": len(final),
+            "corpus": self._corpus_stats(final),
             "tokens": {
                 "prompt": sum(s.prompt_tokens for s in self.stats.values()),
                 "completion": sum(s.completion_tokens for s in self.stats.values()),
@@ -317,6 +328,14 @@ class Builder:
             "timings": {"generation_s": round(generated_s, 3), "total_s": round(time.time() - started, 3),
                         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
         })
+
+
+    def _corpus_stats(self, final: list[Record]) -> list[dict[str, Any]] | None:
+        if self.corpus is None:
+            return None
+        distinct = {(r.meta.get("source_index"), r.meta.get("passage_id")) for r in final if r.meta.get("passage_id")}
+        used = Counter(index for index, _ in distinct)
+        return [{**s, "used": used[k]} for k, s in enumerate(self.corpus.describe())]
 
 
 def _stats_json(stats: GeneratorStats) -> dict[str, Any]:

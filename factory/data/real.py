@@ -22,7 +22,7 @@ class RealSplit:
     validation: list[Record]
 
 
-def _local_path(path: str, base_dir: Path) -> Path:
+def local_path(path: str, base_dir: Path, field: str = "real_data.path") -> Path:
     """A file path; `package:DIST/inner/path` is a data file shipped inside an installed distribution
     (found through importlib.metadata, without importing the package)."""
     if path.startswith("package:"):
@@ -30,7 +30,7 @@ def _local_path(path: str, base_dir: Path) -> Path:
         try:
             return Path(str(metadata.distribution(dist).locate_file(inner)))
         except metadata.PackageNotFoundError:
-            raise DataError(f"real_data.path: the package {dist!r} is not installed (pip install {dist})") from None
+            raise DataError(f"{field}: the package {dist!r} is not installed (pip install {dist})") from None
     return Path(path) if Path(path).is_absolute() else base_dir / path
 
 
@@ -44,7 +44,7 @@ def _read_table(spec: RealDataSpec, base_dir: Path):  # noqa: ANN202 - a pandas 
             return datasets.load_dataset(spec.path[3:], split=spec.split).to_pandas()
         except Exception as exc:  # the Hub client raises many types; the message is what matters
             raise DataError(f"real_data: could not load the Hub dataset {spec.path[3:]!r} (split {spec.split!r}): {exc}") from exc
-    path = _local_path(spec.path, base_dir)
+    path = local_path(spec.path, base_dir)
     if not path.exists():
         raise DataError(f"real_data.path: {path} does not exist")
     name = path.name.lower()
@@ -65,7 +65,7 @@ def real_split(recipe: RecipeBase) -> RealSplit:
     spec = recipe.real_rows()
     if spec is None:
         return RealSplit([], [])
-    return split_real(load_real_rows(recipe), spec.train_per_label, recipe.seed)
+    return split_real(load_real_rows(recipe), spec.train_per_label, recipe.seed, spec.validation_rows)
 
 
 def load_real_rows(recipe: RecipeBase) -> list[Record]:
@@ -111,10 +111,12 @@ def load_real_rows(recipe: RecipeBase) -> list[Record]:
     return rows
 
 
-def split_real(rows: list[Record], per_label: int, seed: int) -> RealSplit:
-    """Seeded split: `per_label` rows of each label for training, all the others held out.
+def split_real(rows: list[Record], per_label: int, seed: int, validation_rows: int | None = None) -> RealSplit:
+    """Seeded split: `per_label` rows of each label for training, all the others held out (or a
+    seeded sample of `validation_rows` of them; the rest are neither).
 
-    Duplicate texts go to the same side, so no validation text is ever also a training text.
+    Duplicate texts go to the same side, so no validation text is ever also a training text. The
+    training rows do not depend on `validation_rows`.
     """
     by_label: dict[str, list[Record]] = defaultdict(list)
     for row in sorted(rows, key=lambda r: r.id):  # input order must not matter
@@ -127,4 +129,6 @@ def split_real(rows: list[Record], per_label: int, seed: int) -> RealSplit:
         chosen = {r.text for r in group[:per_label]}
         for row in group:
             (train if row.text in chosen else validation).append(row)
+    if validation_rows is not None and len(validation) > validation_rows:
+        validation = random.Random(f"{seed}/validation").sample(validation, validation_rows)
     return RealSplit(train, validation)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -19,7 +19,8 @@ class FilterContext:
 
     `real_train` are the real rows a filter may train on; `real_holdout` are rows it must never train
     on but may compare against (the leakage check protects both). `embedder` is shared by every filter
-    of the run, so each text is embedded once.
+    of the run, so each text is embedded once. `passages` are the grounding passages by id (a grounded
+    row's meta names its `passage_id`).
     """
 
     seed: int = 0
@@ -27,6 +28,7 @@ class FilterContext:
     real_train: Sequence[Record] = ()
     real_holdout: Sequence[Record] = ()
     embedder: Embedder | None = None
+    passages: Mapping[str, str] = field(default_factory=dict)  # passage id -> text, for grounded recipes
 
     def embeddings(self) -> Embedder:
         if self.embedder is None:

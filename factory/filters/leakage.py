@@ -3,6 +3,8 @@
 A generator that saw real rows as few-shot examples may hand them back; training on a copy of a
 holdout row inflates the evaluation, and publishing one leaks the user's data. Two checks: word
 n-gram overlap (verbatim copying, via an inverted index) and embedding cosine (close paraphrase).
+A grounded row is also checked against its own passage: a long verbatim span of the user's
+documents is a copy, not a new row (`source_span`, reason copied_source).
 The rejected row's detail names the real row by split and id, never by its text, and the rejected
 row's own text (a near copy of that private row) is blanked unless `redact: false`.
 """
@@ -59,7 +61,7 @@ class Leakage(Filter):
         if not hasattr(self, "real_"):
             self.fit(self.context)
         splits = {"train": len(self.context_.real_train), "holdout": len(self.context_.real_holdout)}
-        if not self.real_:
+        if not self.real_ and not self.context.passages:
             return FilterResult(list(records), [], {"real_rows": splits, "checked": False,
                                                    "note": "no real rows: nothing to compare against, every row passes"})
         overlap = [self._overlap(r.text) for r in records] if self.params.ngram_threshold is not None else []
@@ -73,10 +75,17 @@ class Leakage(Filter):
         kept: list[Record] = []
         dropped: list[Rejected] = []
         leaked = {"train": 0, "holdout": 0}
+        copied_source = 0
         gram_name = f"{self.params.ngram}-gram {self.params.ngram_metric}"
         for i, record in enumerate(records):
             hits = [(gram_name, overlap[i])] if overlap and overlap[i] else []
             hits += [("cosine", cosine[i])] if cosine[i] else []
+            span = self._source_span(record)
+            if span and not hits:
+                copied_source += 1
+                dropped.append(Rejected.from_record(record, self.type, "copied_source",
+                                                    f"repeats {span} consecutive words of passage {record.meta['passage_id']}"))
+                continue
             if not hits:
                 kept.append(record)
                 continue
@@ -91,7 +100,17 @@ class Leakage(Filter):
                 rejected.text = ""
                 rejected.meta["redacted"] = "text removed: a near copy of a real row"
             dropped.append(rejected)
-        return FilterResult(kept, dropped, {"real_rows": splits, "checked": True, "leaked": leaked})
+        stats = {"real_rows": splits, "checked": True, "leaked": leaked}
+        if self.context.passages and self.params.source_span:
+            stats["copied_source"] = copied_source
+        return FilterResult(kept, dropped, stats)
+
+    def _source_span(self, record: Record) -> int:
+        """The longest run of words the row shares with its grounding passage, when at least `source_span`."""
+        passage = self.context.passages.get(record.meta.get("passage_id", ""))
+        if not passage or not self.params.source_span:
+            return 0
+        return longest_shared_run(words(record.text), words(passage), self.params.source_span)
 
     def _name(self, k: int) -> str:
         split, real = self.real_[k]
@@ -124,3 +143,23 @@ class Leakage(Filter):
             if score >= t and (best is None or score > best.score):
                 best = _Match(k, score)
         return best
+
+
+def longest_shared_run(tokens: list[str], other: list[str], at_least: int) -> int:
+    """The length of the longest run of `tokens` that also occurs in `other`, if at least `at_least`; else 0."""
+    if len(tokens) < at_least:
+        return 0
+    grams = {tuple(other[k : k + at_least]) for k in range(len(other) - at_least + 1)}
+    best = 0
+    k = 0
+    while k <= len(tokens) - at_least:
+        if tuple(tokens[k : k + at_least]) in grams:
+            n = at_least  # extend the match while the longer run still occurs
+            joined = " " + " ".join(other) + " "
+            while k + n < len(tokens) and " " + " ".join(tokens[k : k + n + 1]) + " " in joined:
+                n += 1
+            best = max(best, n)
+            k += n - at_least + 1
+        else:
+            k += 1
+    return best

@@ -151,11 +151,16 @@ class LeakageParams(FilterParams):
         True, description="Blank the text of a dropped row: it is a near copy of the user's private rows, and "
         "rejected rows are written to rejected.jsonl.",
     )
+    source_span: int | None = Field(
+        12, ge=3,
+        description="Grounded recipes: drop a row that repeats this many consecutive words of the passage it was "
+                    "written from (reason copied_source); null allows it (for extraction, or rewrites that keep most words).",
+    )
 
     @model_validator(mode="after")
     def _one_check(self) -> LeakageParams:
-        if self.threshold is None and self.ngram_threshold is None:
-            raise ValueError("threshold and ngram_threshold are both null: the filter would check nothing")
+        if self.threshold is None and self.ngram_threshold is None and self.source_span is None:
+            raise ValueError("threshold, ngram_threshold and source_span are all null: the filter would check nothing")
         return self
 
 

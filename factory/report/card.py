@@ -102,6 +102,34 @@ def _eval_section(ev: dict[str, Any]) -> list[str]:
     return out
 
 
+def _sources_section(manifest: Manifest) -> list[str]:
+    if not manifest.corpus:
+        return []
+    grounding = manifest.recipe.get("grounding") or {}
+    return ["## Sources", "",
+            f"Each prompt was grounded in one passage of the user's documents (mode `{grounding.get('mode')}`, "
+            f"passages chosen by `{grounding.get('select')}`); a row's `source_passage` column names its passage. "
+            "Counts only: the documents themselves are not part of this dataset.", "",
+            _table(["source", "documents", "passages", "passages behind the final rows", "duplicates dropped",
+                    "passages dropped (held-out rows inside)", "documents not readable or empty"],
+                   [[s.label, s.documents, s.passages, s.used, s.duplicates, s.validation_overlap, len(s.problems)]
+                    for s in manifest.corpus]), ""]
+
+
+def public_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe as the card shows it: local file paths cut to their file name (a user's folder
+    names are not for publishing); Hub and package paths are public and stay."""
+    def public(path: str) -> str:
+        return path if path.startswith(("hf:", "package:")) else Path(path).name
+
+    shown = dict(recipe)
+    if shown.get("sources"):
+        shown["sources"] = [{**s, "path": public(s["path"])} for s in shown["sources"]]
+    if isinstance(shown.get("real_data"), dict):
+        shown["real_data"] = {**shown["real_data"], "path": public(shown["real_data"]["path"])}
+    return shown
+
+
 def render_card(run_dir: Path) -> str:
     """The card's text for a finished run directory."""
     run_dir = Path(run_dir)
@@ -132,6 +160,7 @@ def render_card(run_dir: Path) -> str:
               _table(["stage", "in", "kept", "dropped (reason: rows)"],
                      [[s.stage, s.rows_in, s.kept, ", ".join(f"{k}: {v}" for k, v in s.dropped.items()) or "-"]
                       for s in manifest.funnel]), ""]
+    lines += _sources_section(manifest)
     if manifest.eval:
         lines += _eval_section(manifest.eval)
     lines += ["## Known limitations", "", *[f"- {note}" for note in limitations(manifest, rejected)], ""]
@@ -140,7 +169,7 @@ def render_card(run_dir: Path) -> str:
               "From a local run directory: `datasets.load_from_disk(\"<run>/dataset\")`.", ""]
     lines += ["## Recipe", "", f"Recipe hash `{manifest.recipe_hash}`; package versions: "
               + ", ".join(f"{k} {v}" for k, v in manifest.versions.items()) + ".", "",
-              "```yaml", yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).strip(), "```", "",
+              "```yaml", yaml.safe_dump(public_recipe(recipe), sort_keys=False, allow_unicode=True).strip(), "```", "",
               "[dataset-factory]: https://pypi.org/project/dataset-factory/", ""]
     # A safety net: the values of the variables the recipe names never reach the card.
     name_secret_variables(recipe_secret_variables(recipe))

@@ -65,6 +65,19 @@ class Timings(_Part):
     started: str
 
 
+class CorpusSource(_Part):
+    """What one `sources:` entry gave the run (names within the source, never its contents)."""
+
+    label: str
+    documents: int
+    passages: int
+    duplicates: int = 0
+    too_short: int = 0
+    validation_overlap: int = 0
+    problems: list[dict[str, str]] = Field(default_factory=list)
+    used: int = 0  # distinct passages behind the final rows
+
+
 class Manifest(_Part):
     """A finished (or budget-limited) run: the resolved recipe, what ran, the funnel and the scores."""
 
@@ -86,6 +99,7 @@ class Manifest(_Part):
     tokens: Tokens
     timings: Timings
     eval: dict[str, Any] | None = None
+    corpus: list[CorpusSource] | None = None
 
     @property
     def task(self) -> str:

@@ -7,12 +7,16 @@ Adding a kind: write its module (spec model + Recipe subclass), its prompt templ
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from factory.records import Record
 from factory.spec import RecipeBase
 from factory.tasks.base import Recipe
 from factory.tasks.classification import ClassificationRecipe, ClassificationSpec
 from factory.tasks.instruction import InstructionRecipe, InstructionSpec
+
+if TYPE_CHECKING:
+    from factory.corpus.selection import PassagePicker
 
 TASKS: dict[str, type[Recipe]] = {kind.kind: kind for kind in (ClassificationRecipe, InstructionRecipe)}
 
@@ -25,9 +29,10 @@ def task_kind(name: str) -> type[Recipe]:
         raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
 
 
-def make_recipe(spec: RecipeBase, real_train: Sequence[Record] = ()) -> Recipe:
-    """The Recipe for a validated spec; real training rows (never validation rows) may join the few-shot pool."""
-    return task_kind(spec.task)(spec, real_train)
+def make_recipe(spec: RecipeBase, real_train: Sequence[Record] = (), passages: PassagePicker | None = None) -> Recipe:
+    """The Recipe for a validated spec; real training rows (never validation rows) may join the few-shot
+    pool, and a grounded recipe takes the run's passage picker."""
+    return task_kind(spec.task)(spec, real_train, passages)
 
 
 __all__ = ["TASKS", "ClassificationRecipe", "ClassificationSpec", "InstructionRecipe", "InstructionSpec", "Recipe",

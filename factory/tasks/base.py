@@ -15,11 +15,15 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from string import Template
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from factory.records import STAGE_PARSE, Completion, Message, Prompt, Record, Rejected
 from factory.spec import AxisValues, RecipeBase
 from factory.text import is_refusal, normalize, words
+
+if TYPE_CHECKING:
+    from factory.corpus import Passage
+    from factory.corpus.selection import PassagePicker
 
 SpecT = TypeVar("SpecT", bound=RecipeBase)
 TEMPLATES = Path(__file__).parent / "templates"
@@ -103,7 +107,8 @@ class Recipe(ABC, Generic[SpecT]):
 
     Prompts are a pure function of (seed, bucket, index), so a resumed run or another worker
     rebuilds exactly the same requests. `real_train` (the user's real training rows, never
-    validation rows) may join the few-shot pool.
+    validation rows) may join the few-shot pool. A recipe with `sources:` gets a `passages` picker,
+    and each of its prompts is grounded in one passage (`grounding.mode` says how).
     """
 
     kind: ClassVar[str]  # the recipe's `task:` value
@@ -111,8 +116,11 @@ class Recipe(ABC, Generic[SpecT]):
     task_categories: ClassVar[tuple[str, ...]]  # Hugging Face task categories, for the dataset card
     columns: ClassVar[tuple[str, ...]]  # the kind's own dataset columns, in order
 
-    def __init__(self, spec: SpecT, real_train: Sequence[Record] = ()) -> None:
+    def __init__(self, spec: SpecT, real_train: Sequence[Record] = (), passages: PassagePicker | None = None) -> None:
         self.spec = spec
+        self.passages = passages
+        if spec.grounded and passages is None:
+            raise ValueError("a recipe with sources needs a passage picker (factory.corpus.selection.PassagePicker)")
         self._generator_names = [g.name for g in spec.generators]
         self._generator_weights = [g.weight for g in spec.generators]
 
@@ -151,6 +159,15 @@ class Recipe(ABC, Generic[SpecT]):
     def prompt(self, bucket: str, index: int, generator: str | None = None, focus: Sequence[str] = ()) -> Prompt:
         """Prompt number `index` of `bucket`; `generator` overrides the weighted assignment, and
         `focus` (texts of a thin cluster) asks for more rows like them."""
+
+    def passage(self, bucket: str, index: int, query: str) -> tuple[str, dict[str, Any]]:
+        """The passage grounding prompt (bucket, index), cut for the prompt, and its provenance for the
+        prompt's target; ("", {}) for an ungrounded recipe."""
+        if self.passages is None:
+            return "", {}
+        chosen: Passage = self.passages.pick(bucket, index, query)
+        text = cut_to_words(chosen.text, self.spec.grounding.max_passage_words)
+        return text, {"passage": text, "passage_id": chosen.id, "document": chosen.document, "source_index": chosen.source}
 
     @staticmethod
     def focus_block(focus: Sequence[str]) -> str:
@@ -203,15 +220,23 @@ class Recipe(ABC, Generic[SpecT]):
             "model": completion.model,
             "bucket": prompt.bucket,
             "index": prompt.index,
+            **{k: prompt.target[k] for k in ("passage_id", "document", "source_index") if k in prompt.target},
             **{f"axis_{k}": v for k, v in prompt.target.get("axes", {}).items()},
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
         }
 
-    def copies(self, text: str, prompt: Prompt) -> str | None:
-        """'copied_example' or 'repeats_prompt' when the text was lifted from the prompt, else None."""
+    def copies(self, text: str, prompt: Prompt, passage_threshold: float = 0.8) -> str | None:
+        """'copied_example', 'copied_passage' or 'repeats_prompt' when the text was lifted from the prompt, else None.
+
+        A grounded row may share the passage's words (that is the point), not be the passage: its
+        word-set Jaccard with it must stay under `passage_threshold` (1.0 for a rewrite: only an
+        unchanged passage is a copy)."""
         if too_close(text, prompt.target.get("examples", [])):
             return "copied_example"
+        if "passage" in prompt.target:
+            if normalize(text) == normalize(prompt.target["passage"]) or too_close(text, [prompt.target["passage"]], passage_threshold):
+                return "copied_passage"
         norm = normalize(text)
         if len(norm) >= 12 and norm in normalize(prompt.messages[-1]["content"]):
             return "repeats_prompt"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -13,6 +13,9 @@ from factory.filters.params import ExactDedupParams
 from factory.records import STAGE_PARSE, Completion, Prompt, Record, Rejected
 from factory.spec import EvalSpec, RealDataSpec, RecipeBase, Strict
 from factory.tasks.base import Recipe, bounded_examples, template
+
+if TYPE_CHECKING:
+    from factory.corpus.selection import PassagePicker
 
 
 class LabelSpec(Strict):
@@ -24,6 +27,10 @@ class LabelSpec(Strict):
 
 class ClassificationSpec(RecipeBase):
     """A recipe that makes (text, label) pairs."""
+
+    # topic: a new text of the label about the passage's content (SynthesizRR's task inversion);
+    # rewrite: the passage rewritten to carry the label (counterfactual augmentation).
+    grounding_modes: ClassVar[tuple[str, ...]] = ("topic", "rewrite")
 
     task: Literal["classification"]
     labels: dict[str, LabelSpec] = Field(description="Label name -> description and examples; at least two labels.")
@@ -72,8 +79,8 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
     task_categories: ClassVar[tuple[str, ...]] = ("text-classification",)
     columns: ClassVar[tuple[str, ...]] = ("text", "label")
 
-    def __init__(self, spec: ClassificationSpec, real_train: Sequence[Record] = ()) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: ClassificationSpec, real_train: Sequence[Record] = (), passages: PassagePicker | None = None) -> None:
+        super().__init__(spec, real_train, passages)
         real: dict[str, list[str]] = defaultdict(list)
         for row in real_train:
             real[row.label or ""].append(row.text)
@@ -119,19 +126,25 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
         example_block = ""
         if shots:
             example_block = f'Examples of "{bucket}" texts:\n' + "\n".join(f"- {s}" for s in shots) + "\n"
-        user = template("classification_user").substitute(
+        query = " ".join([self.spec.labels[bucket].description, *axes.values(), *shots])
+        passage, grounding = self.passage(bucket, index, query)
+        name = f"classification_{self.spec.grounding.mode}_user" if passage else "classification_user"
+        if self.spec.grounding.mode == "rewrite":
+            shots = []  # a rewrite follows its passage, not examples
+        user = template(name).substitute(
             description=self.spec.description or "Write a short text for a text-classification data set.",
             label_list="\n".join(f"- {name}: {label.description}" for name, label in self.spec.labels.items()),
             label=bucket,
             constraints=self.constraints(axes),
-            examples=example_block + self.focus_block(focus),
+            examples=(example_block if shots else "") + self.focus_block(focus),
             reply_format=self.reply_format(bucket),
+            passage=passage,
         )
         return Prompt(
             bucket=bucket, index=index, messages=self.messages(user),
             generator=generator or self.assign_generator(bucket, index),
             seed=rng.randrange(2**31), schema=self.schema(),
-            target={"label": bucket, "axes": axes, "examples": shots, **({"focus": list(focus)} if focus else {})},
+            target={"label": bucket, "axes": axes, "examples": shots, **grounding, **({"focus": list(focus)} if focus else {})},
         )
 
     def parse(self, prompt: Prompt, completion: Completion, record_id: str) -> Record | Rejected:
@@ -149,7 +162,7 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
             return reject("unknown_label", f"the reply says label '{label}'")
         if label != target:
             return reject("label_mismatch", f"asked for '{target}', the reply says '{label}'")
-        copied = self.copies(text, prompt)
+        copied = self.copies(text, prompt, 1.0 if self.spec.grounding.mode == "rewrite" else 0.8)
         if copied:
             return reject(copied)
         if reply.get("rationale"):

@@ -1,0 +1,196 @@
+"""Reading a `sources:` entry into documents: files, folders, globs, tables, PDFs, Hub datasets.
+
+Every file that cannot be read, and every document with no text, comes back as a `Problem` with
+its name: the corpus reports them, never skips them silently.
+"""
+
+from __future__ import annotations
+
+import glob
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+from factory.data.real import local_path
+from factory.errors import DataError
+from factory.spec import SourceSpec
+
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
+HTML_SUFFIXES = (".html", ".htm")
+TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".csv.gz", ".csv.bz2", ".parquet")
+SUFFIXES = TEXT_SUFFIXES + HTML_SUFFIXES + TABLE_SUFFIXES + (".pdf",)
+
+
+@dataclass(slots=True, frozen=True)
+class Document:
+    """One document's raw text and its name: a path relative to the source, `file#row`, or `owner/name#row`."""
+
+    name: str
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class Problem:
+    """A file or document the corpus could not use, and why."""
+
+    name: str
+    reason: str
+
+
+class _HTMLText(HTMLParser):
+    """The visible text of an HTML page: no scripts, styles or markup; block elements end lines."""
+
+    BLOCKS = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article", "blockquote", "pre"}
+    HIDDEN = {"script", "style", "noscript", "template", "head"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self.HIDDEN:
+            self.hidden += 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.HIDDEN:
+            self.hidden = max(0, self.hidden - 1)
+        elif tag in self.BLOCKS:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.hidden:
+            self.parts.append(data)
+
+
+_MD_RULES = [
+    (re.compile(r"^```.*?$", re.MULTILINE), ""),  # fence lines (the code inside is kept as text)
+    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # images: their alt text
+    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # links: their text
+    (re.compile(r"^\s{0,3}(#{1,6}|>|[-*+]|\d+\.)\s+", re.MULTILINE), ""),  # headings, quotes, list marks
+    (re.compile(r"(\*\*|__|`)"), ""),  # emphasis and code marks
+]
+
+
+def html_text(source: str) -> str:
+    parser = _HTMLText()
+    parser.feed(source)
+    parser.close()
+    return "".join(parser.parts)
+
+
+def markdown_text(source: str) -> str:
+    for pattern, replacement in _MD_RULES:
+        source = pattern.sub(replacement, source)
+    return source
+
+
+def _pdf_text(path: Path) -> str:
+    try:
+        import pypdf
+    except ImportError:
+        raise DataError(f"sources: {path.name} is a PDF; reading PDFs needs pypdf (pip install 'dataset-factory[pdf]')") from None
+    reader = pypdf.PdfReader(path)
+    return "\n\n".join(page.extract_text() or "" for page in reader.pages)
+
+
+def _table(path: Path, column: str):  # noqa: ANN202 - a pandas DataFrame
+    import pandas as pd
+
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        table = pd.read_json(path, lines=True, dtype=False)
+    elif name.endswith(".parquet"):
+        table = pd.read_parquet(path)
+    else:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if column not in table.columns:
+        raise ValueError(f"no column {column!r} (text_column); the file has {list(table.columns)}")
+    return table[column]
+
+
+def _file_documents(path: Path, name: str, spec: SourceSpec) -> Iterator[Document | Problem]:
+    lower = path.name.lower()
+    try:
+        if lower.endswith(TABLE_SUFFIXES):
+            for row, value in enumerate(_table(path, spec.text_column)):
+                text = "" if value is None else str(value)
+                yield Document(f"{name}#{row}", text) if text.strip() else Problem(f"{name}#{row}", "empty")
+            return
+        if lower.endswith(".pdf"):
+            text = _pdf_text(path)
+        else:
+            raw = path.read_text(encoding="utf-8")
+            text = html_text(raw) if lower.endswith(HTML_SUFFIXES) else markdown_text(raw) if lower.endswith((".md", ".markdown")) else raw
+    except DataError:
+        raise
+    except UnicodeDecodeError:
+        yield Problem(name, "not UTF-8 text")
+        return
+    except Exception as exc:  # noqa: BLE001 - pandas, pypdf and the OS raise many types; the reason is reported
+        yield Problem(name, f"unreadable: {type(exc).__name__}: {str(exc)[:200]}")
+        return
+    yield Document(name, text) if text.strip() else Problem(name, "empty")
+
+
+def _files(spec: SourceSpec, base_dir: Path) -> list[tuple[Path, str]]:
+    """(path, name) of every file the entry names; a name is relative to the folder or glob's fixed part."""
+    if spec.path.startswith("package:"):
+        path = local_path(spec.path, base_dir, "sources")
+        return [(path, path.name)]
+    pattern = spec.path if Path(spec.path).is_absolute() else str(base_dir / spec.path)
+    if any(ch in spec.path for ch in "*?["):
+        fixed = pattern.split("*")[0].split("?")[0].split("[")[0]  # the part before the first wildcard
+        root = Path(fixed) if fixed.endswith(("/", "\\")) else Path(fixed).parent
+        found = [Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]
+    elif Path(pattern).is_dir():
+        root = Path(pattern)
+        found = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES))
+    else:
+        root = Path(pattern).parent
+        found = [Path(pattern)]
+    if not found or not found[0].exists():
+        raise DataError(f"sources: {spec.path!r} matches no file")
+    return [(p, str(p.relative_to(root)) if p.is_relative_to(root) else p.name) for p in found]
+
+
+def read_source(spec: SourceSpec, base_dir: Path, seed: int) -> Iterator[Document | Problem]:
+    """The documents of one `sources:` entry, and the problems met on the way."""
+    if spec.path.startswith("hf:"):
+        yield from _hub_documents(spec, seed)
+        return
+    items: list[Document | Problem] = []
+    for path, name in _files(spec, base_dir):
+        if not path.name.lower().endswith(SUFFIXES):
+            items.append(Problem(name, f"not a known document type ({', '.join(SUFFIXES)})"))
+            continue
+        items.extend(_file_documents(path, name, spec))
+    yield from _sample(items, spec.max_documents, seed)
+
+
+def _hub_documents(spec: SourceSpec, seed: int) -> Iterator[Document | Problem]:
+    import datasets
+
+    name = spec.path[3:]
+    try:
+        table = datasets.load_dataset(name, split=spec.split)
+    except Exception as exc:  # the Hub client raises many types; the message is what matters
+        raise DataError(f"sources: could not load the Hub dataset {name!r} (split {spec.split!r}): {exc}") from exc
+    if spec.text_column not in table.column_names:
+        raise DataError(f"sources: {name} has no column {spec.text_column!r} (text_column); it has {table.column_names}")
+    items = [Document(f"{name}#{k}", str(t)) if t and str(t).strip() else Problem(f"{name}#{k}", "empty")
+             for k, t in enumerate(table[spec.text_column])]
+    yield from _sample(items, spec.max_documents, seed)
+
+
+def _sample(items: list[Document | Problem], most: int | None, seed: int) -> list[Document | Problem]:
+    documents = [d for d in items if isinstance(d, Document)]
+    if most is None or len(documents) <= most:
+        return items
+    chosen = {id(d) for d in random.Random(f"{seed}/sources").sample(documents, most)}
+    return [d for d in items if not isinstance(d, Document) or id(d) in chosen]

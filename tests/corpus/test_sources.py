@@ -1,0 +1,153 @@
+"""Reading `sources:`: every format, cleaning, chunking, stable ids, the cache, and reported problems."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from factory.corpus import load_corpus
+from factory.corpus.chunking import chunk, clean, count_tokens
+from factory.corpus.overlap import overlapping
+from factory.errors import DataError
+from factory.records import Record
+from factory.spec import parse_recipe
+
+
+def minimal_pdf(text: str) -> bytes:
+    """A one-page PDF whose page shows `text` (Helvetica), with a correct cross-reference table."""
+    stream = zlib.compress(f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode())
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def recipe(tmp_path: Path, sources: list[dict], **grounding) -> object:
+    spec = parse_recipe({
+        "name": "docs", "task": "classification",
+        "labels": {"a": {"description": "first"}, "b": {"description": "second"}},
+        "generators": [{"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}],
+        "sources": sources, **({"grounding": grounding} if grounding else {}),
+    })
+    spec._base_dir = tmp_path
+    return spec
+
+
+@pytest.fixture()
+def docs(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "kettles.txt").write_text("The copper kettle whistles at dawn. It boils water in three minutes.\n\nIts handle stays cool.")
+    (folder / "guide.md").write_text("# Lamp guide\n\nThe **brass lamp** has a [dimmer](http://x.example) switch.\n\n- It uses LED bulbs.\n")
+    (folder / "sub" / "page.html").write_text(
+        "<html><head><style>p{color:red}</style><script>var secret=1;</script></head>"
+        "<body><h1>Chairs</h1><p>The oak chair seats four &amp; folds flat.</p></body></html>")
+    pd.DataFrame({"body": ["Row one talks about fans and their blades.", "", "Row three is about heaters that hum."]}).to_csv(
+        folder / "table.csv", index=False)
+    (folder / "notes.jsonl").write_text(json.dumps({"body": "A desk with two drawers and a walnut top."}) + "\n")
+    pd.DataFrame({"body": ["Parquet rows describe toasters with four slots."]}).to_parquet(folder / "rows.parquet")
+    (folder / "manual.pdf").write_bytes(minimal_pdf("The blender has five speeds and a glass jug."))
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
+    (folder / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    (folder / "empty.txt").write_text("   \n")
+    return folder
+
+
+def test_every_format_is_read_cleaned_and_problems_are_named(tmp_path: Path, docs: Path) -> None:
+    spec = recipe(tmp_path, [{"path": "docs", "text_column": "body"}])
+    corpus = load_corpus(spec, tmp_path / "run" / "corpus")
+    texts = " ".join(p.text for p in corpus.passages)
+    for fact in ("copper kettle", "brass lamp has a dimmer switch", "oak chair seats four & folds flat", "fans and their blades",
+                 "walnut top", "toasters with four slots", "blender has five speeds"):
+        assert fact in texts, fact
+    assert "var secret" not in texts and "color:red" not in texts and "http://x.example" not in texts and "**" not in texts
+    problems = {p["name"]: p["reason"] for p in corpus.sources[0].problems}
+    assert problems["broken.pdf"].startswith("unreadable")
+    assert problems["latin1.txt"] == "not UTF-8 text"
+    assert problems["empty.txt"] == "empty"
+    assert problems["table.csv#1"] == "empty"
+    documents = {p.document for p in corpus.passages}
+    assert {"kettles.txt", "guide.md", "sub/page.html", "table.csv#0", "notes.jsonl#0", "rows.parquet#0", "manual.pdf"} <= documents
+    assert not any(str(tmp_path) in d for d in documents), "names are relative to the source, not the user's folders"
+
+
+def test_a_source_matching_nothing_or_only_unusable_files_is_an_error(tmp_path: Path, docs: Path) -> None:
+    with pytest.raises(DataError, match="matches no file"):
+        load_corpus(recipe(tmp_path, [{"path": "nowhere/*.txt"}]), tmp_path / "c1")
+    with pytest.raises(DataError, match=r"no usable passage.*empty\.txt \(empty\)"):
+        load_corpus(recipe(tmp_path, [{"path": "docs/empty.txt"}]), tmp_path / "c2")
+
+
+def test_ids_are_stable_and_the_cache_is_reused_until_a_file_changes(tmp_path: Path, docs: Path) -> None:
+    spec = recipe(tmp_path, [{"path": "docs/*.txt"}])
+    first = load_corpus(spec, tmp_path / "c")
+    assert (tmp_path / "c" / "passages.jsonl").exists()
+    (docs / "kettles.txt").rename(docs / "renamed.txt")  # a move changes no id
+    again = load_corpus(spec, tmp_path / "c")
+    assert [p.id for p in again.passages] == [p.id for p in first.passages]
+    assert {p.document for p in again.passages} == {"renamed.txt"}
+    (docs / "renamed.txt").write_text("A new text about a steel kettle with a long spout.")
+    changed = load_corpus(spec, tmp_path / "c")
+    assert "steel kettle" in changed.passages[0].text and changed.passages[0].id != first.passages[0].id
+
+
+def test_duplicate_documents_and_passages_are_dropped_and_counted(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    for name in ("one.txt", "two.txt"):
+        (tmp_path / "d" / name).write_text("The same document, word for word, in two files.")
+    corpus = load_corpus(recipe(tmp_path, [{"path": "d"}]), tmp_path / "c")
+    assert len(corpus.passages) == 1 and corpus.sources[0].duplicates == 1 and corpus.sources[0].documents == 2
+
+
+def test_chunks_respect_size_overlap_and_sentence_ends() -> None:
+    text = clean(" ".join(f"Sentence number {k} says something about item {k}." for k in range(60)))
+    pieces = chunk(text, 40, 10)
+    assert len(pieces) > 5
+    assert all(count_tokens(p) <= 40 for p in pieces)
+    assert all(p.endswith(".") for p in pieces), "passages end at sentence ends"
+    for before, after in zip(pieces, pieces[1:]):
+        assert after.split(". ")[0] in before, "each passage repeats the last sentence of the one before"
+    long_sentence = "word " * 100
+    assert all(count_tokens(p) <= 30 for p in chunk(long_sentence, 30, 5))
+
+
+def test_chunking_overlap_must_be_under_half_the_size() -> None:
+    with pytest.raises(Exception, match="overlap"):
+        parse_recipe({"name": "x", "task": "classification", "labels": {"a": {"description": "a"}, "b": {"description": "b"}},
+                      "sources": [{"path": "d"}], "grounding": {"chunking": {"size": 40, "overlap": 30}}})
+
+
+def test_validation_rows_in_the_corpus_stop_the_build_or_are_dropped(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    held_out = "This validation review must never be shown to the model in any prompt at all."
+    (tmp_path / "d" / "a.txt").write_text(f"Some other text comes first. {held_out} More text follows it here.")
+    (tmp_path / "d" / "b.txt").write_text("An unrelated document about gardening and tomatoes in the spring.")
+    validation = [Record({"text": held_out}, label="a", id="real-1")]
+    with pytest.raises(DataError, match=r"sources\[0\].*1 passage\(s\) contain a real validation row.*exclude_real_validation"):
+        load_corpus(recipe(tmp_path, [{"path": "d"}]), tmp_path / "c", validation)
+    corpus = load_corpus(recipe(tmp_path, [{"path": "d", "exclude_real_validation": True}]), tmp_path / "c", validation)
+    assert [p.document for p in corpus.passages] == ["b.txt"]
+    assert corpus.sources[0].validation_overlap == 1
+
+
+def test_overlap_rules() -> None:
+    passages = ["the film is a great ride from start to end, I loved it", "Wrong.", "short words here"]
+    assert overlapping(passages, ["I loved it", "wrong", "great ride from start to end"]) == {0, 1}
+    assert overlapping(passages, ["no match at all in these"]) == set()

@@ -1,0 +1,149 @@
+"""Grounded builds: prompts seeded with the user's passages, end to end against a loopback OpenAI server."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import classification_recipe, write_recipe
+from loopback_openai import Action
+
+from factory.cli import main
+from factory.data.real import real_split
+from factory.spec import load_recipe
+from factory.run.manifest import load_manifest
+
+PASSAGE = re.compile(r"<passage>\n(.*?)\n</passage>", re.DOTALL)
+TOPICS = ["kettle", "lamp", "chair", "blender", "toaster", "desk", "heater", "fan", "mirror", "clock", "rug", "shelf"]
+
+
+def passage_of(body: dict) -> str:
+    return PASSAGE.search(body["messages"][-1]["content"]).group(1)
+
+
+def label_of(body: dict) -> str:
+    return re.search(r'"label": "([^"]+)"', body["messages"][-1]["content"]).group(1)
+
+
+def about_the_passage(body: dict, n: int) -> Action:
+    """A row on the passage's subject, in new words (what a grounded generator should write)."""
+    subject = passage_of(body).split()[1]
+    mood = "love" if label_of(body) == "positive" else "regret buying"
+    return Action(text=json.dumps({"label": label_of(body), "text": f"I {mood} my {subject}, seed {body['seed']}."}))
+
+
+def write_docs(folder: Path, topics: list[str] = TOPICS) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for topic in topics:
+        (folder / f"{topic}.txt").write_text(
+            f"The {topic} in our catalogue is made of oak and brass, and ships in a box of recycled card. "
+            f"Customers ask how long the {topic} lasts; we answer that it is built for ten years of use.")
+
+
+def grounded(server, tmp_path: Path, **overrides) -> Path:
+    write_docs(tmp_path / "docs")
+    recipe = classification_recipe(server.base_url, sources=[{"path": "docs/*.txt"}], **overrides)
+    return write_recipe(tmp_path / "recipe.yaml", recipe)
+
+
+def test_every_prompt_shows_a_passage_each_used_once_before_any_is_reused(loopback, tmp_path, canary_key, capsys) -> None:
+    server = loopback(script=about_the_passage)
+    path = grounded(server, tmp_path)
+    run = tmp_path / "run"
+    assert main(["build", str(path), "--out", str(run), "--no-progress"]) == 0
+    shown = [passage_of(r.body) for r in server.log]
+    assert len(shown) >= 10
+    first = shown[: len(TOPICS)]
+    assert len(set(first)) == len(first), "no passage repeats before every passage was used"
+    prompt = server.log[0].body["messages"][-1]["content"]
+    assert "about what this passage is about" in prompt
+
+    manifest = load_manifest(run)
+    corpus = manifest.corpus[0]
+    assert (corpus.label, corpus.documents, corpus.passages) == ("*.txt", len(TOPICS), len(TOPICS))
+    assert 0 < corpus.used <= len(TOPICS)
+    generated = [json.loads(line) for line in (run / "generated.jsonl").read_text().splitlines()]
+    ids = {json.loads(line)["id"] for line in (run / "corpus" / "passages.jsonl").read_text().splitlines()}
+    assert all(r["meta"]["passage_id"] in ids and r["meta"]["document"].endswith(".txt") for r in generated)
+    card = (run / "README.md").read_text()
+    assert "## Sources" in card and "| *.txt | 12 | 12 |" in card
+    assert str(tmp_path) not in card, "the card shows no local folder"
+
+    # A re-run resumes from the cache: nothing is sent again, the same passages ground the same prompts.
+    before = len(server.log)
+    assert main(["build", str(path), "--out", str(run), "--no-progress"]) == 0
+    assert len(server.log) == before
+
+
+def test_dataset_rows_name_their_passage(loopback, tmp_path, canary_key) -> None:
+    from datasets import load_from_disk
+
+    server = loopback(script=about_the_passage)
+    run = tmp_path / "run"
+    assert main(["build", str(grounded(server, tmp_path)), "--out", str(run), "--no-progress"]) == 0
+    dataset = load_from_disk(str(run / "dataset"))
+    dataset = dataset["train"] if hasattr(dataset, "keys") else dataset
+    passages = {json.loads(line)["id"]: json.loads(line)["text"]
+                for line in (run / "corpus" / "passages.jsonl").read_text().splitlines()}
+    for row in dataset:
+        subject = row["text"].split()[-3].rstrip(",")
+        assert subject in passages[row["source_passage"]], "each row's passage is the one it was written from"
+
+
+def test_a_corpus_holding_validation_rows_is_refused_before_any_request(loopback, tmp_path, canary_key, capsys) -> None:
+    server = loopback(script=about_the_passage)
+    write_docs(tmp_path / "docs")
+    real = pd.DataFrame({"text": [f"I {'love' if k % 2 else 'hate'} this thing number {k} with all my heart." for k in range(40)],
+                         "label": ["positive" if k % 2 else "negative" for k in range(40)]})
+    real.to_csv(tmp_path / "real.csv", index=False)
+    (tmp_path / "docs" / "reviews.txt").write_text("\n\n".join(real["text"]))  # every real row, also held-out ones
+    recipe = classification_recipe(server.base_url, sources=[{"path": "docs"}],
+                                   real_data={"path": "real.csv", "train_per_label": 2})
+    path = write_recipe(tmp_path / "recipe.yaml", recipe)
+    assert main(["build", str(path), "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "contain a real validation row" in err and "exclude_real_validation: true" in err
+    assert server.log == []
+
+    recipe["sources"] = [{"path": "docs", "exclude_real_validation": True}]
+    write_recipe(path, recipe)
+    assert main(["build", str(path), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    validation = {r.text for r in real_split(load_recipe(path)).validation}
+    shown = " ".join(passage_of(r.body) for r in server.log)
+    assert len(validation) == 36 and not any(text in shown for text in validation), "no validation row reached a prompt"
+    assert load_manifest(tmp_path / "run").corpus[0].validation_overlap >= 1
+
+
+def test_rewrite_mode_rejects_an_unchanged_passage(loopback, tmp_path, canary_key) -> None:
+    def lazy(body: dict, n: int) -> Action:  # every other reply hands the passage back unchanged
+        text = passage_of(body) if body["seed"] % 2 else f"A reworded take {body['seed']} on " + passage_of(body)[:60]
+        return Action(text=json.dumps({"label": label_of(body), "text": text}))
+
+    server = loopback(script=lazy)
+    path = grounded(server, tmp_path, grounding={"mode": "rewrite"}, filters=[{"type": "exact_dedup"}])
+    run = tmp_path / "run"
+    assert main(["build", str(path), "--out", str(run), "--no-progress"]) == 0
+    assert "Rewrite this passage so that its label is" in server.log[0].body["messages"][-1]["content"]
+    rejected = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines()]
+    assert any(r["reason"] == "copied_passage" for r in rejected)
+
+
+@pytest.mark.parametrize("span, dropped", [(12, True), (None, False)])
+def test_leakage_drops_rows_that_copy_a_long_span_of_their_passage(loopback, tmp_path, canary_key, span, dropped) -> None:
+    def copier(body: dict, n: int) -> Action:
+        words = passage_of(body).split()
+        return Action(text=json.dumps({"label": label_of(body), "text": f"Seed {body['seed']}: " + " ".join(words[:15])}))
+
+    server = loopback(script=copier)
+    leakage = {"type": "leakage", "source_span": span, "threshold": None}
+    path = grounded(server, tmp_path, filters=[leakage], generate={"per_label": 2, "max_requests": 6})
+    run = tmp_path / "run"
+    main(["build", str(path), "--out", str(run), "--no-progress"])
+    reasons = [json.loads(line)["reason"] for line in (run / "rejected.jsonl").read_text().splitlines()]
+    assert ("copied_source" in reasons) is dropped
+    if dropped:
+        funnel = {s.stage: s for s in load_manifest(run).funnel}
+        assert funnel["leakage"].stats["copied_source"] >= 1
