@@ -216,6 +216,10 @@ class RecipeBase(Strict):
             raise ValueError(f"generator names must be unique; repeated: {', '.join(dupes)}")
         if not any(g.weight > 0 for g in self.generators):
             raise ValueError("generator weights are all zero; at least one must be > 0")
+        for stage in self.filters:  # a stage that asks a generator (a judge) names one of the recipe's
+            judge = getattr(stage, "generator", None)
+            if judge is not None and judge not in names:
+                raise ValueError(f"filters: {stage.type}.generator {judge!r} is not a generator of this recipe; known: {', '.join(names)}")
         return self
 
     @model_validator(mode="after")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Sequence
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,6 +22,7 @@ REFUSAL = re.compile(
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+", re.UNICODE)
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 # ASCII fast path: NFKC leaves ASCII unchanged and casefold() equals lower() on it, so one
 # translate() does the punctuation step, and str.split() uses the same whitespace as regex \s.
@@ -96,3 +98,19 @@ def words(text: str) -> list[str]:
 def is_refusal(text: str) -> bool:
     """True when the start of `text` is a refusal or assistant boilerplate instead of the requested text."""
     return bool(REFUSAL.search(text[:400].replace("\u2019", "'")))  # curly apostrophes too
+
+
+def extract_json(text: str) -> dict[str, Any] | None:
+    """The JSON object in a reply: bare, in a code fence, or the outermost {...} span."""
+    candidates = [text.strip(), *_FENCE.findall(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except (json.JSONDecodeError, ValueError):
+            continue
+        if isinstance(value, dict):
+            return value
+    return None

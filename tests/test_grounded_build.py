@@ -13,8 +13,8 @@ from loopback_openai import Action
 
 from factory.cli import main
 from factory.data.real import real_split
-from factory.spec import load_recipe
 from factory.run.manifest import load_manifest
+from factory.spec import load_recipe
 
 PASSAGE = re.compile(r"<passage>\n(.*?)\n</passage>", re.DOTALL)
 TOPICS = ["kettle", "lamp", "chair", "blender", "toaster", "desk", "heater", "fan", "mirror", "clock", "rug", "shelf"]
@@ -147,3 +147,97 @@ def test_leakage_drops_rows_that_copy_a_long_span_of_their_passage(loopback, tmp
     if dropped:
         funnel = {s.stage: s for s in load_manifest(run).funnel}
         assert funnel["leakage"].stats["copied_source"] >= 1
+
+
+def qa_recipe(server, tmp_path: Path, **overrides) -> Path:
+    write_docs(tmp_path / "docs")
+    recipe = {
+        "name": "docs-qa", "task": "instruction", "seed": 1, "description": "Questions customers ask about our catalogue.",
+        "generate": {"count": 6, "batch_size": 4},
+        "generators": classification_recipe(server.base_url)["generators"],
+        "sources": [{"path": "docs"}], "grounding": {"mode": "qa"},
+        "filters": [{"type": "exact_dedup"}, {"type": "faithfulness"}], **overrides,
+    }
+    return write_recipe(tmp_path / "qa.yaml", recipe)
+
+
+def qa_server(body: dict, n: int) -> Action:
+    """Writes pairs (every third answer invents a fact) and judges them (a claim about titanium is unsupported)."""
+    system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+    if system.startswith("You check whether"):
+        row = user.split("Row to check:")[1]
+        verdict = "maybe" if "broken verdict" in row else "titanium" not in row
+        return Action(text=json.dumps({"supported": verdict, "reason": "checked against the passage"}))
+    subject = passage_of(body).split()[1]
+    if '"query"' in user:
+        return Action(text=json.dumps({"query": f"how long does a {subject} last {body['seed'] % 97}"}))
+    answer = f"The {subject} is made of titanium." if body["seed"] % 3 == 0 else f"The {subject} is built for ten years of use."
+    return Action(text=json.dumps({"instruction": f"How long is the {subject} built to last ({body['seed'] % 89})?",
+                                   "response": answer}))
+
+
+def test_grounded_qa_pairs_are_judged_against_their_passage(loopback, tmp_path, canary_key) -> None:
+    server = loopback(script=qa_server)
+    path = qa_recipe(server, tmp_path)
+    run = tmp_path / "run"
+    assert main(["build", str(path), "--out", str(run), "--no-progress"]) == 0
+    prompt = server.log[0].body["messages"][-1]["content"]
+    assert "Use only facts stated in the passage" in prompt
+    rejected = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines()]
+    unsupported = [r for r in rejected if r["reason"] == "unsupported"]
+    assert unsupported and all(r["detail"] == "checked against the passage" for r in unsupported)
+    kept = [json.loads(line) for line in (run / "generated.jsonl").read_text().splitlines()]
+    from datasets import load_from_disk
+
+    dataset = load_from_disk(str(run / "dataset"))
+    dataset = dataset["train"] if hasattr(dataset, "keys") else dataset
+    assert len(dataset) == 6 and not any("titanium" in r["response"] for r in dataset)
+    assert len(kept) > len(dataset)
+    judged = [r for r in server.log if r.body["messages"][0]["content"].startswith("You check whether")]
+    manifest = load_manifest(run)
+    assert manifest.generators[0]["requests"] == len(server.log), "the judge's requests are counted"
+    assert {s.stage: s for s in manifest.funnel}["faithfulness"].dropped["unsupported"] == len(unsupported)
+    assert len(judged) == len({r.body["messages"][-1]["content"] for r in judged}), "each row is judged once"
+
+    before = len(server.log)
+    assert main(["build", str(path), "--out", str(run), "--no-progress"]) == 0
+    assert len(server.log) == before, "a re-run sends neither the pairs nor the judgements again"
+
+
+def test_an_unreadable_verdict_is_a_judge_failure_with_a_reason(loopback, tmp_path, canary_key) -> None:
+    def broken(body: dict, n: int) -> Action:
+        if body["messages"][0]["content"].startswith("You check whether"):
+            return Action(text="I think it is probably fine")
+        return qa_server(body, n)
+
+    server = loopback(script=broken)
+    run = tmp_path / "run"
+    path = qa_recipe(server, tmp_path, generate={"count": 3, "max_requests": 4})
+    assert main(["build", str(path), "--out", str(run), "--no-progress"]) == 3  # nothing survives: the budget runs out
+    rejected = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines()]
+    failed = [r for r in rejected if r["reason"] == "judge_failed"]
+    assert failed and "unreadable verdict" in failed[0]["detail"]
+
+
+def test_query_mode_pairs_a_search_query_with_its_passage(loopback, tmp_path, canary_key) -> None:
+    from datasets import load_from_disk
+
+    server = loopback(script=qa_server)
+    run = tmp_path / "run"
+    path = qa_recipe(server, tmp_path, grounding={"mode": "query"}, filters=[{"type": "exact_dedup"}])
+    assert main(["build", str(path), "--out", str(run), "--no-progress"]) == 0
+    assert "search query" in server.log[0].body["messages"][-1]["content"]
+    dataset = load_from_disk(str(run / "dataset"))
+    dataset = dataset["train"] if hasattr(dataset, "keys") else dataset
+    passages = {json.loads(line)["id"]: json.loads(line)["text"]
+                for line in (run / "corpus" / "passages.jsonl").read_text().splitlines()}
+    for row in dataset:
+        assert row["instruction"].startswith("how long does a") and row["response"] == passages[row["source_passage"]]
+
+
+def test_a_judge_must_name_a_generator_of_the_recipe(tmp_path, capsys) -> None:
+    path = write_recipe(tmp_path / "r.yaml", {
+        "name": "x", "task": "instruction", "sources": [{"path": "docs"}],
+        "filters": [{"type": "faithfulness", "generator": "gpt-judge"}]})
+    assert main(["validate", str(path)]) == 1
+    assert "faithfulness.generator 'gpt-judge' is not a generator of this recipe" in capsys.readouterr().err

@@ -113,6 +113,8 @@ class Builder:
             raise FactoryError(f"no generator named {only_generator!r}; the recipe has {[g.name for g in spec.generators]}")
         self.generators: dict[str, Generator] = dict(generators) if generators is not None else {
             g.name: build_generator(g) for g in chosen}
+        self._generator_params = {g.name: g for g in spec.generators}
+        self.answers: dict[str, Completion] = {}  # replies to the filters' requests (a judge's verdicts), by request key
         self._filters = filters
         self._embedder = embedder
         self.targets = spec.buckets()
@@ -134,14 +136,21 @@ class Builder:
         self.recipe: Recipe = make_recipe(self.spec, self.real.train, picker)
         self.context = FilterContext(seed=self.spec.seed, labels=tuple(self.targets), real_train=self.real.train,
                                      real_holdout=self.real.validation, embedder=embedder,
-                                     passages={p.id: p.text for p in self.corpus.passages} if self.corpus else {})
+                                     passages={p.id: p.text for p in self.corpus.passages} if self.corpus else {},
+                                     generators=tuple(self._generator_params), answer=self._answer)
         stages = self._filters if self._filters is not None else [build_filter(p) for p in self.spec.filters]
         self.filters = [stage.fit(self.context) for stage in stages]
 
     # -- generation -----------------------------------------------------------------------------
 
-    def _generator(self, name: str) -> Generator:
+    def _generator(self, name: str, load: bool = True) -> Generator:
+        if name not in self.generators:  # a judge that is not among the generators of this build (compare)
+            if name not in self._generator_params:
+                raise FactoryError(f"no generator named {name!r}; the recipe has {list(self._generator_params)}")
+            self.generators[name] = build_generator(self._generator_params[name])
         generator = self.generators[name]
+        if not load:
+            return generator
         if name not in self._loaded:  # load lazily: a fully cached re-run never loads a model
             generator.load()
             self._loaded.add(name)
@@ -198,9 +207,10 @@ class Builder:
         keys = sorted(self.parsed, key=lambda k: (k[1], order[k[0]]))
         return [row for k in keys if isinstance(row := self.parsed[k], Record)]
 
-    def _filter(self, records: list[Record]) -> ChainResult:
+    async def _filter(self, store: RunStore, records: list[Record]) -> ChainResult:
         chain = ChainResult(records, [], [], [])
         for stage in self.filters:
+            await self._answer_requests(store, stage, chain.kept)  # only rows that reach the stage are asked about
             result = stage.apply(chain.kept)
             chain.funnel.append(result.funnel(stage.type, len(chain.kept)))
             chain.dropped.extend(result.dropped)
@@ -208,9 +218,38 @@ class Builder:
             chain.stages.append((stage.type, result.kept))
         return chain
 
+    def _answer(self, prompt: Prompt) -> Completion | None:
+        return self.answers.get(request_key(self._generator(prompt.generator, load=False).identity(), prompt))
+
+    async def _answer_requests(self, store: RunStore, stage: Filter, records: Sequence[Record]) -> None:
+        """Send the stage's requests about `records` that have no reply yet, through the request cache."""
+        wanted: dict[str, dict[str, Prompt]] = defaultdict(dict)
+        for record in records:
+            prompt = stage.request(record)
+            if prompt is not None:
+                key = request_key(self._generator(prompt.generator, load=False).identity(), prompt)
+                if key not in self.answers:
+                    wanted[prompt.generator][key] = prompt
+        for name, items in wanted.items():
+            cached = store.cache.get_many(items)
+            for key, completion in cached.items():
+                self.answers[key] = completion
+                self.stats[name].add(completion)
+            missing = {id(p): (k, p) for k, p in items.items() if k not in cached}
+            if not missing:
+                continue
+            generator = self._generator(name)
+            identity = generator.identity()
+            async for prompt, completion in generator.stream([p for _, p in missing.values()]):
+                key = missing[id(prompt)][0]
+                if completion.error is None:
+                    store.cache.put(key, prompt, identity, completion)
+                self.answers[key] = completion
+                self.stats[name].add(completion)
+
     # -- the run --------------------------------------------------------------------------------
 
-    async def _generate(self, store: RunStore, progress: BuildProgress) -> str:
+    async def _generate(self, store: RunStore, progress: BuildProgress) -> tuple[str, ChainResult]:
         try:
             return await self._rounds(store, progress)
         finally:
@@ -218,10 +257,12 @@ class Builder:
                 await self.generators[name].aclose()
             self._loaded.clear()
 
-    async def _rounds(self, store: RunStore, progress: BuildProgress) -> str:
+    async def _rounds(self, store: RunStore, progress: BuildProgress) -> tuple[str, ChainResult]:
+        """Generate until the targets are met or the budget is spent; the status, and the chain's
+        result on every parsed row (the last pass sees them all)."""
         budget = self.spec.budget()
         while True:
-            chain = self._filter(self._records_in_order())
+            chain = await self._filter(store, self._records_in_order())
             counts = Counter(self.recipe.bucket(r) for r in chain.kept)
             progress.kept(counts)
             reached = all(counts[b] >= t for b, t in self.targets.items())
@@ -229,13 +270,13 @@ class Builder:
                 # Fixed-request mode (compare): every generator gets exactly the same prompts.
                 plan = fixed_round(self.targets, self.issued, self.requests_per_bucket)
                 if not plan:
-                    return "complete" if reached else "requests_spent"
+                    return ("complete" if reached else "requests_spent"), chain
             else:
                 if reached:
-                    return "complete"
+                    return "complete", chain
                 plan = plan_round(self.targets, counts, self.issued, budget - sum(self.issued.values()))
                 if not plan:
-                    return "budget_exhausted"
+                    return "budget_exhausted", chain
             focus = top_up_focus(chain.funnel)
             prompts = []
             for bucket, n in plan.items():
@@ -253,12 +294,10 @@ class Builder:
         with RunStore(self.run_dir) as store, BuildProgress(self.targets, enabled=self.show_progress) as progress:
             self._prepare()
             with interrupts.asyncio_handles_ctrl_c():
-                status = asyncio.run(self._generate(store, progress))
-            interrupts.check()
+                status, chain = asyncio.run(self._generate(store, progress))
+            interrupts.check()  # before the dataset is written
             generated_s = time.time() - started
             records = self._records_in_order()
-            chain = self._filter(records)
-            interrupts.check()  # before the dataset is written
             final, surplus = trim_to_target(chain.kept, self.targets, self.recipe.bucket)
             store.add_rejected(chain.dropped + surplus)
             store.write_dataset([self._dataset_row(r) for r in final])

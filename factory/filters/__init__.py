@@ -19,6 +19,7 @@ from factory.filters.params import (
     ConflictsParams,
     CriticParams,
     ExactDedupParams,
+    FaithfulnessParams,
     FilterParams,
     LeakageParams,
     NearDedupParams,
@@ -43,6 +44,7 @@ _REGISTRY: dict[str, tuple[type[FilterParams], str]] = {
     "critic": (CriticParams, "factory.filters.critic:Critic"),
     "rebalance": (RebalanceParams, "factory.filters.rebalance:Rebalance"),
     "novelty": (NoveltyParams, "factory.filters.novelty:Novelty"),
+    "faithfulness": (FaithfulnessParams, "factory.filters.faithfulness:Faithfulness"),
 }
 
 FilterSpec = Annotated[Union[tuple(params for params, _ in _REGISTRY.values())], Field(discriminator="type")]  # type: ignore[misc]

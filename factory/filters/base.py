@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from factory.embeddings import Embedder
 from factory.filters.params import FilterParams
-from factory.records import Record, Rejected
+from factory.records import Completion, Prompt, Record, Rejected
 
 
 @dataclass(slots=True)
@@ -20,7 +20,8 @@ class FilterContext:
     `real_train` are the real rows a filter may train on; `real_holdout` are rows it must never train
     on but may compare against (the leakage check protects both). `embedder` is shared by every filter
     of the run, so each text is embedded once. `passages` are the grounding passages by id (a grounded
-    row's meta names its `passage_id`).
+    row's meta names its `passage_id`). A stage that needs a model's judgement (`Filter.request`) reads
+    the replies through `answer`: the build sends the requests, through its cache, before the stage runs.
     """
 
     seed: int = 0
@@ -29,6 +30,8 @@ class FilterContext:
     real_holdout: Sequence[Record] = ()
     embedder: Embedder | None = None
     passages: Mapping[str, str] = field(default_factory=dict)  # passage id -> text, for grounded recipes
+    generators: tuple[str, ...] = ()  # the recipe's generator names, for stages that ask one (`request`)
+    answer: Callable[[Prompt], Completion | None] | None = None  # the build's reply to a stage's request
 
     def embeddings(self) -> Embedder:
         if self.embedder is None:
@@ -70,6 +73,13 @@ class Filter(ABC):
         if not hasattr(self, "context_"):
             self.fit(FilterContext())
         return self.context_
+
+    def request(self, record: Record) -> Prompt | None:
+        """A question this stage needs a generator to answer about `record` before `apply` (None: none).
+
+        The build sends it through the run's request cache (a re-run sends nothing again) and hands the
+        reply to `apply` through `context.answer`."""
+        return None
 
     @abstractmethod
     def apply(self, records: Sequence[Record]) -> FilterResult:

@@ -130,6 +130,15 @@ class ConflictsParams(FilterParams):
     )
 
 
+class FaithfulnessParams(FilterParams):
+    type: Literal["faithfulness"] = "faithfulness"
+    generator: str | None = Field(
+        None, description="The recipe generator that judges, by name (default: the first). A stronger model than the "
+                          "writer judges better; its requests are cached like any other and counted in its stats.")
+    on_error: Literal["drop", "keep"] = Field(
+        "drop", description="A row whose judgement failed (request error, unreadable verdict): drop it (judge_failed) or keep it.")
+
+
 class LeakageParams(FilterParams):
     type: Literal["leakage"] = "leakage"
     threshold: float | None = Field(

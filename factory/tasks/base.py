@@ -7,7 +7,6 @@ kind a recipe is."""
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from abc import ABC, abstractmethod
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from factory.records import STAGE_PARSE, Completion, Message, Prompt, Record, Rejected
 from factory.spec import AxisValues, RecipeBase
-from factory.text import is_refusal, normalize, words
+from factory.text import extract_json, is_refusal, normalize, words
 
 if TYPE_CHECKING:
     from factory.corpus import Passage
@@ -27,9 +26,6 @@ if TYPE_CHECKING:
 
 SpecT = TypeVar("SpecT", bound=RecipeBase)
 TEMPLATES = Path(__file__).parent / "templates"
-
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
-
 
 @cache
 def template(name: str) -> Template:
@@ -41,22 +37,6 @@ def weighted_pick(rng: random.Random, values: AxisValues) -> str:
         names = list(values)
         return rng.choices(names, weights=[values[n] for n in names], k=1)[0]
     return rng.choice(values)
-
-
-def extract_json(text: str) -> dict[str, Any] | None:
-    """The JSON object in a reply: bare, in a code fence, or the outermost {...} span."""
-    candidates = [text.strip(), *_FENCE.findall(text)]
-    start, end = text.find("{"), text.rfind("}")
-    if 0 <= start < end:
-        candidates.append(text[start : end + 1])
-    for candidate in candidates:
-        try:
-            value = json.loads(candidate)
-        except (json.JSONDecodeError, ValueError):
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
 
 
 def too_close(text: str, others: list[str], threshold: float = 0.8) -> bool:
@@ -207,7 +187,7 @@ class Recipe(ABC, Generic[SpecT]):
             if value is not None and not isinstance(value, str):
                 return reject("bad_json", f"field '{name}' is a {type(value).__name__}, not a string")
             values[name] = (value or "").strip()
-            if name in ("text", "instruction", "response"):
+            if name in ("text", "instruction", "response", "query"):
                 if not values[name]:
                     return reject("empty", f"field '{name}' is empty")
                 if is_refusal(values[name]):
@@ -238,6 +218,8 @@ class Recipe(ABC, Generic[SpecT]):
             if normalize(text) == normalize(prompt.target["passage"]) or too_close(text, [prompt.target["passage"]], passage_threshold):
                 return "copied_passage"
         norm = normalize(text)
-        if len(norm) >= 12 and norm in normalize(prompt.messages[-1]["content"]):
+        # The prompt's own words, not its passage: a query may well use a phrase of the passage.
+        instructions = prompt.messages[-1]["content"].replace(prompt.target.get("passage", "") or "\0", "")
+        if len(norm) >= 12 and norm in normalize(instructions):
             return "repeats_prompt"
         return None

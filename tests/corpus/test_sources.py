@@ -55,7 +55,8 @@ def docs(tmp_path: Path) -> Path:
     folder = tmp_path / "docs"
     (folder / "sub").mkdir(parents=True)
     (folder / "kettles.txt").write_text("The copper kettle whistles at dawn. It boils water in three minutes.\n\nIts handle stays cool.")
-    (folder / "guide.md").write_text("# Lamp guide\n\nThe **brass lamp** has a [dimmer](http://x.example) switch.\n\n- It uses LED bulbs.\n")
+    (folder / "guide.md").write_text(
+        "# Lamp guide\n\nThe **brass lamp** has a [dimmer](http://x.example) switch.\n\n- It uses LED bulbs.\n")
     (folder / "sub" / "page.html").write_text(
         "<html><head><style>p{color:red}</style><script>var secret=1;</script></head>"
         "<body><h1>Chairs</h1><p>The oak chair seats four &amp; folds flat.</p></body></html>")
