@@ -1,21 +1,22 @@
-"""Does the synthetic data help? Macro-F1 on held-out real Rotten Tomatoes rows, four training sets.
+"""Does the synthetic data help? Macro-F1 on held-out real rows, for any classification recipes.
 
-Builds recipes/movie-reviews.yaml with its generators (the local default: Qwen2.5-Coder-1.5B) through
-its whole filter chain (a re-run reuses the request cache), then for each seed draws 8 real rows per
-label from the real pool (never from the validation rows) and trains the linear evaluator (logistic
-regression on frozen MiniLM embeddings, as in DESIGN.md's reference table) on:
+Builds each recipe (a re-run reuses its request cache) with the same generator settings and the same
+request budget (`--requests-per-label` prompts per label, the fixed-request mode of `factory compare`),
+then, for each of `--draws` different draws of `--real-per-label` real rows per label (from the real rows
+outside the validation set, never the recipe's own seed), trains the linear evaluator (logistic
+regression on frozen MiniLM embeddings) on:
 
-    real only | synthetic+real before filtering | synthetic+real after filtering | synthetic only
+    real only | real + <recipe> rows (after each filter stage) | <recipe> rows only | real, --reference per label
 
-and scores it on a fixed set of held-out real rows (default 2,000). Goals: after-filtering beats
-real-only by >= 5 points and beats before-filtering by >= 3 points.
+and scores it on the same held-out real rows (those that are validation rows of every recipe, sampled to
+`--validation`). The first recipe's real data is the set; every recipe must read the same real file.
 
-Then it says why the numbers are what they are: the ceiling (the linear evaluator trained on
---ceiling real rows from outside the validation set), how often that classifier agrees with the
-synthetic labels (label noise), the parse rejections (refusals, bad JSON), the duplicate rate and
-the length of synthetic against real texts (style).
+Then it says why: distinct n-grams and embedding spread of each recipe's rows against real rows, the
+critic's AUC (how well a classifier tells the rows from real ones: 0.5 is indistinguishable), the
+words per text, and the parse and filter drops.
 
-    python benchmarks/utility.py [--per-label 100] [--seeds 0,1,2] [--validation 2000] [--evaluator linear]
+    python benchmarks/utility.py recipes/movie-reviews.yaml recipes/movie-reviews-grounded.yaml \\
+        --requests-per-label 40 --draws 5 --json runs/utility-movies.json
 """
 
 from __future__ import annotations
@@ -27,18 +28,19 @@ import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from factory import build
-from factory.data.real import load_real_rows, split_real
+from factory.data.real import load_real_rows, real_split
 from factory.embeddings import Embedder
 from factory.eval.evaluators import build_evaluator
 from factory.eval.metrics import mean_spread, scores
 from factory.records import Record
-from factory.run.manifest import Manifest
 from factory.run.store import RunStore
-from factory.spec import load_recipe
-
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "movie-reviews.yaml"
+from factory.spec import RecipeBase, load_recipe
+from factory.text import words
 
 
 def stage_rows(run_dir: Path) -> dict[str, list[Record]]:
@@ -48,104 +50,129 @@ def stage_rows(run_dir: Path) -> dict[str, list[Record]]:
     return {name: [by_id[i] for i in ids] for name, ids in stages.items()}
 
 
+def distinct_ngrams(texts: list[str], n: int) -> float:
+    """Unique word n-grams / all word n-grams (on the same number of rows for every set compared)."""
+    grams = [tuple(t[k : k + n]) for t in (words(x) for x in texts) for k in range(len(t) - n + 1)]
+    return len(set(grams)) / max(len(grams), 1)
+
+
+def spread(vectors: np.ndarray) -> float:
+    """Mean pairwise cosine distance of normalised embeddings (higher: more varied rows)."""
+    if len(vectors) < 2:
+        return 0.0
+    sims = vectors @ vectors.T
+    n = len(vectors)
+    return float(1 - (sims.sum() - n) / (n * (n - 1)))
+
+
+def critic_auc(synthetic: np.ndarray, real: np.ndarray, seed: int) -> float:
+    """5-fold AUC of a logistic regression telling synthetic rows from as many real ones."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    x = np.vstack([synthetic, real])
+    y = np.array([1] * len(synthetic) + [0] * len(real))
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    return float(cross_val_score(LogisticRegression(C=1.0, max_iter=2000), x, y, cv=folds, scoring="roc_auc").mean())
+
+
+def describe(rows: list[Record], real: list[Record], embedder: Embedder, size: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(f"describe/{seed}")
+    sample = rng.sample(rows, min(size, len(rows)))
+    reference = rng.sample(real, min(len(sample), len(real)))
+    vectors = embedder.encode([r.text for r in sample])
+    lengths = [len(r.text.split()) for r in sample]
+    figures: dict[str, Any] = {
+        "rows": len(rows), "compared_rows": len(sample),
+        "distinct_1": distinct_ngrams([r.text for r in sample], 1), "distinct_2": distinct_ngrams([r.text for r in sample], 2),
+        "spread": spread(vectors), "median_words": statistics.median(lengths) if lengths else 0,
+    }
+    if rows is not real and len(sample) >= 10:
+        figures["critic_auc"] = critic_auc(vectors, embedder.encode([r.text for r in reference]), seed)
+    return figures
+
+
+def build_all(recipes: list[RecipeBase], requests_per_label: int, work: Path) -> dict[str, dict[str, list[Record]]]:
+    stages: dict[str, dict[str, list[Record]]] = {}
+    for spec in recipes:
+        started = time.perf_counter()
+        result = build(spec, work / spec.name, progress=False, requests_per_bucket=requests_per_label)
+        stages[spec.name] = stage_rows(result.run_dir)
+        print(f"built {spec.name}: {result.manifest.budget.used} requests, {len(stages[spec.name]['parse'])} parsed, "
+              f"{result.manifest.rows} final rows ({time.perf_counter() - started:.0f} s)", flush=True)
+    return stages
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", type=Path, default=RECIPE)
-    parser.add_argument("--per-label", type=int, default=None, help="override generate.per_label")
-    parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/<recipe name>")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("recipes", type=Path, nargs="+", help="classification recipes on the same real data")
+    parser.add_argument("--requests-per-label", type=int, default=40, help="the same request budget for every recipe")
+    parser.add_argument("--draws", type=int, default=5, help="draws of the real training rows (one classifier each)")
     parser.add_argument("--real-per-label", type=int, default=8)
-    parser.add_argument("--validation", type=int, default=2000)
-    parser.add_argument("--evaluator", default="linear")
-    parser.add_argument("--ceiling", type=int, default=3000, help="real rows for the ceiling classifier (0: skip)")
+    parser.add_argument("--reference", type=int, default=64, help="real rows per label of the reference to beat")
+    parser.add_argument("--validation", type=int, default=2000, help="held-out real rows scored (at least 1,000 asked)")
+    parser.add_argument("--work", type=Path, default=Path("runs/utility"), help="run directories and the embedding cache")
+    parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
 
-    spec = load_recipe(args.recipe)
-    if args.per_label:
-        spec.generate.per_label = args.per_label
-    started = time.perf_counter()
-    result = build(spec, args.run_dir, progress=True)
-    build_s = time.perf_counter() - started
-    stages = stage_rows(result.run_dir)
-    before, after = stages["parse"], stages["final"]
+    recipes = [load_recipe(path) for path in args.recipes]
+    first = recipes[0]
+    labels = list(first.buckets())
+    stages = build_all(recipes, args.requests_per_label, args.work)
 
-    labels = list(spec.labels)
-    real = load_real_rows(spec)
-    recipe_split = split_real(real, spec.real_data.train_per_label, spec.seed)
-    # Validation: a fixed sample of rows that no prompt or filter ever saw.
-    validation = random.Random("validation").sample(sorted(recipe_split.validation, key=lambda r: r.id),
-                                                    min(args.validation, len(recipe_split.validation)))
-    held = {r.id for r in validation}
+    real = load_real_rows(first)
+    # Held out: rows that are validation rows of every recipe (a grounded recipe may hold out fewer).
+    held = set.intersection(*({r.id for r in real_split(spec).validation} for spec in recipes))
+    validation = random.Random("validation").sample(sorted((r for r in real if r.id in held), key=lambda r: r.id),
+                                                    min(args.validation, len(held)))
+    held_ids = {r.id for r in validation}
     pool: dict[str, list[Record]] = defaultdict(list)
-    for row in real:
-        if row.id not in held:
+    for row in sorted(real, key=lambda r: r.id):
+        if row.id not in held_ids:
             pool[row.label or ""].append(row)
     gold = [r.label or "" for r in validation]
-    # The run's cache already holds every real row: the leakage filter embedded them.
-    embedder = Embedder(cache=result.run_dir / "embeddings.sqlite")
-    evaluator = build_evaluator(args.evaluator, None, embedder)
+    embedder = Embedder(cache=args.work / "embeddings.sqlite")
+    evaluator = build_evaluator("linear", None, embedder)
 
     table: dict[str, list[float]] = defaultdict(list)
-    for seed in (int(s) for s in args.seeds.split(",")):
-        rng = random.Random(f"utility/{seed}")
-        few = [r for label in labels for r in rng.sample(sorted(pool[label], key=lambda r: r.id), args.real_per_label)]
-        for name, train in (("real only", few), ("synthetic+real, before filtering", [*before, *few]),
-                            ("synthetic+real, after filtering", [*after, *few]), ("synthetic only (filtered)", after)):
-            predicted = evaluator.predict(train, validation, labels, seed=seed).predicted
+    for draw in range(args.draws):
+        rng = random.Random(f"utility/draw/{draw}")
+        few = [r for label in labels for r in rng.sample(pool[label], args.real_per_label)]
+        reference = [r for label in labels for r in rng.sample(pool[label], min(args.reference, len(pool[label])))]
+        conditions: list[tuple[str, list[Record]]] = [("real only", few), (f"real, {args.reference} per label", reference)]
+        for spec in recipes:
+            named = stages[spec.name]
+            conditions += [(f"real + {spec.name} [{stage}]", [*rows, *few]) for stage, rows in named.items()]
+            conditions.append((f"{spec.name} only [final]", named["final"]))
+        for name, train in conditions:
+            predicted = evaluator.predict(train, validation, labels, seed=draw).predicted
             table[name].append(scores(predicted, gold, labels)["macro_f1"])
 
-    print(f"\nrecipe {args.recipe.name}: {len(before)} parsed rows before filtering, {len(after)} after "
-          f"(build {build_s:.0f} s, {result.manifest.budget.used} requests)")
-    print(f"evaluator {args.evaluator}; {args.real_per_label} real rows per label; {len(validation)} held-out real rows; "
-          f"seeds {args.seeds}\n")
-    summary = {name: mean_spread(values) for name, values in table.items()}
+    summary = {name: mean_spread(values) | {"runs": values} for name, values in table.items()}
+    print(f"\nset: {first.real_rows().path}; labels {labels}; {args.real_per_label} real rows per label, {args.draws} draws; "
+          f"{len(validation)} held-out real rows; linear evaluator; {args.requests_per_label} requests per label per recipe\n")
     for name, s in summary.items():
-        print(f"  {name:<36} macro-F1 {s['mean']:.3f} ± {s['std']:.3f}  (runs: {', '.join(f'{v:.3f}' for v in table[name])})")
+        print(f"  {name:<58} macro-F1 {s['mean']:.3f} ± {s['std']:.3f}  ({', '.join(f'{v:.3f}' for v in s['runs'])})")
+
     real_only = summary["real only"]["mean"]
-    filtered = summary["synthetic+real, after filtering"]["mean"]
-    unfiltered = summary["synthetic+real, before filtering"]["mean"]
-    print(f"\n  after filtering vs real only:        {100 * (filtered - real_only):+.1f} points (goal >= +5)"
-          f"  {'PASS' if filtered - real_only >= 0.05 else 'FAIL'}")
-    print(f"  after filtering vs before filtering: {100 * (filtered - unfiltered):+.1f} points (goal >= +3)"
-          f"  {'PASS' if filtered - unfiltered >= 0.03 else 'FAIL'}")
-    if args.ceiling:
-        diagnose(result.manifest, pool, validation, gold, labels, before, after, embedder, args.ceiling)
+    print(f"\n  reference to beat (real, {args.reference} per label): {summary[f'real, {args.reference} per label']['mean']:.3f}")
+    for spec in recipes:
+        final = summary[f"real + {spec.name} [final]"]["mean"]
+        print(f"  real + {spec.name} (filtered) vs real only: {100 * (final - real_only):+.1f} points")
 
-
-def diagnose(manifest: Manifest, pool: dict[str, list[Record]], validation: list[Record], gold: list[str],
-             labels: list[str], before: list[Record], after: list[Record], embedder: Embedder, n_real: int) -> None:
-    """Why the gain is what it is: ceiling, label noise, refusals, duplicates, style."""
-    rng = random.Random("ceiling")
-    per_label = n_real // len(labels)
-    ceiling_rows = [r for label in labels
-                    for r in rng.sample(sorted(pool[label], key=lambda r: r.id), min(per_label, len(pool[label])))]
-    linear = build_evaluator("linear", None, embedder)
-
-    def predict(rows: list[Record]) -> list[str]:
-        return linear.predict(ceiling_rows, rows, labels, seed=0).predicted
-
-    ceiling = scores(predict(validation), gold, labels)["macro_f1"]
-    print(f"\nwhy: the linear evaluator on {len(ceiling_rows)} real rows scores {ceiling:.3f} (the ceiling here)")
-
-    def agreement(rows: list[Record]) -> str:
-        predicted = predict(rows)
-        by_label = {label: [p == label for p, r in zip(predicted, rows) if r.label == label] for label in labels}
-        overall = sum(p == r.label for p, r in zip(predicted, rows)) / max(len(rows), 1)
-        return f"{overall:.1%} (" + ", ".join(f"{k} {sum(v) / max(len(v), 1):.0%}" for k, v in by_label.items()) + ")"
-
-    print(f"  label agreement of that classifier with the synthetic labels: before {agreement(before)}, "
-          f"after {agreement(after)}")
-    parse = next((s for s in manifest.funnel if s.stage == "parse"), None)
-    if parse:
-        print(f"  parse rejections: {parse.rows_in - parse.kept} of {parse.rows_in} {dict(parse.dropped)}")
-    dedup = [s for s in manifest.funnel if s.stage.endswith("dedup")]
-    print("  dropped as duplicates: " + ", ".join(f"{s.stage} {s.rows_in - s.kept}" for s in dedup))
-
-    def words(rows: list[Record]) -> str:
-        counts = sorted(len(r.text.split()) for r in rows)
-        return f"median {statistics.median(counts):.0f}, 90th pct {counts[int(0.9 * (len(counts) - 1))]}"
-
-    print(f"  words per text: real {words(validation)}; synthetic before {words(before)}, after {words(after)}")
+    print("\nwhy: rows compared on equal numbers (distinct n-grams and spread depend on the count)")
+    size = min(len(stages[s.name]["final"]) for s in recipes)
+    real_pool = [r for rows in pool.values() for r in rows]
+    figures = {"real (outside validation)": describe(real_pool, real_pool, embedder, size, 0)}
+    figures |= {spec.name: describe(stages[spec.name]["final"], real_pool, embedder, size, 0) for spec in recipes}
+    for name, f in figures.items():
+        auc = f"critic AUC {f['critic_auc']:.3f}" if "critic_auc" in f else "critic AUC -"
+        print(f"  {name:<34} {f['compared_rows']:>4} rows  distinct-1 {f['distinct_1']:.3f}  distinct-2 {f['distinct_2']:.3f}  "
+              f"spread {f['spread']:.3f}  median words {f['median_words']:.0f}  {auc}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"summary": summary, "figures": figures, "validation_rows": len(validation),
+                                         "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
 
 
 if __name__ == "__main__":

@@ -23,10 +23,12 @@ def count_tokens(text: str) -> int:
 
 
 def clean(text: str) -> str:
-    """NFC, no control characters, spaces collapsed, paragraphs kept as blank lines."""
+    """NFC, no control characters, spaces collapsed; paragraphs are kept as blank lines, and the line
+    breaks inside one (hard-wrapped text, PDF lines) become spaces."""
     text = _CONTROL.sub("", unicodedata.normalize("NFC", text))
     text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.splitlines())
-    return _BLANK_LINES.sub("\n\n", text).strip()
+    paragraphs = _BLANK_LINES.split(text.strip())
+    return "\n\n".join(" ".join(p.split("\n")) for p in paragraphs if p.strip())
 
 
 def _sentences(text: str) -> Iterator[str]:
