@@ -152,3 +152,38 @@ def test_overlap_rules() -> None:
     passages = ["the film is a great ride from start to end, I loved it", "Wrong.", "short words here"]
     assert overlapping(passages, ["I loved it", "wrong", "great ride from start to end"]) == {0, 1}
     assert overlapping(passages, ["no match at all in these"]) == set()
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"grounding": {"mode": "summarise"}, "sources": [{"path": "d"}]},
+     "grounding.mode: 'summarise' is not a mode of the 'classification' task; known: topic, rewrite"),
+    ({"grounding": {"mode": "rewrite"}}, "grounding.mode needs documents: add `sources:`"),
+    ({"sources": [{"path": "d", "colour": "red"}]}, "sources[0].colour: unknown key"),
+])
+def test_grounding_errors_name_the_field(data: dict, message: str) -> None:
+    from factory.errors import RecipeError
+
+    with pytest.raises(RecipeError) as error:
+        parse_recipe({"name": "x", "task": "classification",
+                      "labels": {"a": {"description": "a"}, "b": {"description": "b"}}, **data})
+    assert message in str(error.value)
+
+
+def test_an_instruction_recipe_needs_seed_tasks_or_sources() -> None:
+    from factory.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="at least one seed task is needed"):
+        parse_recipe({"name": "x", "task": "instruction"})
+    spec = parse_recipe({"name": "x", "task": "instruction", "sources": [{"path": "docs"}]})
+    assert spec.grounding.mode == "qa" and spec.grounded
+
+
+def test_validation_rows_bounds_the_held_out_set_and_leaves_training_rows_alone() -> None:
+    from factory.data.real import split_real
+
+    rows = [Record({"text": f"row {k}"}, label="ab"[k % 2], id=f"r{k:03d}") for k in range(200)]
+    whole = split_real(rows, 8, seed=1)
+    bounded = split_real(rows, 8, seed=1, validation_rows=50)
+    assert [r.id for r in bounded.train] == [r.id for r in whole.train]
+    assert len(bounded.validation) == 50 and {r.id for r in bounded.validation} < {r.id for r in whole.validation}
+    assert bounded.validation == split_real(rows, 8, seed=1, validation_rows=50).validation

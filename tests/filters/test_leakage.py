@@ -92,8 +92,9 @@ def test_each_check_alone_and_the_metrics(embedder: Embedder) -> None:
     # Shorter than n words: the whole (normalised) text is one gram, so an exact copy still matches.
     short = make(embedder, [Record({"text": "Loved it!"}, id="t9")], [], threshold=None).apply(rows("loved it", "hated it"))
     assert [r.id for r in short.kept] == ["s1"]
-    with pytest.raises(ValidationError):
-        LeakageParams(threshold=None, ngram_threshold=None)
+    with pytest.raises(ValidationError, match="would check nothing"):
+        LeakageParams(threshold=None, ngram_threshold=None, source_span=None)
+    LeakageParams(threshold=None, ngram_threshold=None)  # the source span check alone (grounded recipes)
     with pytest.raises(ValidationError):
         LeakageParams(ngram=0)
 
