@@ -78,6 +78,16 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _earned(stage: dict[str, Any]) -> str:
+    """yes / no / within noise: the stage's change in macro-F1 against the spread over seeds."""
+    if stage.get("delta") is None or not stage.get(SYNTHETIC_REAL):
+        return ""
+    noise = max(stage[SYNTHETIC_REAL].get("std", 0.0), 0.002)
+    if stage["delta"] > noise:
+        return "yes"
+    return "no: it lowered the score" if stage["delta"] < -noise else "within noise"
+
+
 def _eval_section(ev: dict[str, Any]) -> list[str]:
     out = ["## Evaluation on real validation rows", "",
            f"Classifiers trained on each condition and scored on {ev['validation_rows']} held-out **real** rows "
@@ -92,10 +102,11 @@ def _eval_section(ev: dict[str, Any]) -> list[str]:
         rows.append([name, *cells])
     out += [_table(["evaluator", "real only", "synthetic only", "synthetic + real", "gain (95% CI)"], rows), ""]
     if ev.get("ablation"):
-        out += ["Filter ablation (linear evaluator, synthetic + real, macro-F1 after each stage):", "",
-                _table(["stage", "rows", "macro-F1", "change"],
+        out += ["Filter ablation (linear evaluator, synthetic + real, macro-F1 after each stage). A stage earned its "
+                "place in this run when its change is above the spread over seeds, and hurt when it is below minus it:", "",
+                _table(["stage", "rows", "macro-F1", "change", "earned its place?"],
                        [[a["stage"], a["rows"], _fmt(a[SYNTHETIC_REAL]["mean"]) if a[SYNTHETIC_REAL] else "-",
-                         f"{a['delta']:+.3f}" if a["delta"] is not None else ""] for a in ev["ablation"]]), ""]
+                         f"{a['delta']:+.3f}" if a["delta"] is not None else "", _earned(a)] for a in ev["ablation"]]), ""]
     gate = ev["gate"]
     if gate["checks"]:
         out += [f"Gate: **{'passed' if gate['passed'] else 'failed'}**", ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +38,9 @@ def test_build_scores_conditions_and_ablation_and_eval_rescores(tmp_path: Path, 
     assert [a["stage"] for a in ev["ablation"]] == ["parse", "exact_dedup", "near_dedup", "final"]
     assert all(a["synthetic+real"] is not None for a in ev["ablation"])
     assert "macro-F1" in capsys.readouterr().out
+    card = (out / "README.md").read_text()
+    verdicts = re.findall(r"^\| (exact_dedup|near_dedup|final) \|.*\| (yes|no: it lowered the score|within noise) \|$", card, re.MULTILINE)
+    assert [stage for stage, _ in verdicts] == ["exact_dedup", "near_dedup", "final"], "the card says which stages earned their place"
 
     # Re-scoring the finished run gives the same numbers without any request.
     sent = len(server.log)
