@@ -59,7 +59,7 @@ def test_every_prompt_shows_a_passage_each_used_once_before_any_is_reused(loopba
     first = shown[: len(TOPICS)]
     assert len(set(first)) == len(first), "no passage repeats before every passage was used"
     prompt = server.log[0].body["messages"][-1]["content"]
-    assert "about what this passage is about" in prompt
+    assert "Take its subject from the source material" in prompt
 
     manifest = load_manifest(run)
     corpus = manifest.corpus[0]

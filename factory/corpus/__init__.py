@@ -21,7 +21,7 @@ from typing import Any
 
 from factory.corpus.chunking import chunk, clean, count_tokens
 from factory.corpus.overlap import overlapping
-from factory.corpus.reading import Document, Problem, read_source
+from factory.corpus.reading import Document, Problem, read_source, source_files
 from factory.errors import DataError
 from factory.records import Record
 from factory.spec import RecipeBase, SourceSpec
@@ -61,9 +61,6 @@ class Corpus:
     passages: list[Passage]
     sources: list[SourceStats]
 
-    def by_id(self) -> dict[str, Passage]:
-        return {p.id: p for p in self.passages}
-
     def describe(self) -> list[dict[str, Any]]:
         """Per-source counts for the manifest (the recipe already names the paths)."""
         return [asdict(s) for s in self.sources]
@@ -78,15 +75,10 @@ def source_label(spec: SourceSpec) -> str:
 
 
 def _fingerprint(recipe: RecipeBase) -> str:
-    """Changes when the sources, the chunking or any local file named by them changes."""
-    files = []
-    for spec in recipe.sources:
-        if spec.path.startswith("hf:"):
-            continue
-        base = spec.path if Path(spec.path).is_absolute() else str(recipe.base_dir / spec.path)
-        root = Path(base.split("*")[0]) if "*" in base else Path(base)
-        candidates = [root] if root.is_file() else sorted(p for p in (root if root.is_dir() else root.parent).rglob("*") if p.is_file())
-        files += [(str(p), (s := p.stat()).st_size, s.st_mtime_ns) for p in candidates[:100_000]]
+    """Changes when the sources, the chunking or any file they name changes (size or modification time)."""
+    files = [(str(path), (stat := path.stat()).st_size, stat.st_mtime_ns)
+             for spec in recipe.sources if not spec.path.startswith("hf:")
+             for path, _ in source_files(spec, recipe.base_dir)]
     data = {"version": CACHE_VERSION, "sources": [s.model_dump() for s in recipe.sources],
             "chunking": recipe.grounding.chunking.model_dump(), "seed": recipe.seed, "files": files}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

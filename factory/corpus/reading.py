@@ -138,7 +138,7 @@ def _file_documents(path: Path, name: str, spec: SourceSpec) -> Iterator[Documen
     yield Document(name, text) if text.strip() else Problem(name, "empty")
 
 
-def _files(spec: SourceSpec, base_dir: Path) -> list[tuple[Path, str]]:
+def source_files(spec: SourceSpec, base_dir: Path) -> list[tuple[Path, str]]:
     """(path, name) of every file the entry names; a name is relative to the folder or glob's fixed part."""
     if spec.path.startswith("package:"):
         path = local_path(spec.path, base_dir, "sources")
@@ -165,7 +165,7 @@ def read_source(spec: SourceSpec, base_dir: Path, seed: int) -> Iterator[Documen
         yield from _hub_documents(spec, seed)
         return
     items: list[Document | Problem] = []
-    for path, name in _files(spec, base_dir):
+    for path, name in source_files(spec, base_dir):
         if not path.name.lower().endswith(SUFFIXES):
             items.append(Problem(name, f"not a known document type ({', '.join(SUFFIXES)})"))
             continue
