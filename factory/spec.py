@@ -127,6 +127,8 @@ class SourceSpec(Strict):
     path: str = Field(description="A file, folder or glob (relative to the recipe) of txt, md, html, pdf, jsonl, csv or "
                                   "parquet files; hf:owner/name for a Hub dataset; package:DIST/path for a file shipped "
                                   "in an installed distribution.")
+    name: str | None = Field(None, max_length=80, description="How the dataset card names this source (default: the Hub id or "
+                             "package file name; for local files 'local documents N': folder and file names are not published).")
     text_column: str = Field("text", description="Tables (jsonl, csv, parquet, hf:): the column holding each document's text.")
     split: str = Field("train", description="Split to read from a Hub dataset.")
     max_documents: int | None = Field(None, ge=1, description="Read at most this many documents (a seeded sample).")

@@ -63,13 +63,13 @@ def test_every_prompt_shows_a_passage_each_used_once_before_any_is_reused(loopba
 
     manifest = load_manifest(run)
     corpus = manifest.corpus[0]
-    assert (corpus.label, corpus.documents, corpus.passages) == ("*.txt", len(TOPICS), len(TOPICS))
+    assert (corpus.label, corpus.documents, corpus.passages) == ("local documents 1", len(TOPICS), len(TOPICS))
     assert 0 < corpus.used <= len(TOPICS)
     generated = [json.loads(line) for line in (run / "generated.jsonl").read_text().splitlines()]
     ids = {json.loads(line)["id"] for line in (run / "corpus" / "passages.jsonl").read_text().splitlines()}
     assert all(r["meta"]["passage_id"] in ids and r["meta"]["document"].endswith(".txt") for r in generated)
     card = (run / "README.md").read_text()
-    assert "## Sources" in card and "| *.txt | 12 | 12 |" in card
+    assert "## Sources" in card and "| local documents 1 | 12 | 12 |" in card
     assert str(tmp_path) not in card, "the card shows no local folder"
 
     # A re-run resumes from the cache: nothing is sent again, the same passages ground the same prompts.

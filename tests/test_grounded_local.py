@@ -31,7 +31,7 @@ def test_the_shipped_docs_qa_recipe_runs_on_the_default_model(tmp_path: Path) ->
     assert code in (0, 3), "complete, or the 3-request budget ran out before 2 pairs survived"
     manifest = load_manifest(run)
     assert manifest.generators[0]["model"] == "qwen2.5-coder-1.5b-instruct"
-    assert (manifest.corpus[0].label, manifest.corpus[0].documents) == ("handbook", 6)
+    assert (manifest.corpus[0].label, manifest.corpus[0].documents) == ("dataset-factory handbook", 6)
     passages = {json.loads(line)["text"] for line in (run / "corpus" / "passages.jsonl").read_text().splitlines()}
     requests = sent_requests(run)
     writing = [r for r in requests if "<passage>" in r["messages"][-1]["content"] and "Row to check" not in r["messages"][-1]["content"]]

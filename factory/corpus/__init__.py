@@ -66,12 +66,16 @@ class Corpus:
         return [asdict(s) for s in self.sources]
 
 
-def source_label(spec: SourceSpec) -> str:
-    """A public name for a source: a Hub id, a package file's name, or a local file or pattern's last part
-    (the card must not show a user's folders)."""
-    if spec.path.startswith(("hf:", "package:")):
-        return spec.path.split("/")[-1] if spec.path.startswith("package:") else spec.path
-    return Path(spec.path).name or spec.path
+def source_label(spec: SourceSpec, index: int) -> str:
+    """A public name for a source: the recipe's `name`, a Hub id, a package file's name, or "local
+    documents N" (a user's folder and file names are not for publishing)."""
+    if spec.name:
+        return spec.name
+    if spec.path.startswith("hf:"):
+        return spec.path
+    if spec.path.startswith("package:"):
+        return spec.path.split("/")[-1]
+    return f"local documents {index + 1}"
 
 
 def _fingerprint(recipe: RecipeBase) -> str:
@@ -114,7 +118,7 @@ def _build(recipe: RecipeBase) -> Corpus:
     seen_passages: set[str] = set()
     stats_list = []
     for index, spec in enumerate(recipe.sources):
-        stats = SourceStats(source_label(spec))
+        stats = SourceStats(source_label(spec, index))
         stats_list.append(stats)
         for item in read_source(spec, recipe.base_dir, recipe.seed):
             if isinstance(item, Problem):

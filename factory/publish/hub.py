@@ -150,6 +150,8 @@ class _Push:
             return None
         columns: dict[str, list[str | None]] = {c: [] for c in REJECTED_COLUMNS}
         for row in read_jsonl(path):
+            # A grounded row's document name is a file name from the user's folders: its passage id stays.
+            row["meta"] = {k: v for k, v in (row.get("meta") or {}).items() if k != "document"}
             for column in REJECTED_COLUMNS:
                 value = row.get(column)
                 columns[column].append(json.dumps(value, ensure_ascii=False, sort_keys=True)

@@ -128,10 +128,10 @@ def _sources_section(manifest: Manifest) -> list[str]:
 
 
 def public_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """The recipe as the card shows it: local file paths cut to their file name (a user's folder
-    names are not for publishing); Hub and package paths are public and stay."""
+    """The recipe as the card shows it: local paths become "<local>" (a user's folder and file names
+    are not for publishing); Hub and package paths are public and stay."""
     def public(path: str) -> str:
-        return path if path.startswith(("hf:", "package:")) else Path(path).name
+        return path if path.startswith(("hf:", "package:")) else "<local>"
 
     shown = dict(recipe)
     if shown.get("sources"):

@@ -386,3 +386,22 @@ def test_build_pushes_only_after_the_gate(tmp_path: Path, hub: LoopbackHub, loop
         assert "README.md" in hub.files(REPO)
     else:
         assert "not pushing" in capsys.readouterr().err
+
+
+def test_a_grounded_run_publishes_passage_ids_but_no_document_names_or_folders(hub: LoopbackHub, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    private = tmp_path / "alice-private-notes"
+    private.mkdir()
+    for k, topic in enumerate(["kettle", "lamp", "chair", "blender", "toaster", "desk"]):
+        (private / f"customer-{k}-{topic}.txt").write_text(f"The {topic} we sold to this customer arrived on time and works well.")
+    monkeypatch.setenv("FACTORY_TEST_KEY", CANARY_KEY)
+    with LoopbackOpenAI(script=_some_refusals) as server:
+        recipe = classification_recipe(server.base_url, sources=[{"path": str(private)}])
+        run = build(load_recipe(write_recipe(tmp_path / "r.yaml", recipe)), tmp_path / "run", progress=False).run_dir
+    push_run(run, REPO, include_rejected=True)
+    uploaded = b"".join(hub.files(REPO).values())
+    assert b"customer-" not in uploaded and b"alice-private-notes" not in uploaded and str(tmp_path).encode() not in uploaded
+    assert set(hub_table(hub, "data/")["source_passage"]) <= {
+        json.loads(line)["id"] for line in (run / "corpus" / "passages.jsonl").read_text().splitlines()}
+    assert all("passage_id" in json.loads(m) for m in hub_table(hub, "rejected/train-")["meta"])
+    assert "| local documents 1 | 6 | 6 |" in hub.files(REPO)["README.md"].decode()
