@@ -99,15 +99,17 @@ def load_corpus(recipe: RecipeBase, cache_dir: Path, validation: Sequence[Record
     _guard_validation(recipe, corpus, validation)
     if not corpus.passages:
         raise DataError("sources: no usable passage in any source; problems: " + _problem_summary(corpus))
-    for stats in corpus.sources:
+    for index, stats in enumerate(corpus.sources):
         if stats.problems:
-            log.warning("sources[%s] %s: %d document(s) not used: %s", corpus.sources.index(stats), stats.label,
-                        len(stats.problems), "; ".join(f"{p['name']} ({p['reason']})" for p in stats.problems[:5]))
+            log.warning("sources[%d] %s: %d document(s) not used: %s", index, stats.label, len(stats.problems),
+                        "; ".join(f"{p['name']} ({p['reason']})" for p in stats.problems[:5]))
     return corpus
 
 
 def _problem_summary(corpus: Corpus) -> str:
     problems = [f"{p['name']} ({p['reason']})" for s in corpus.sources for p in s.problems]
+    if any(s.validation_overlap for s in corpus.sources):
+        problems.append(f"{sum(s.validation_overlap for s in corpus.sources)} passage(s) dropped for holding real validation rows")
     return "; ".join(problems[:10]) or "none reported (every document was shorter than chunking.min_tokens)"
 
 
