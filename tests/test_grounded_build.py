@@ -164,8 +164,8 @@ def qa_recipe(server, tmp_path: Path, **overrides) -> Path:
 def qa_server(body: dict, n: int) -> Action:
     """Writes pairs (every third answer invents a fact) and judges them (a claim about titanium is unsupported)."""
     system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
-    if system.startswith("You check whether"):
-        row = user.split("Row to check:")[1]
+    if system.startswith("You check a text"):
+        row = user.split("Text to check:")[1]
         verdict = "maybe" if "broken verdict" in row else "titanium" not in row
         return Action(text=json.dumps({"supported": verdict, "reason": "checked against the passage"}))
     subject = passage_of(body).split()[1]
@@ -193,7 +193,7 @@ def test_grounded_qa_pairs_are_judged_against_their_passage(loopback, tmp_path, 
     dataset = dataset["train"] if hasattr(dataset, "keys") else dataset
     assert len(dataset) == 6 and not any("titanium" in r["response"] for r in dataset)
     assert len(kept) > len(dataset)
-    judged = [r for r in server.log if r.body["messages"][0]["content"].startswith("You check whether")]
+    judged = [r for r in server.log if r.body["messages"][0]["content"].startswith("You check a text")]
     manifest = load_manifest(run)
     assert manifest.generators[0]["requests"] == len(server.log), "the judge's requests are counted"
     assert {s.stage: s for s in manifest.funnel}["faithfulness"].dropped["unsupported"] == len(unsupported)
@@ -206,7 +206,7 @@ def test_grounded_qa_pairs_are_judged_against_their_passage(loopback, tmp_path, 
 
 def test_an_unreadable_verdict_is_a_judge_failure_with_a_reason(loopback, tmp_path, canary_key) -> None:
     def broken(body: dict, n: int) -> Action:
-        if body["messages"][0]["content"].startswith("You check whether"):
+        if body["messages"][0]["content"].startswith("You check a text"):
             return Action(text="I think it is probably fine")
         return qa_server(body, n)
 

@@ -34,8 +34,8 @@ def test_the_shipped_docs_qa_recipe_runs_on_the_default_model(tmp_path: Path) ->
     assert (manifest.corpus[0].label, manifest.corpus[0].documents) == ("dataset-factory handbook", 6)
     passages = {json.loads(line)["text"] for line in (run / "corpus" / "passages.jsonl").read_text().splitlines()}
     requests = sent_requests(run)
-    writing = [r for r in requests if "<passage>" in r["messages"][-1]["content"] and "Row to check" not in r["messages"][-1]["content"]]
-    judging = [r for r in requests if "Row to check" in r["messages"][-1]["content"]]
+    writing = [r for r in requests if "<passage>" in r["messages"][-1]["content"] and "Text to check" not in r["messages"][-1]["content"]]
+    judging = [r for r in requests if "Text to check" in r["messages"][-1]["content"]]
     assert len(writing) == 3 and all(PASSAGE.search(r["messages"][-1]["content"]).group(1) in passages for r in writing)
     funnel = {s.stage: s for s in manifest.funnel}
     assert len(judging) == funnel["faithfulness"].rows_in, "every row reaching the judge was judged by the model"

@@ -2,7 +2,8 @@
 
 A small model asked for a question and its answer from a passage often answers from what it
 believes instead of what the passage says. A judge prompt (through any generator of the recipe)
-sees the passage and the row, and says whether every claim of the row is stated in the passage.
+sees the passage and the row, and says whether every fact of the row's last text field (an answer)
+is stated in the passage or follows from it; the fields before it (the question) are its context.
 Rows without a passage (an ungrounded recipe) pass untouched.
 """
 
@@ -16,17 +17,20 @@ from factory.filters.params import FaithfulnessParams
 from factory.records import Prompt, Record, Rejected
 from factory.text import extract_json
 
-SYSTEM = ("You check whether a text is supported by a source passage. You are strict: a claim counts as supported only "
-          "if the passage states it or it follows directly from what the passage states. Reply with one JSON object.")
+SYSTEM = ("You check a text against a source passage. The text is supported when every fact in it is stated in the "
+          "passage or follows directly from it, in any wording; it is unsupported when it adds a fact the passage does "
+          "not give or contradicts it. Reply with one JSON object.")
 USER = """Passage:
 <passage>
 {passage}
 </passage>
+{context}
+Text to check:
+<text>
+{text}
+</text>
 
-Row to check:
-{row}
-
-Is every claim in the row supported by the passage? Reply with JSON: {{"supported": true or false, "reason": "<one short sentence>"}}"""
+Is every fact in the text to check stated in the passage or does it follow from it? Reply with JSON: {{"supported": true or false, "reason": "<one short sentence>"}}"""
 SCHEMA = {"type": "object", "properties": {"supported": {"type": "boolean"}, "reason": {"type": "string"}},
           "required": ["supported", "reason"]}
 
@@ -43,8 +47,12 @@ class Faithfulness(Filter):
         if not passage:
             return None
         generator = self.params.generator or (self.context.generators[0] if self.context.generators else "")
-        row = "\n".join(f"{name}: {value}" for name, value in record.fields.items() if isinstance(value, str))
-        user = USER.format(passage=passage, row=row)
+        # The row's last text field is judged (an instruction pair's response, a classification row's
+        # text); the fields before it are its context (the question it answers).
+        texts = [(name, value) for name, value in record.fields.items() if isinstance(value, str)]
+        *context, (_, judged) = texts
+        shown = "".join(f"\n{name.capitalize()}: {value}" for name, value in context)
+        user = USER.format(passage=passage, context=shown, text=judged)
         return Prompt(bucket="judge", index=0, generator=generator, seed=0, schema=SCHEMA,
                       messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
 
