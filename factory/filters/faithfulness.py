@@ -30,7 +30,9 @@ Text to check:
 {text}
 </text>
 
-Is every fact in the text to check stated in the passage or does it follow from it? Reply with JSON: {{"supported": true or false, "reason": "<one short sentence>"}}"""
+Is every fact in the text to check stated in the passage or does it follow from it?
+Reply with JSON: {{"supported": true or false, "reason": "<one short sentence>"}}"""
+
 SCHEMA = {"type": "object", "properties": {"supported": {"type": "boolean"}, "reason": {"type": "string"}},
           "required": ["supported", "reason"]}
 
