@@ -187,3 +187,9 @@ def test_validation_rows_bounds_the_held_out_set_and_leaves_training_rows_alone(
     assert [r.id for r in bounded.train] == [r.id for r in whole.train]
     assert len(bounded.validation) == 50 and {r.id for r in bounded.validation} < {r.id for r in whole.validation}
     assert bounded.validation == split_real(rows, 8, seed=1, validation_rows=50).validation
+
+
+def test_a_recursive_glob_names_documents_relative_to_its_fixed_part(tmp_path: Path, docs: Path) -> None:
+    corpus = load_corpus(recipe(tmp_path, [{"path": "docs/**/*.html"}]), tmp_path / "c")
+    assert [p.document for p in corpus.passages] == ["sub/page.html"]
+    assert corpus.sources[0].label == "local documents 1"
