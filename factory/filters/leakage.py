@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from typing import Self
 
 import numpy as np
@@ -110,7 +111,9 @@ class Leakage(Filter):
         passage = self.context.passages.get(record.meta.get("passage_id", ""))
         if not passage or not self.params.source_span:
             return 0
-        return longest_shared_run(words(record.text), words(passage), self.params.source_span)
+        mine, theirs = words(record.text), words(passage)
+        run = SequenceMatcher(None, mine, theirs, autojunk=False).find_longest_match().size
+        return run if run >= self.params.source_span else 0
 
     def _name(self, k: int) -> str:
         split, real = self.real_[k]
@@ -144,22 +147,3 @@ class Leakage(Filter):
                 best = _Match(k, score)
         return best
 
-
-def longest_shared_run(tokens: list[str], other: list[str], at_least: int) -> int:
-    """The length of the longest run of `tokens` that also occurs in `other`, if at least `at_least`; else 0."""
-    if len(tokens) < at_least:
-        return 0
-    grams = {tuple(other[k : k + at_least]) for k in range(len(other) - at_least + 1)}
-    best = 0
-    k = 0
-    while k <= len(tokens) - at_least:
-        if tuple(tokens[k : k + at_least]) in grams:
-            n = at_least  # extend the match while the longer run still occurs
-            joined = " " + " ".join(other) + " "
-            while k + n < len(tokens) and " " + " ".join(tokens[k : k + n + 1]) + " " in joined:
-                n += 1
-            best = max(best, n)
-            k += n - at_least + 1
-        else:
-            k += 1
-    return best

@@ -219,7 +219,9 @@ class Recipe(ABC, Generic[SpecT]):
                 return "copied_passage"
         norm = normalize(text)
         # The prompt's own words, not its passage: a query may well use a phrase of the passage.
-        instructions = prompt.messages[-1]["content"].replace(prompt.target.get("passage", "") or "\0", "")
+        instructions = prompt.messages[-1]["content"]
+        if prompt.target.get("passage"):
+            instructions = instructions.replace(prompt.target["passage"], "")
         if len(norm) >= 12 and norm in normalize(instructions):
             return "repeats_prompt"
         return None

@@ -128,10 +128,10 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
             example_block = f'Examples of "{bucket}" texts:\n' + "\n".join(f"- {s}" for s in shots) + "\n"
         query = " ".join([self.spec.labels[bucket].description, *axes.values(), *shots])
         passage, grounding = self.passage(bucket, index, query)
-        name = f"classification_{self.spec.grounding.mode}_user" if passage else "classification_user"
+        template_name = f"classification_{self.spec.grounding.mode}_user" if passage else "classification_user"
         if self.spec.grounding.mode == "rewrite":
             shots = []  # a rewrite follows its passage, not examples
-        user = template(name).substitute(
+        user = template(template_name).substitute(
             description=self.spec.description or "Write a short text for a text-classification data set.",
             label_list="\n".join(f"- {name}: {label.description}" for name, label in self.spec.labels.items()),
             label=bucket,
