@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from factory.data.real import local_path
+from factory.data.real import local_path, read_table
 from factory.errors import DataError
 from factory.spec import SourceSpec
 
@@ -90,49 +90,40 @@ def markdown_text(source: str) -> str:
     return source
 
 
-def _pdf_text(path: Path) -> str:
+def _pdf_reader():  # noqa: ANN202 - pypdf's PdfReader class
+    """pypdf's reader; a missing extra stops the build (every PDF would fail), not one document."""
     try:
-        import pypdf
+        from pypdf import PdfReader
     except ImportError:
-        raise DataError(f"sources: {path.name} is a PDF; reading PDFs needs pypdf (pip install 'dataset-factory[pdf]')") from None
-    reader = pypdf.PdfReader(path)
-    return "\n\n".join(page.extract_text() or "" for page in reader.pages)
+        raise DataError("sources: reading PDFs needs pypdf (pip install 'dataset-factory[pdf]')") from None
+    return PdfReader
 
 
-def _table(path: Path, column: str):  # noqa: ANN202 - a pandas DataFrame
-    import pandas as pd
-
-    name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz")):
-        table = pd.read_json(path, lines=True, dtype=False)
-    elif name.endswith(".parquet"):
-        table = pd.read_parquet(path)
-    else:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+def _column(path: Path, column: str) -> list[object]:
+    table = read_table(str(path), path.parent, field="sources")
     if column not in table.columns:
         raise ValueError(f"no column {column!r} (text_column); the file has {list(table.columns)}")
-    return table[column]
+    return list(table[column])
 
 
 def _file_documents(path: Path, name: str, spec: SourceSpec) -> Iterator[Document | Problem]:
     lower = path.name.lower()
+    pdf_reader = _pdf_reader() if lower.endswith(".pdf") else None
     try:
         if lower.endswith(TABLE_SUFFIXES):
-            for row, value in enumerate(_table(path, spec.text_column)):
+            for row, value in enumerate(_column(path, spec.text_column)):
                 text = "" if value is None else str(value)
                 yield Document(f"{name}#{row}", text) if text.strip() else Problem(f"{name}#{row}", "empty")
             return
-        if lower.endswith(".pdf"):
-            text = _pdf_text(path)
+        if pdf_reader is not None:
+            text = "\n\n".join(page.extract_text() or "" for page in pdf_reader(path).pages)
         else:
             raw = path.read_text(encoding="utf-8")
             text = html_text(raw) if lower.endswith(HTML_SUFFIXES) else markdown_text(raw) if lower.endswith((".md", ".markdown")) else raw
-    except DataError:
-        raise
     except UnicodeDecodeError:
         yield Problem(name, "not UTF-8 text")
         return
-    except Exception as exc:  # noqa: BLE001 - pandas, pypdf and the OS raise many types; the reason is reported
+    except Exception as exc:  # noqa: BLE001 - read_table, pypdf and the OS raise many types; the reason is reported
         yield Problem(name, f"unreadable: {type(exc).__name__}: {str(exc)[:200]}")
         return
     yield Document(name, text) if text.strip() else Problem(name, "empty")
@@ -174,15 +165,10 @@ def read_source(spec: SourceSpec, base_dir: Path, seed: int) -> Iterator[Documen
 
 
 def _hub_documents(spec: SourceSpec, seed: int) -> Iterator[Document | Problem]:
-    import datasets
-
     name = spec.path[3:]
-    try:
-        table = datasets.load_dataset(name, split=spec.split)
-    except Exception as exc:  # the Hub client raises many types; the message is what matters
-        raise DataError(f"sources: could not load the Hub dataset {name!r} (split {spec.split!r}): {exc}") from exc
-    if spec.text_column not in table.column_names:
-        raise DataError(f"sources: {name} has no column {spec.text_column!r} (text_column); it has {table.column_names}")
+    table = read_table(spec.path, Path.cwd(), split=spec.split, field="sources")
+    if spec.text_column not in table.columns:
+        raise DataError(f"sources: {name} has no column {spec.text_column!r} (text_column); it has {list(table.columns)}")
     items = [Document(f"{name}#{k}", str(t)) if t and str(t).strip() else Problem(f"{name}#{k}", "empty")
              for k, t in enumerate(table[spec.text_column])]
     yield from _sample(items, spec.max_documents, seed)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from factory.errors import DataError
 from factory.records import Record
-from factory.spec import RealDataSpec, RecipeBase
+from factory.spec import RecipeBase
 
 
 @dataclass(slots=True)
@@ -34,30 +34,32 @@ def local_path(path: str, base_dir: Path, field: str = "real_data.path") -> Path
     return Path(path) if Path(path).is_absolute() else base_dir / path
 
 
-def _read_table(spec: RealDataSpec, base_dir: Path):  # noqa: ANN202 - a pandas DataFrame
+def read_table(path: str, base_dir: Path, *, split: str = "train", field: str = "real_data.path"):  # noqa: ANN201
+    """A csv / jsonl / parquet file, a `package:` file or an `hf:owner/name` dataset as a pandas
+    DataFrame; DataError (naming `field`) when it cannot be read."""
     import pandas as pd
 
-    if spec.path.startswith("hf:"):
+    if path.startswith("hf:"):
         import datasets
 
         try:
-            return datasets.load_dataset(spec.path[3:], split=spec.split).to_pandas()
+            return datasets.load_dataset(path[3:], split=split).to_pandas()
         except Exception as exc:  # the Hub client raises many types; the message is what matters
-            raise DataError(f"real_data: could not load the Hub dataset {spec.path[3:]!r} (split {spec.split!r}): {exc}") from exc
-    path = local_path(spec.path, base_dir)
-    if not path.exists():
-        raise DataError(f"real_data.path: {path} does not exist")
-    name = path.name.lower()
+            raise DataError(f"{field}: could not load the Hub dataset {path[3:]!r} (split {split!r}): {exc}") from exc
+    file = local_path(path, base_dir, field)
+    if not file.exists():
+        raise DataError(f"{field}: {file} does not exist")
+    name = file.name.lower()
     try:
         if name.endswith((".csv", ".csv.gz", ".csv.bz2")):
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
+            return pd.read_csv(file, dtype=str, keep_default_na=False)
         if name.endswith((".jsonl", ".jsonl.gz", ".json")):
-            return pd.read_json(path, lines=not name.endswith(".json"), dtype=False)
+            return pd.read_json(file, lines=not name.endswith(".json"), dtype=False)
         if name.endswith(".parquet"):
-            return pd.read_parquet(path)
+            return pd.read_parquet(file)
     except (ValueError, OSError) as exc:
-        raise DataError(f"real_data.path: cannot read {path}: {exc}") from exc
-    raise DataError(f"real_data.path: {path} is not a csv, jsonl or parquet file")
+        raise DataError(f"{field}: cannot read {file}: {exc}") from exc
+    raise DataError(f"{field}: {file} is not a csv, jsonl or parquet file")
 
 
 def real_split(recipe: RecipeBase) -> RealSplit:
@@ -74,7 +76,7 @@ def load_real_rows(recipe: RecipeBase) -> list[Record]:
     if spec is None:
         return []
     labels = list(recipe.buckets())
-    table = _read_table(spec, recipe.base_dir)
+    table = read_table(spec.path, recipe.base_dir, split=spec.split)
     for role, column in (("text", spec.columns.text), ("label", spec.columns.label)):
         if column not in table.columns:
             raise DataError(f"real_data.columns.{role}: column {column!r} not found; the file has {list(table.columns)}")
