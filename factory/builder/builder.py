@@ -7,7 +7,7 @@ import logging
 import platform
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -169,16 +169,9 @@ class Builder:
         self._flush(store, rows)
 
         async def drive(name: str, items: list[tuple[str, Prompt]]) -> None:
-            generator = self._generator(name)
-            keys = {id(p): k for k, p in items}
-            identity = generator.identity()
             rows: list[Record | Rejected] = []
             flushed = time.monotonic()
-            async for prompt, completion in generator.stream([p for _, p in items]):
-                key = keys[id(prompt)]
-                if completion.error is None:
-                    # Persist before anything else: a finished request is never sent again.
-                    store.cache.put(key, prompt, identity, completion)
+            async for key, prompt, completion in self._send(store, name, items):
                 rows.append(self._accept(key, prompt, completion, progress))
                 # The row logs are rebuilt from the cache on resume, so they flush per batch or second.
                 if len(rows) >= self.spec.generate.batch_size or time.monotonic() - flushed > 1.0:
@@ -187,6 +180,19 @@ class Builder:
             self._flush(store, rows)
 
         await asyncio.gather(*(drive(name, items) for name, items in pending.items()))
+
+    async def _send(self, store: RunStore, name: str,
+                    items: Sequence[tuple[str, Prompt]]) -> AsyncIterator[tuple[str, Prompt, Completion]]:
+        """(key, prompt, completion) as generator `name` finishes each of `items` (uncached requests)."""
+        generator = self._generator(name)
+        keys = {id(p): k for k, p in items}
+        identity = generator.identity()
+        async for prompt, completion in generator.stream([p for _, p in items]):
+            key = keys[id(prompt)]
+            if completion.error is None:
+                # Persist before anything else: a finished request is never sent again.
+                store.cache.put(key, prompt, identity, completion)
+            yield key, prompt, completion
 
     def _accept(self, key: str, prompt: Prompt, completion: Completion, progress: BuildProgress) -> Record | Rejected:
         self.stats[prompt.generator].add(completion)
@@ -235,17 +241,11 @@ class Builder:
             for key, completion in cached.items():
                 self.answers[key] = completion
                 self.stats[name].add(completion)
-            missing = {id(p): (k, p) for k, p in items.items() if k not in cached}
-            if not missing:
-                continue
-            generator = self._generator(name)
-            identity = generator.identity()
-            async for prompt, completion in generator.stream([p for _, p in missing.values()]):
-                key = missing[id(prompt)][0]
-                if completion.error is None:
-                    store.cache.put(key, prompt, identity, completion)
-                self.answers[key] = completion
-                self.stats[name].add(completion)
+            missing = [(k, p) for k, p in items.items() if k not in cached]
+            if missing:
+                async for key, _, completion in self._send(store, name, missing):
+                    self.answers[key] = completion
+                    self.stats[name].add(completion)
 
     # -- the run --------------------------------------------------------------------------------
 
