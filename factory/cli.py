@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("recipe", type=Path)
     build.add_argument("--out", type=Path, help="run directory (default: runs/<recipe name>)")
     build.add_argument("--per-label", type=_positive, help="override generate.per_label (classification)")
-    build.add_argument("--count", type=_positive, help="override generate.count (instruction)")
+    build.add_argument("--count", type=_positive, help="override generate.count (instruction) or rows (table)")
+    build.add_argument("--seed", type=int, help="override the recipe's seed (a table program runs again with it, uncalled model)")
     build.add_argument("--max-requests", type=_positive, help="override the request budget")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.add_argument("--no-push", action="store_true", help="skip the push that the recipe's hub: section asks for")
@@ -95,6 +96,8 @@ def _load(args: argparse.Namespace) -> RecipeBase:
         raise RecipeError(str(args.recipe), [str(exc)]) from None
     if getattr(args, "max_requests", None):
         spec.generate.max_requests = args.max_requests
+    if getattr(args, "seed", None) is not None:
+        spec.seed = args.seed
     return spec
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, Val
 from factory.errors import RecipeError
 from factory.eval.names import LINEAR
 from factory.eval.params import EVALUATOR_PARAMS, EvaluatorName
-from factory.filters import FilterSpec
+from factory.filters import TEXT, FilterSpec, filters_for
 from factory.generators.params import ALL_PARAMS, LlamaCppParams
 from factory.secrets import EnvVarName, looks_like_secret
 
@@ -171,6 +171,8 @@ class GroundingSpec(Strict):
 class RecipeBase(Strict):
     # The grounding modes this kind offers, its default first; empty: the kind takes no `sources:`.
     grounding_modes: ClassVar[tuple[str, ...]] = ()
+    # The shape of the kind's rows, which decides the filters it takes (factory.filters: text or table).
+    row_shape: ClassVar[str] = TEXT
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
@@ -218,6 +220,11 @@ class RecipeBase(Strict):
             raise ValueError(f"generator names must be unique; repeated: {', '.join(dupes)}")
         if not any(g.weight > 0 for g in self.generators):
             raise ValueError("generator weights are all zero; at least one must be > 0")
+        takes = filters_for(self.row_shape)
+        for index, stage in enumerate(self.filters):
+            if stage.type not in takes:
+                raise ValueError(f"filters[{index}]: {stage.type} does not judge {self.row_shape} rows; a {self.task!r} "
+                                 f"recipe takes: {', '.join(takes)}")
         for stage in self.filters:  # a stage that asks a generator (a judge) names one of the recipe's
             judge = getattr(stage, "generator", None)
             if judge is not None and judge not in names:

@@ -84,7 +84,7 @@ def test_validate_prints_resolved_recipe(tmp_path: Path, capsys: pytest.CaptureF
     assert resolved["generate"]["per_label"] == 50
     assert resolved["generators"][0]["backend"] == "llamacpp"
     assert resolved["generators"][0]["model"] == "qwen2.5-coder-1.5b-instruct"
-    assert resolved["filters"] == [{"type": "exact_dedup", "per_label": False, "include_response": False}]
+    assert resolved["filters"] == [{"type": "exact_dedup", "per_label": False, "include_response": False, "unique_columns": None}]
 
 
 def test_schema_is_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,7 +27,7 @@ from factory.filters.base import Filter, FilterContext
 from factory.generators import Generator, build_generator
 from factory.records import STAGE_FINAL, STAGE_PARSE, STAGE_TARGET, Completion, Prompt, Record, Rejected
 from factory.run.manifest import Manifest
-from factory.run.store import RunStore, request_key
+from factory.run.store import RunStore, atomic_write_text, request_key
 from factory.secrets import name_secret_variables, recipe_secret_variables
 from factory.spec import RecipeBase
 from factory.tasks import Recipe, make_recipe
@@ -119,7 +119,7 @@ class Builder:
         self._embedder = embedder
         self.targets = spec.buckets()
         self.stats: dict[str, GeneratorStats] = defaultdict(GeneratorStats)
-        self.parsed: dict[tuple[str, int], Record | Rejected] = {}
+        self.parsed: dict[tuple[str, int], list[Record | Rejected]] = {}  # a reply may hold several rows (a table batch)
         self.issued: Counter[str] = Counter()
         self._loaded: set[str] = set()
 
@@ -135,10 +135,10 @@ class Builder:
             picker = PassagePicker(self.corpus, self.spec.grounding, self.spec.seed, list(self.targets), embedder)
         self.recipe: Recipe = make_recipe(self.spec, self.real.train, picker)
         self.context = FilterContext(seed=self.spec.seed, labels=tuple(self.targets), real_train=self.real.train,
-                                     real_holdout=self.real.validation, embedder=embedder,
+                                     real_holdout=[*self.real.validation, *self.recipe.reference_rows()], embedder=embedder,
                                      passages={p.id: p.text for p in self.corpus.passages} if self.corpus else {},
                                      generators=tuple(self._generator_params), answer=self._answer)
-        stages = self._filters if self._filters is not None else [build_filter(p) for p in self.spec.filters]
+        stages = self._filters if self._filters is not None else [build_filter(p, self.spec.row_shape) for p in self.spec.filters]
         self.filters = [stage.fit(self.context) for stage in stages]
 
     # -- generation -----------------------------------------------------------------------------
@@ -163,7 +163,7 @@ class Builder:
         rows: list[Record | Rejected] = []
         for key, prompt in keyed:
             if key in cached:
-                rows.append(self._accept(key, prompt, cached[key], progress))
+                rows += self._accept(key, prompt, cached[key], progress)
             else:
                 pending[prompt.generator].append((key, prompt))
         self._flush(store, rows)
@@ -172,7 +172,7 @@ class Builder:
             rows: list[Record | Rejected] = []
             flushed = time.monotonic()
             async for key, prompt, completion in self._send(store, name, items):
-                rows.append(self._accept(key, prompt, completion, progress))
+                rows += self._accept(key, prompt, completion, progress)
                 # The row logs are rebuilt from the cache on resume, so they flush per batch or second.
                 if len(rows) >= self.spec.generate.batch_size or time.monotonic() - flushed > 1.0:
                     self._flush(store, rows)
@@ -194,12 +194,12 @@ class Builder:
                 store.cache.put(key, prompt, identity, completion)
             yield key, prompt, completion
 
-    def _accept(self, key: str, prompt: Prompt, completion: Completion, progress: BuildProgress) -> Record | Rejected:
+    def _accept(self, key: str, prompt: Prompt, completion: Completion, progress: BuildProgress) -> list[Record | Rejected]:
         self.stats[prompt.generator].add(completion)
-        row = self.recipe.parse(prompt, completion, key[:16])
-        self.parsed[(prompt.bucket, prompt.index)] = row
-        progress.request(prompt.bucket, completion, isinstance(row, Record))
-        return row
+        rows = self.recipe.parse_rows(prompt, completion, key[:16])
+        self.parsed[(prompt.bucket, prompt.index)] = rows
+        progress.request(prompt.bucket, completion, any(isinstance(row, Record) for row in rows))
+        return rows
 
     @staticmethod
     def _flush(store: RunStore, rows: Sequence[Record | Rejected]) -> None:
@@ -211,7 +211,7 @@ class Builder:
     def _records_in_order(self) -> list[Record]:
         order = {b: i for i, b in enumerate(self.targets)}
         keys = sorted(self.parsed, key=lambda k: (k[1], order[k[0]]))
-        return [row for k in keys if isinstance(row := self.parsed[k], Record)]
+        return [row for k in keys for row in self.parsed[k] if isinstance(row, Record)]
 
     async def _filter(self, store: RunStore, records: list[Record]) -> ChainResult:
         chain = ChainResult(records, [], [], [])
@@ -274,7 +274,8 @@ class Builder:
             else:
                 if reached:
                     return "complete", chain
-                plan = plan_round(self.targets, counts, self.issued, budget - sum(self.issued.values()))
+                plan = plan_round(self.targets, counts, self.issued, budget - sum(self.issued.values()),
+                                  self.recipe.rows_per_request, self.recipe.requests_per_round)
                 if not plan:
                     return "budget_exhausted", chain
             focus = top_up_focus(chain.funnel)
@@ -300,7 +301,9 @@ class Builder:
             records = self._records_in_order()
             final, surplus = trim_to_target(chain.kept, self.targets, self.recipe.bucket)
             store.add_rejected(chain.dropped + surplus)
-            store.write_dataset([self._dataset_row(r) for r in final])
+            store.write_dataset([self.recipe.dataset_row(r) for r in final])
+            for name, text in self.recipe.artifacts().items():  # e.g. a table's accepted program
+                atomic_write_text(self.run_dir / name, text)
             stages = [(STAGE_PARSE, records), *chain.stages, (STAGE_FINAL, final)]
             store.write_stages({name: [r.id for r in rows] for name, rows in stages})
             manifest = self._manifest(status, records, final, chain.funnel, surplus, started, generated_s)
@@ -321,19 +324,10 @@ class Builder:
             interrupts.check()
         return BuildResult(self.run_dir, manifest)
 
-    def _dataset_row(self, record: Record) -> dict[str, Any]:
-        row: dict[str, Any] = {"id": record.id, **self.recipe.fields(record)}
-        row |= {"generator": record.meta.get("generator"), "model": record.meta.get("model")}
-        row |= {f"axis_{a}": record.meta.get(f"axis_{a}") for a in self.spec.axes}
-        if self.spec.generate.reasoning:
-            row["rationale"] = record.meta.get("rationale", "")
-        if self.spec.grounded:  # provenance: the passage's id (its document's name stays in the run directory)
-            row["source_passage"] = record.meta.get("passage_id")
-        return row
-
     def _manifest(self, status: str, records: list[Record], final: list[Record], funnel: list[dict[str, Any]],
                   surplus: list[Rejected], started: float, generated_s: float) -> Manifest:
-        parse_drops = Counter(r.reason for r in self.parsed.values() if isinstance(r, Rejected))
+        parsed = [row for rows in self.parsed.values() for row in rows]
+        parse_drops = Counter(r.reason for r in parsed if isinstance(r, Rejected))
         final_counts = Counter(self.recipe.bucket(r) for r in final)
         return Manifest.model_validate({
             "name": self.spec.name,
@@ -353,13 +347,14 @@ class Builder:
                              "requests": self.issued[b]} for b, t in self.targets.items()},
             "budget": {"max_requests": self.spec.budget(), "used": sum(self.issued.values())},
             "funnel": [
-                {"stage": STAGE_PARSE, "in": len(self.parsed), "kept": len(records), "dropped": dict(sorted(parse_drops.items()))},
+                {"stage": STAGE_PARSE, "in": len(parsed), "kept": len(records), "dropped": dict(sorted(parse_drops.items()))},
                 *funnel,
                 {"stage": STAGE_TARGET, "in": len(final) + len(surplus), "kept": len(final),
                  "dropped": {"over_target": len(surplus)} if surplus else {}},
             ],
             "rows": len(final),
             "corpus": self._corpus_stats(final),
+            "kind_report": self.recipe.report(final),
             "tokens": {
                 "prompt": sum(s.prompt_tokens for s in self.stats.values()),
                 "completion": sum(s.completion_tokens for s in self.stats.values()),

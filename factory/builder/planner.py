@@ -16,10 +16,12 @@ MIN_RATE = 0.1
 
 
 def plan_round(targets: Mapping[str, int], kept: Mapping[str, int], issued: Mapping[str, int],
-               budget_left: int) -> dict[str, int]:
-    """Prompts to send per bucket this round: the deficit divided by the acceptance seen so far.
+               budget_left: int, per_request: int = 1, most: int | None = None) -> dict[str, int]:
+    """Prompts to send per bucket this round: the deficit divided by the rows kept per request so far.
 
-    The first round is optimistic (paid APIs bill every surplus request); when the budget cannot
+    The first round is optimistic (paid APIs bill every surplus request): it expects `per_request`
+    rows from each request (a table batch yields several). `most` caps a bucket's prompts per round
+    (a kind whose next prompt depends on the last reply sends one at a time). When the budget cannot
     cover every plan, what is left is shared in proportion to need (largest needs get the remainder).
     """
     plan: dict[str, int] = {}
@@ -28,8 +30,10 @@ def plan_round(targets: Mapping[str, int], kept: Mapping[str, int], issued: Mapp
         if deficit <= 0:
             continue
         sent = issued.get(bucket, 0)
-        rate = kept.get(bucket, 0) / sent if sent else 1.0
+        rate = kept.get(bucket, 0) / sent if sent else float(per_request)
         plan[bucket] = math.ceil(deficit / max(rate, MIN_RATE) * HEADROOM)
+        if most is not None:
+            plan[bucket] = min(plan[bucket], most)
     total = sum(plan.values())
     if total > budget_left:
         scaled = {b: n * budget_left // total for b, n in plan.items()}

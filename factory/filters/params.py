@@ -23,6 +23,9 @@ class ExactDedupParams(FilterParams):
         False, description="Only drop duplicates within the same label (cross-label copies are the `conflicts` filter's job)."
     )
     include_response: bool = Field(False, description="For instruction rows, compare instruction + response.")
+    unique_columns: list[str] | None = Field(
+        None, description="Tables: also drop a row that repeats an earlier row's value in one of these columns "
+                          "(not_unique); a table recipe fills it with its `unique: true` columns.")
 
 
 class QualityParams(FilterParams):
@@ -165,6 +168,11 @@ class LeakageParams(FilterParams):
         description="Grounded recipes: drop a row that repeats this many consecutive words of the passage it was "
                     "written from (reason copied_source); null allows it (for extraction, or rewrites that keep most words).",
     )
+
+    row_distance: float = Field(
+        0.01, ge=0, le=1,
+        description="Tables: drop a synthetic row whose distance to the closest real row (Gower's, 0 = a copy, 1 = "
+                    "nothing alike) is at most this (copies_real_row).")
 
     @model_validator(mode="after")
     def _one_check(self) -> LeakageParams:

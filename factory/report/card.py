@@ -172,6 +172,8 @@ def render_card(run_dir: Path) -> str:
                      [[s.stage, s.rows_in, s.kept, ", ".join(f"{k}: {v}" for k, v in s.dropped.items()) or "-"]
                       for s in manifest.funnel]), ""]
     lines += _sources_section(manifest)
+    if manifest.kind_report:  # what the kind measured (a table: its checks and fidelity), in the kind's words
+        lines += [task_kind(recipe["task"]).card_section(manifest.kind_report)]
     if manifest.eval:
         lines += _eval_section(manifest.eval)
     lines += ["## Known limitations", "", *[f"- {note}" for note in limitations(manifest, rejected)], ""]

@@ -15,6 +15,7 @@ import numpy as np
 from factory.embeddings import Embedder
 from factory.errors import require
 from factory.eval.names import CONDITIONS, LINEAR, REAL, SYNTHETIC, SYNTHETIC_REAL
+from factory.filters import TEXT
 from factory.records import STAGE_FINAL, Record
 from factory.run.manifest import FunnelStage, load_manifest
 from factory.run.store import atomic_write_text, read_jsonl
@@ -119,6 +120,37 @@ def eval_chart(ev: dict[str, Any]) -> str:
     return png(fig)
 
 
+def column_charts(distributions: dict[str, dict[str, Any]]) -> str:
+    """One small panel per column: the real and the synthetic table's shares, side by side."""
+    plt = pyplot()
+    names = list(distributions)
+    per_row = 3
+    fig, axes = plt.subplots((len(names) + per_row - 1) // per_row, per_row, figsize=(11, 2.6 * ((len(names) + per_row - 1) // per_row)),
+                             squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        dist = distributions[name]
+        if dist["kind"] == "category":
+            x = np.arange(len(dist["values"]))
+            ax.bar(x - 0.2, dist["real"], 0.4, label="real", color="#9bb7d4")
+            ax.bar(x + 0.2, dist["synthetic"], 0.4, label="synthetic", color="#b5651d")
+            ax.set_xticks(x, [str(v)[:12] for v in dist["values"]], rotation=30, ha="right", fontsize=7)
+        else:
+            edges = np.array(dist["edges"])
+            width = np.diff(edges)
+            ax.bar(edges[:-1], dist["real"], width, align="edge", alpha=0.6, label="real", color="#9bb7d4")
+            ax.bar(edges[:-1], dist["synthetic"], width, align="edge", alpha=0.6, label="synthetic", color="#b5651d")
+            if dist["kind"] == "date":
+                ax.set_xlabel("days since 1970", fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Each column: share of rows, real vs synthetic", fontsize=10)
+    fig.tight_layout()
+    return png(fig)
+
+
 def rows_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """An HTML table of `rows` (dicts) with the given columns, every cell escaped."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
@@ -161,17 +193,24 @@ def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
                       "dropped": ", ".join(f"{k}: {v}" for k, v in s.dropped.items()) or "-"} for s in manifest.funnel],
                     ["stage", "in", "kept", "dropped"]),
     ]
-    picture = cluster_chart(final, embedder or Embedder(), recipe.get("seed", 0)) if final else None
+    kind = task_kind(recipe["task"])
+    text_rows = kind.Spec.row_shape == TEXT
+    picture = cluster_chart(final, embedder or Embedder(), recipe.get("seed", 0)) if final and text_rows else None
     if picture:
         parts += ["<h2>Embedding clusters</h2>", f"<img alt='clusters' src='{picture}'>"]
+    if manifest.kind_report:
+        parts.append(f"<pre>{html.escape(kind.card_section(manifest.kind_report))}</pre>")
+        distributions = (manifest.kind_report.get("fidelity") or {}).get("distributions")
+        if distributions:
+            parts += ["<h2>Columns, real vs synthetic</h2>", f"<img alt='columns' src='{column_charts(distributions)}'>"]
     if manifest.eval:
         ev = manifest.eval
         parts += ["<h2>Evaluation on real validation rows</h2>",
                   f"<p>{ev['validation_rows']} held-out real rows; {ev['real_train_rows']} real training rows; seeds {ev['seeds']}.</p>",
                   f"<img alt='eval' src='{eval_chart(ev)}'>"]
-    kind = task_kind(recipe["task"])
     kept_rows = [{**kind.fields(r), "generator": r.meta.get("generator", "")} for r in final[:SAMPLE]]
-    parts += ["<h2>Sample of kept rows</h2>", rows_table(kept_rows, [*kind.columns, "generator"])]
+    columns = list(kind.columns) or list(kept_rows[0]) if kept_rows else list(kind.columns)
+    parts += ["<h2>Sample of kept rows</h2>", rows_table(kept_rows, [*dict.fromkeys([*columns, "generator"])])]
     sample_rejected = sorted(rejected, key=lambda r: (r["reason"], r["id"]))
     by_reason: dict[str, list[dict[str, Any]]] = {}
     for row in sample_rejected:

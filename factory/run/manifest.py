@@ -100,6 +100,9 @@ class Manifest(_Part):
     timings: Timings
     eval: dict[str, Any] | None = None
     corpus: list[CorpusSource] | None = None
+    # What the task kind measured on its final rows (a table: its checks and its fidelity to the real
+    # table); each kind documents its own keys and renders them (`Recipe.card_section`).
+    kind_report: dict[str, Any] | None = None
 
     @property
     def task(self) -> str:
@@ -117,7 +120,7 @@ class Manifest(_Part):
     def to_json(self) -> str:
         # Optional sections are left out rather than written as null, as they always were.
         data = self.model_dump(mode="json", by_alias=True)
-        for key in ("embeddings", "eval"):
+        for key in ("embeddings", "eval", "kind_report"):
             if data[key] is None:
                 del data[key]
         for stage in data["funnel"]:

@@ -164,3 +164,17 @@ def check_row(columns: Mapping[str, ColumnSpec], raw: Mapping[str, Any]) -> dict
             return RowProblem("bad_pattern", f"{name}: {value[:40]!r} does not match /{spec.pattern}/")
         row[name] = value
     return row
+
+
+def coerce_value(spec: ColumnSpec, value: Any) -> Any:
+    """`value` as the column's type, or None when it is missing or does not fit (for reading a real table)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if hasattr(value, "item"):  # a numpy scalar
+        value = value.item()
+    if hasattr(value, "date") and not isinstance(value, dt.date):  # a pandas Timestamp
+        value = value.date()
+    try:
+        return _coerce(spec, value)
+    except (TypeError, ValueError, OverflowError):
+        return None

@@ -14,11 +14,12 @@ from factory.spec import RecipeBase
 from factory.tasks.base import Recipe
 from factory.tasks.classification import ClassificationRecipe, ClassificationSpec
 from factory.tasks.instruction import InstructionRecipe, InstructionSpec
+from factory.tasks.table import TableRecipe, TableSpec
 
 if TYPE_CHECKING:
     from factory.corpus.selection import PassagePicker
 
-TASKS: dict[str, type[Recipe]] = {kind.kind: kind for kind in (ClassificationRecipe, InstructionRecipe)}
+TASKS: dict[str, type[Recipe]] = {kind.kind: kind for kind in (ClassificationRecipe, InstructionRecipe, TableRecipe)}
 
 
 def task_kind(name: str) -> type[Recipe]:
@@ -36,4 +37,4 @@ def make_recipe(spec: RecipeBase, real_train: Sequence[Record] = (), passages: P
 
 
 __all__ = ["TASKS", "ClassificationRecipe", "ClassificationSpec", "InstructionRecipe", "InstructionSpec", "Recipe",
-           "make_recipe", "task_kind"]
+           "TableRecipe", "TableSpec", "make_recipe", "task_kind"]

@@ -92,6 +92,10 @@ class Recipe(ABC, Generic[SpecT]):
     """
 
     kind: ClassVar[str]  # the recipe's `task:` value
+    # How many rows one request is expected to yield (the planner's first guess), and the most
+    # requests per bucket in one round (None: no cap; 1 when each prompt depends on the last reply).
+    rows_per_request: int = 1
+    requests_per_round: int | None = None
     Spec: ClassVar[type[RecipeBase]]  # the kind's recipe fields
     task_categories: ClassVar[tuple[str, ...]]  # Hugging Face task categories, for the dataset card
     columns: ClassVar[tuple[str, ...]]  # the kind's own dataset columns, in order
@@ -159,6 +163,38 @@ class Recipe(ABC, Generic[SpecT]):
     @abstractmethod
     def parse(self, prompt: Prompt, completion: Completion, record_id: str) -> Record | Rejected:
         """A record, or a rejected row with a reason. Never raises on bad model output."""
+
+    def parse_rows(self, prompt: Prompt, completion: Completion, record_id: str) -> list[Record | Rejected]:
+        """Every row in one reply (one, unless the kind asks for several rows per request)."""
+        return [self.parse(prompt, completion, record_id)]
+
+    def dataset_row(self, record: Record) -> dict[str, Any]:
+        """One row of the finished dataset: id, the kind's columns, and where it came from."""
+        row: dict[str, Any] = {"id": record.id, **self.fields(record)}
+        row |= {"generator": record.meta.get("generator"), "model": record.meta.get("model")}
+        row |= {f"axis_{a}": record.meta.get(f"axis_{a}") for a in self.spec.axes}
+        if self.spec.generate.reasoning:
+            row["rationale"] = record.meta.get("rationale", "")
+        if self.spec.grounded:  # provenance: the passage's id (its document's name stays in the run directory)
+            row["source_passage"] = record.meta.get("passage_id")
+        return row
+
+    def reference_rows(self) -> list[Record]:
+        """Real rows beyond `real_data`'s labelled ones that the data must not copy (the leakage filter)."""
+        return []
+
+    def report(self, final: Sequence[Record]) -> dict[str, Any] | None:
+        """What the kind measures on the final rows, for the manifest's `kind_report` (None: nothing)."""
+        return None
+
+    def artifacts(self) -> dict[str, str]:
+        """Files the build writes into the run directory besides the dataset (name -> text)."""
+        return {}
+
+    @classmethod
+    def card_section(cls, kind_report: dict[str, Any]) -> str:
+        """Markdown for the dataset card about the kind's report ('' for none)."""
+        return ""
 
     def _reply(self, prompt: Prompt, completion: Completion, record_id: str, fields: tuple[str, ...]) -> dict[str, str] | Rejected:
         """Shared checks: failed request, truncation, empty, refusal, invalid JSON, missing fields."""

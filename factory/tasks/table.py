@@ -1,0 +1,365 @@
+"""The table kind: rows of a typed schema, written by the model in batches (`rows`) or by a program it
+writes, run in the sandbox (`program`).
+
+Every row is type- and constraint-checked against the schema and the recipe's row checks; a bad
+row is a rejected row with its reason. Whole-table checks and, with a real table, fidelity
+(SDMetrics) and distance to the closest real row are measured on the final table and go into the
+manifest's `kind_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from factory.filters import TABLE
+from factory.filters.params import ExactDedupParams
+from factory.records import STAGE_PARSE, Completion, Message, Prompt, Record, Rejected
+from factory.sandbox import Limits
+from factory.spec import RecipeBase, Strict
+from factory.tables.checks import Check, parse_checks
+from factory.tables.schema import ColumnSpec, RowProblem, check_row, coerce_value
+from factory.tasks.base import Recipe, template
+from factory.text import extract_json
+
+if TYPE_CHECKING:
+    from factory.corpus.selection import PassagePicker
+
+BUCKET = "all"
+PROGRAM = "program.py"
+PROBE_ROWS, PROBE_SEED = 200, 0  # the table every program attempt is first validated on
+
+
+class TableRealSpec(Strict):
+    """The user's real table: the fidelity report compares with it and the leakage filter guards it."""
+
+    path: str = Field(description="csv, jsonl or parquet file (relative to the recipe); hf:owner/name for a Hub dataset; "
+                                  "package:DIST/path for a file shipped in an installed distribution.")
+    split: str = Field("train", description="Split to read from a Hub dataset.")
+    max_rows: int | None = Field(None, ge=1, description="Read at most this many rows (a seeded sample).")
+
+
+class ProgramSpec(Strict):
+    """method: program — the model writes `make_table(n_rows, seed)`; it runs in the sandbox."""
+
+    repair_rounds: int = Field(3, ge=0, le=10, description="Times a failing program goes back to the model with its errors.")
+    seconds: float = Field(60, gt=0, le=3600, description="Wall-clock limit of one run of the program.")
+    memory_mb: int = Field(2048, ge=256, description="Address-space limit of one run of the program, in MiB.")
+
+
+class TableSpec(RecipeBase):
+    """A recipe that makes a table: typed columns with constraints, checks across columns, a row count."""
+
+    row_shape: ClassVar[str] = TABLE
+
+    task: Literal["table"]
+    method: Literal["rows", "program"] = Field(
+        "rows", description="rows: the model writes rows as JSON, batch_rows per request. program: the model writes a "
+                            "Python program that makes the table; it runs in the sandbox, failures go back for repair.")
+    columns: dict[str, ColumnSpec] = Field(min_length=1, description="Column name -> type, description and constraints, in order.")
+    rows: int = Field(100, ge=1, description="Rows wanted AFTER filtering.")
+    batch_rows: int = Field(10, ge=1, le=200, description="method rows: rows asked for in one request.")
+    checks: list[str] = Field(
+        default_factory=list,
+        description="Rules across columns, e.g. 'price > 0' (each row) or 'spearman(size_m2, price) >= 0.5' (the table); "
+                    "see factory/tables/checks.py for the language. Never executed as Python.")
+    examples: list[dict[str, Any]] = Field(default_factory=list, description="Example rows, sampled into prompts (method rows).")
+    program: ProgramSpec = Field(default_factory=ProgramSpec, description="method program: repair rounds and sandbox limits.")
+    real_data: TableRealSpec | None = Field(None, description="A real table to measure fidelity against and to guard from copies.")
+
+    @field_validator("columns")
+    @classmethod
+    def _names(cls, columns: dict[str, ColumnSpec]) -> dict[str, ColumnSpec]:
+        bad = [name for name in columns if not name.isidentifier()]
+        if bad:
+            raise ValueError(f"column names are letters, digits and _ (not starting with a digit), so that checks can "
+                             f"name them; got {', '.join(map(repr, bad))}")
+        return columns
+
+    @field_validator("checks")
+    @classmethod
+    def _parse_checks(cls, checks: list[str], info: ValidationInfo) -> list[str]:
+        columns = info.data.get("columns") or {}
+        for index, text in enumerate(checks):
+            try:
+                Check.parse(text, columns)
+            except ValueError as exc:
+                raise ValueError(f"checks[{index}]: {exc}") from None
+        return checks
+
+    @field_validator("examples")
+    @classmethod
+    def _check_examples(cls, examples: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
+        columns = info.data.get("columns") or {}
+        for index, example in enumerate(examples):
+            problem = check_row(columns, example)
+            if isinstance(problem, RowProblem):
+                raise ValueError(f"examples[{index}]: {problem.reason}: {problem.detail}")
+        return examples
+
+    @model_validator(mode="after")
+    def _defaults(self) -> TableSpec:
+        if self.generate.per_label is not None or self.generate.count is not None:
+            raise ValueError("generate.per_label and generate.count are for text recipes; a table recipe sets `rows:`")
+        unique = [name for name, column in self.columns.items() if column.unique]
+        dedup = [f for f in self.filters if isinstance(f, ExactDedupParams)]
+        if not dedup and (unique or not self.filters):  # unique columns always hold, whatever the chain says
+            self.filters.insert(0, ExactDedupParams())
+        for stage in self.filters:
+            if isinstance(stage, ExactDedupParams) and stage.unique_columns is None:
+                stage.unique_columns = unique
+            elif isinstance(stage, ExactDedupParams):
+                unknown = sorted(set(stage.unique_columns or ()) - set(self.columns))
+                if unknown:
+                    raise ValueError(f"filters: exact_dedup.unique_columns names unknown columns: {', '.join(unknown)}")
+        return self
+
+    def buckets(self) -> dict[str, int]:
+        return {BUCKET: self.rows}
+
+    def resize(self, *, per_label: int | None = None, count: int | None = None) -> None:
+        if per_label is not None:
+            raise ValueError("--per-label is for classification recipes; a table takes --count (its rows)")
+        if count is not None:
+            self.rows = count
+
+    def budget(self) -> int:
+        if self.generate.max_requests:
+            return self.generate.max_requests
+        if self.method == "program":
+            return 1 + self.program.repair_rounds
+        return 4 * math.ceil(self.rows / self.batch_rows) + 8
+
+
+class TableRecipe(Recipe[TableSpec]):
+    """Prompts for table rows or a table program; replies checked row by row against the schema."""
+
+    kind = "table"
+    Spec: ClassVar[type[TableSpec]] = TableSpec
+    task_categories: ClassVar[tuple[str, ...]] = ("tabular-classification", "tabular-regression")
+    columns: ClassVar[tuple[str, ...]] = ()  # the recipe's own: see `fields`
+
+    def __init__(self, spec: TableSpec, real_train: Sequence[Record] = (), passages: PassagePicker | None = None) -> None:
+        super().__init__(spec, real_train, passages)
+        self.checks = parse_checks(spec.checks, spec.columns)
+        self.row_checks = [c for c in self.checks if not c.table_level]
+        self.table_checks = [c for c in self.checks if c.table_level]
+        program = spec.method == "program"
+        self.rows_per_request = spec.rows if program else spec.batch_rows
+        self.requests_per_round = 1 if program else None  # a repair prompt needs the last attempt's errors
+        self.attempts: dict[int, dict[str, Any]] = {}  # program attempts by prompt index: code, error, rows
+        self.real = _read_real(spec)
+
+    @classmethod
+    def bucket(cls, record: Record) -> str:
+        return BUCKET
+
+    @classmethod
+    def fields(cls, record: Record) -> dict[str, Any]:
+        return dict(record.fields)
+
+    def dataset_row(self, record: Record) -> dict[str, Any]:
+        return dict(record.fields)  # exactly the schema's columns; provenance stays in generated.jsonl
+
+    def reference_rows(self) -> list[Record]:
+        return [Record(row, id=f"real-{i}") for i, row in enumerate(self.real)]
+
+    # -- prompts --------------------------------------------------------------------------------
+
+    def _schema_text(self) -> tuple[str, str]:
+        columns = "\n".join(f"- {name}: {column.describe()}" for name, column in self.spec.columns.items())
+        checks = "".join(f"- {text}\n" for text in self.spec.checks)
+        return columns, ("Rules that must hold:\n" + checks if checks else "")
+
+    def reply_schema(self) -> dict[str, Any]:
+        kinds = {"int": "integer", "float": "number", "bool": "boolean"}
+        properties = {name: {"type": [kinds.get(c.type, "string"), "null"] if c.nullable else kinds.get(c.type, "string")}
+                      for name, c in self.spec.columns.items()}
+        row = {"type": "object", "properties": properties, "required": list(properties)}
+        return {"type": "object", "properties": {"rows": {"type": "array", "items": row}}, "required": ["rows"]}
+
+    def prompt(self, bucket: str, index: int, generator: str | None = None, focus: Sequence[str] = ()) -> Prompt:
+        if self.spec.method == "program":
+            return self._program_prompt(bucket, index, generator)
+        rng = self.rng(bucket, index)
+        axes = self.sample_axes(rng)
+        shots = rng.sample(self.spec.examples, min(self.spec.generate.few_shot, len(self.spec.examples)))
+        columns, checks = self._schema_text()
+        examples = ("Example rows:\n" + "\n".join(json.dumps(s, ensure_ascii=False) for s in shots) + "\n") if shots else ""
+        user = template("table_rows_user").substitute(
+            description=self.spec.description or "A realistic table.", columns=columns, checks=checks,
+            constraints=self.constraints(axes), examples=examples, n=self.spec.batch_rows,
+            row_format=", ".join(f'"{name}": ...' for name in self.spec.columns))
+        return Prompt(bucket=bucket, index=index, messages=self.messages(user),
+                      generator=generator or self.assign_generator(bucket, index), seed=rng.randrange(2**31),
+                      schema=self.reply_schema(), target={"axes": axes, "examples": [json.dumps(s) for s in shots]})
+
+    def _program_prompt(self, bucket: str, index: int, generator: str | None) -> Prompt:
+        """Attempt `index`: the task, or (after a failed attempt) the task, that program and its errors.
+
+        Nothing in it depends on the row count or the seed, which the program takes as arguments: a
+        re-run for another count or seed finds the accepted program in the request cache."""
+        columns, checks = self._schema_text()
+        system = self.spec.system_prompt or template("table_program_system").template
+        task = template("table_program_user").substitute(
+            description=self.spec.description or "A realistic table.", columns=columns, checks=checks)
+        messages: list[Message] = [{"role": "system", "content": system}, {"role": "user", "content": task}]
+        previous = self.attempts.get(index - 1)
+        if previous and previous["error"] and previous["code"]:
+            messages += [{"role": "assistant", "content": f"```python\n{previous['code']}```"},
+                         {"role": "user", "content": template("table_program_repair").substitute(errors=previous["error"])}]
+        rng = random.Random(f"program/{index}")
+        return Prompt(bucket=bucket, index=index, messages=messages,
+                      generator=generator or self.assign_generator(bucket, index), seed=rng.randrange(2**31),
+                      target={"attempt": index, "repair": bool(previous and previous["error"])})
+
+    # -- replies --------------------------------------------------------------------------------
+
+    def parse(self, prompt: Prompt, completion: Completion, record_id: str) -> Record | Rejected:
+        rows = self.parse_rows(prompt, completion, record_id)
+        return next((r for r in rows if isinstance(r, Record)), rows[0])
+
+    def parse_rows(self, prompt: Prompt, completion: Completion, record_id: str) -> list[Record | Rejected]:
+        meta = self.meta(prompt, completion)
+
+        def reject(reason: str, detail: str) -> list[Record | Rejected]:
+            return [Rejected(id=record_id, stage=STAGE_PARSE, reason=reason, text=completion.text[:2000], detail=detail, meta=meta)]
+
+        if completion.error:
+            return reject("request_failed", completion.error)
+        if completion.finish_reason == "length":
+            return reject("truncated", f"stopped at max_tokens after {completion.completion_tokens} tokens")
+        if self.spec.method == "program":
+            return self._run_program(prompt, completion, record_id, meta)
+        reply = extract_json(completion.text)
+        raw_rows = reply.get("rows") if reply is not None else None
+        if not isinstance(raw_rows, list) or not raw_rows:
+            return reject("bad_json", "the reply has no non-empty list 'rows'")
+        return [self._row(raw, f"{record_id}-{i:03d}", {**meta, "row": i}) for i, raw in enumerate(raw_rows)]
+
+    def _row(self, raw: Any, row_id: str, meta: dict[str, Any]) -> Record | Rejected:
+        text = json.dumps(raw, ensure_ascii=False, default=str)[:2000]
+        if not isinstance(raw, dict):
+            return Rejected(id=row_id, stage=STAGE_PARSE, reason="bad_json", text=text, detail="a row is not a JSON object", meta=meta)
+        row = check_row(self.spec.columns, raw)
+        if isinstance(row, RowProblem):
+            return Rejected(id=row_id, stage=STAGE_PARSE, reason=row.reason, text=text, detail=row.detail, meta=meta)
+        broken = next((c for c in self.row_checks if not c.holds(row)), None)
+        if broken is not None:
+            return Rejected(id=row_id, stage=STAGE_PARSE, reason="broken_check", text=text, detail=broken.text, meta=meta)
+        return Record(row, id=row_id, meta=meta)
+
+    def _run_program(self, prompt: Prompt, completion: Completion, record_id: str, meta: dict[str, Any]) -> list[Record | Rejected]:
+        from factory.tables.program import extract_program, run_program
+
+        code = extract_program(completion.text)
+        attempt: dict[str, Any] = {"index": prompt.index, "repair": prompt.target.get("repair", False), "code": code, "error": ""}
+        self.attempts[prompt.index] = attempt
+        if code is None:
+            attempt["error"] = "no_program: the reply has no ```python block defining make_table(n_rows, seed)"
+            return [Rejected(id=record_id, stage=STAGE_PARSE, reason="no_program", text=completion.text[:2000],
+                             detail=attempt["error"], meta=meta)]
+        limits = Limits(seconds=self.spec.program.seconds, memory_mb=self.spec.program.memory_mb)
+        # A fixed probe first: its errors, and so the repair prompts, do not depend on the row count or
+        # the seed, and a re-run for another count or seed replays the same (cached) attempts.
+        wanted = self.spec.rows + max(2, math.ceil(0.1 * self.spec.rows))  # headroom for dedup and leakage
+        runs = [(PROBE_ROWS, PROBE_SEED), (wanted, self.spec.seed)]
+        for n_rows, seed in runs if (wanted, self.spec.seed) != (PROBE_ROWS, PROBE_SEED) else runs[:1]:
+            run = run_program(code, n_rows, seed, limits)
+            attempt["seconds"] = round(attempt.get("seconds", 0.0) + run.seconds, 3)
+            if run.rows is None:
+                attempt["error"] = run.error
+                stop = run.error.split(":", 1)[0]
+                reason = stop if stop in ("timeout", "memory_limit", "blocked") else "program_failed"
+                return [Rejected(id=record_id, stage=STAGE_PARSE, reason=reason, text=code, detail=run.error[:1000], meta=meta)]
+            rows = [self._row(raw, f"{record_id}-{i:05d}", {**meta, "row": i}) for i, raw in enumerate(run.rows)]
+            problems = self._program_problems(rows, n_rows, [r.fields for r in rows if isinstance(r, Record)])
+            if problems:
+                attempt["error"] = problems
+                return [Rejected(id=record_id, stage=STAGE_PARSE, reason="invalid_table", text=code, detail=problems[:1000], meta=meta)]
+        attempt["rows"] = len(rows)
+        return list(rows)
+
+    def _program_problems(self, rows: Sequence[Record | Rejected], wanted: int, good: list[dict[str, Any]]) -> str:
+        """What is wrong with a program's table, for the repair prompt ('' when nothing is)."""
+        lines = []
+        if len(rows) != wanted:
+            lines.append(f"- make_table({wanted}, seed) returned {len(rows)} rows, not {wanted}")
+        bad = [r for r in rows if isinstance(r, Rejected)]
+        for reason, count in Counter(r.reason for r in bad).most_common():
+            example = next(r for r in bad if r.reason == reason)
+            lines.append(f"- {count} rows: {reason} (e.g. {example.detail})")
+        for name, column in self.spec.columns.items():
+            values = [row[name] for row in good if row.get(name) is not None]
+            if column.unique and len(set(map(str, values))) < len(values):
+                lines.append(f"- column {name} must be unique but repeats values")
+        if good:
+            import pandas as pd
+
+            for check in self.table_checks:
+                held, values = check.measure(pd.DataFrame(good))
+                if not held:
+                    lines.append(f"- the rule {check.text} does not hold: " + ", ".join(f"{k} = {v}" for k, v in values.items()))
+        return "\n".join(lines)
+
+    # -- after the build ------------------------------------------------------------------------
+
+    def report(self, final: Sequence[Record]) -> dict[str, Any] | None:
+        import pandas as pd
+
+        table = pd.DataFrame([r.fields for r in final], columns=list(self.spec.columns))
+        checks = []
+        for check in self.table_checks:
+            held, values = check.measure(table) if len(table) else (False, {})
+            checks.append({"check": check.text, "passed": held, "values": values})
+        report: dict[str, Any] = {"rows": len(final), "columns": list(self.spec.columns), "table_checks": checks,
+                                  "method": self.spec.method}
+        if self.spec.method == "program":
+            report["program"] = {"attempts": [{k: v for k, v in a.items() if k != "code"} for _, a in sorted(self.attempts.items())],
+                                 "accepted": self._accepted() is not None}
+        if self.real and final:
+            from factory.tables.fidelity import fidelity
+
+            report["fidelity"] = fidelity(self.real, [r.fields for r in final], self.spec.columns)
+        return report
+
+    def _accepted(self) -> dict[str, Any] | None:
+        return next((a for _, a in sorted(self.attempts.items(), reverse=True) if a["code"] and not a["error"]), None)
+
+    def artifacts(self) -> dict[str, str]:
+        accepted = self._accepted()
+        if accepted is None:
+            return {}
+        header = (f"# The program that made this run's table (attempt {accepted['index']}), accepted after its output\n"
+                  "# passed the schema and the checks. It ran in the factory's sandbox; re-run the recipe with\n"
+                  "# --count N or --seed S to run it again without calling the model.\n")
+        return {PROGRAM: header + accepted["code"]}
+
+    @classmethod
+    def card_section(cls, kind_report: dict[str, Any]) -> str:
+        from factory.tables.fidelity import card_lines
+
+        return card_lines(kind_report)
+
+
+def _read_real(spec: TableSpec) -> list[dict[str, Any]]:
+    """The real table's rows, the schema's columns typed (a value that does not fit becomes null)."""
+    if spec.real_data is None:
+        return []
+    from factory.data.real import read_table
+    from factory.errors import DataError
+
+    table = read_table(spec.real_data.path, spec.base_dir, split=spec.real_data.split)
+    shared = [name for name in spec.columns if name in table.columns]
+    if not shared:
+        raise DataError(f"real_data.path: the real table shares no column with the schema; it has {list(table.columns)[:12]}")
+    if spec.real_data.max_rows and len(table) > spec.real_data.max_rows:
+        table = table.sample(n=spec.real_data.max_rows, random_state=spec.seed)
+    return [{name: coerce_value(spec.columns[name], value) for name, value in zip(shared, values)}
+            for values in table[shared].itertuples(index=False, name=None)]
