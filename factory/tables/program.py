@@ -22,7 +22,7 @@ from program import make_table
 table = make_table({n_rows}, {seed})
 if not isinstance(table, pd.DataFrame):
     raise TypeError(f"make_table returned a {{type(table).__name__}}, not a pandas DataFrame")
-table.to_json("table.json", orient="split", index=False, date_format="iso", default_handler=str)
+table.to_json("table.json", orient="split", index=False, date_format="iso", double_precision=15, default_handler=str)
 """
 TRACEBACK_LINES = 12  # what a repair prompt shows of a crash: the end of the traceback
 

@@ -49,6 +49,7 @@ class ProgramSpec(Strict):
     """method: program — the model writes `make_table(n_rows, seed)`; it runs in the sandbox."""
 
     repair_rounds: int = Field(3, ge=0, le=10, description="Times a failing program goes back to the model with its errors.")
+    attempts: int = Field(2, ge=1, le=20, description="Fresh programs to try, each with its repair rounds, before the build gives up.")
     seconds: float = Field(60, gt=0, le=3600, description="Wall-clock limit of one run of the program.")
     memory_mb: int = Field(2048, ge=256, description="Address-space limit of one run of the program, in MiB.")
 
@@ -133,7 +134,7 @@ class TableSpec(RecipeBase):
         if self.generate.max_requests:
             return self.generate.max_requests
         if self.method == "program":
-            return 1 + self.program.repair_rounds
+            return self.program.attempts * (1 + self.program.repair_rounds)
         return 4 * math.ceil(self.rows / self.batch_rows) + 8
 
 
@@ -211,13 +212,17 @@ class TableRecipe(Recipe[TableSpec]):
             description=self.spec.description or "A realistic table.", columns=columns, checks=checks)
         messages: list[Message] = [{"role": "system", "content": system}, {"role": "user", "content": task}]
         previous = self.attempts.get(index - 1)
-        if previous and previous["error"] and previous["code"]:
+        repairs = 0
+        # Repair the last program while it has rounds left; then start a fresh one (a small model that
+        # cannot fix its program in a few rounds rarely does in more).
+        if previous and previous["error"] and previous["code"] and previous["repairs"] < self.spec.program.repair_rounds:
+            repairs = previous["repairs"] + 1
             messages += [{"role": "assistant", "content": f"```python\n{previous['code']}```"},
                          {"role": "user", "content": template("table_program_repair").substitute(errors=previous["error"])}]
         rng = random.Random(f"program/{index}")
         return Prompt(bucket=bucket, index=index, messages=messages,
                       generator=generator or self.assign_generator(bucket, index), seed=rng.randrange(2**31),
-                      target={"attempt": index, "repair": bool(previous and previous["error"])})
+                      target={"attempt": index, "repairs": repairs})
 
     # -- replies --------------------------------------------------------------------------------
 
@@ -259,7 +264,7 @@ class TableRecipe(Recipe[TableSpec]):
         from factory.tables.program import extract_program, run_program
 
         code = extract_program(completion.text)
-        attempt: dict[str, Any] = {"index": prompt.index, "repair": prompt.target.get("repair", False), "code": code, "error": ""}
+        attempt: dict[str, Any] = {"index": prompt.index, "repairs": prompt.target.get("repairs", 0), "code": code, "error": ""}
         self.attempts[prompt.index] = attempt
         if code is None:
             attempt["error"] = "no_program: the reply has no ```python block defining make_table(n_rows, seed)"

@@ -183,7 +183,7 @@ def test_a_program_is_repaired_run_sandboxed_saved_and_rerun_without_the_model(t
     table = pd.read_parquet(run / "dataset" / "data" / "train.parquet")
     assert len(table) == 40 and list(table.columns) == list(COLUMNS)
     report = json.loads((run / "manifest.json").read_text())["kind_report"]
-    assert [a["repair"] for a in report["program"]["attempts"]] == [False, True] and report["program"]["accepted"]
+    assert [a["repairs"] for a in report["program"]["attempts"]] == [0, 1] and report["program"]["accepted"]
 
     # Another row count and seed: the accepted program runs again, the model is not asked.
     assert main(["build", str(recipe), "--out", str(run), "--no-progress", "--count", "120", "--seed", "9"]) == 0
@@ -203,10 +203,12 @@ def test_a_hostile_or_broken_program_is_a_rejected_row_and_the_key_never_leaks(
         tmp_path: Path, loopback, canary_key: str, program: str, reason: str) -> None:
     server = loopback(script=lambda body, n: Action(text=fence(program)))
     recipe = write_recipe(tmp_path / "p.yaml", table_recipe(server.base_url, method="program", rows=5,
-                                                            program={"repair_rounds": 1, "seconds": 3}))
+                                                            program={"repair_rounds": 1, "attempts": 2, "seconds": 3}))
     assert main(["build", str(recipe), "--out", str(tmp_path / "run"), "--no-progress"]) == 3  # incomplete: budget spent
     rejected = read_rejected(tmp_path / "run")
-    assert [r["reason"] for r in rejected] == [reason, reason]
+    assert [r["reason"] for r in rejected] == [reason] * 4
+    repairs = [len(r.body["messages"]) > 2 for r in server.log]
+    assert repairs == [False, True, False, True]  # two fresh programs, each repaired once
     assert not (tmp_path / "run" / "program.py").exists()
     for path in (tmp_path / "run").rglob("*"):
         if path.is_file():
