@@ -209,7 +209,8 @@ class TableRecipe(Recipe[TableSpec]):
         columns, checks = self._schema_text()
         system = self.spec.system_prompt or template("table_program_system").template
         task = template("table_program_user").substitute(
-            description=self.spec.description or "A realistic table.", columns=columns, checks=checks)
+            description=self.spec.description or "A realistic table.", columns=columns, checks=checks,
+            skeleton=", ".join(f'"{name}": {name}' for name in self.spec.columns))
         messages: list[Message] = [{"role": "system", "content": system}, {"role": "user", "content": task}]
         previous = self.attempts.get(index - 1)
         repairs = 0
