@@ -230,3 +230,25 @@ def test_a_bad_table_recipe_is_explained_before_any_model_is_called(tmp_path: Pa
     assert main(["validate", str(recipe)]) == 1
     err = capsys.readouterr().err
     assert "bad.yaml" in err and re.search(message, err), err
+
+
+def test_a_table_run_is_pushed_as_its_schema(tmp_path: Path, loopback, canary_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from loopback_hub import LoopbackHub
+
+    from factory.publish.hub import push_run
+
+    server = loopback(script=batch_script)
+    recipe = write_recipe(tmp_path / "houses.yaml", table_recipe(server.base_url, rows=10))
+    assert main(["build", str(recipe), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    with LoopbackHub("hf_table_canary_token") as hub:
+        hub.patch_clients(monkeypatch)
+        monkeypatch.setenv("HF_TOKEN", "hf_table_canary_token")
+        result = push_run(tmp_path / "run", "tester/houses", include_rejected=True)
+        files = hub.files("tester/houses")
+    pushed = pd.read_parquet(io.BytesIO(files["data/train-00000-of-00001.parquet"]))
+    pd.testing.assert_frame_equal(pushed, pd.read_parquet(tmp_path / "run" / "dataset" / "data" / "train.parquet"))
+    assert list(pushed.columns) == list(COLUMNS) and result["rows"]["train"] == 10
+    card = files["README.md"].decode()
+    assert "tabular-regression" in card and "## Table" in card
