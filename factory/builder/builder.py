@@ -23,7 +23,7 @@ from factory.embeddings import Embedder
 from factory.errors import FactoryError
 from factory.eval.runner import evaluate
 from factory.filters import build_filter
-from factory.filters.base import Filter, FilterContext
+from factory.filters.base import Filter, FilterContext, FilterResult
 from factory.generators import Generator, build_generator
 from factory.records import STAGE_FINAL, STAGE_PARSE, STAGE_TARGET, Completion, Prompt, Record, Rejected
 from factory.run.manifest import Manifest
@@ -263,6 +263,7 @@ class Builder:
         budget = self.spec.budget()
         while True:
             chain = await self._filter(store, self._records_in_order())
+            self.recipe.observe(chain.kept)
             counts = Counter(self.recipe.bucket(r) for r in chain.kept)
             progress.kept(counts)
             reached = all(counts[b] >= t for b, t in self.targets.items())
@@ -274,7 +275,8 @@ class Builder:
             else:
                 if reached:
                     return "complete", chain
-                plan = plan_round(self.targets, counts, self.issued, budget - sum(self.issued.values()),
+                ready = {b: t for b, t in self.targets.items() if not self.recipe.waiting(b)}  # a child waits for its parents
+                plan = plan_round(ready, counts, self.issued, budget - sum(self.issued.values()),
                                   self.recipe.rows_per_request, self.recipe.requests_per_round)
                 if not plan:
                     return "budget_exhausted", chain
@@ -300,13 +302,20 @@ class Builder:
             generated_s = time.time() - started
             records = self._records_in_order()
             final, surplus = trim_to_target(chain.kept, self.targets, self.recipe.bucket)
+            funnel = [*chain.funnel, {"stage": STAGE_TARGET, "in": len(final) + len(surplus), "kept": len(final),
+                                      "dropped": {"over_target": len(surplus)} if surplus else {}}]
+            last_check = self.recipe.finalize(final)  # e.g. foreign keys: before anything is written
+            if last_check is not None:
+                stage, kept, dropped = last_check
+                funnel.append(FilterResult(kept, dropped).funnel(stage, len(final)))
+                final, surplus = kept, surplus + dropped
             store.add_rejected(chain.dropped + surplus)
-            store.write_dataset([self.recipe.dataset_row(r) for r in final])
+            store.write_dataset(self.recipe.dataset_configs(final))
             for name, text in self.recipe.artifacts().items():  # e.g. a table's accepted program
                 atomic_write_text(self.run_dir / name, text)
             stages = [(STAGE_PARSE, records), *chain.stages, (STAGE_FINAL, final)]
             store.write_stages({name: [r.id for r in rows] for name, rows in stages})
-            manifest = self._manifest(status, records, final, chain.funnel, surplus, started, generated_s)
+            manifest = self._manifest(status, records, final, funnel, started, generated_s)
             store.write_manifest(manifest)
             eval_spec = self.spec.evaluation()
             if eval_spec is not None:
@@ -325,7 +334,7 @@ class Builder:
         return BuildResult(self.run_dir, manifest)
 
     def _manifest(self, status: str, records: list[Record], final: list[Record], funnel: list[dict[str, Any]],
-                  surplus: list[Rejected], started: float, generated_s: float) -> Manifest:
+                  started: float, generated_s: float) -> Manifest:
         parsed = [row for rows in self.parsed.values() for row in rows]
         parse_drops = Counter(r.reason for r in parsed if isinstance(r, Rejected))
         final_counts = Counter(self.recipe.bucket(r) for r in final)
@@ -349,8 +358,6 @@ class Builder:
             "funnel": [
                 {"stage": STAGE_PARSE, "in": len(parsed), "kept": len(records), "dropped": dict(sorted(parse_drops.items()))},
                 *funnel,
-                {"stage": STAGE_TARGET, "in": len(final) + len(surplus), "kept": len(final),
-                 "dropped": {"over_target": len(surplus)} if surplus else {}},
             ],
             "rows": len(final),
             "corpus": self._corpus_stats(final),

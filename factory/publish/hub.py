@@ -44,7 +44,7 @@ from filelock import FileLock, Timeout
 
 from factory.errors import PublishError, require
 from factory.run.manifest import Manifest, ManifestError, load_manifest
-from factory.run.store import read_jsonl
+from factory.run.store import DEFAULT_CONFIG, dataset_configs, read_jsonl
 from factory.secrets import check_env_name, name_secret_variables
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,9 @@ class _Push:
         import datasets
 
         # Everything local is read before the first request, so a bad file fails before any upload.
-        train = datasets.load_from_disk(str(self.run_dir / "dataset"))
+        configs = dataset_configs(self.run_dir)
+        tables = {name: datasets.load_from_disk(str(self.run_dir / "dataset" / ("" if name == DEFAULT_CONFIG else name)))
+                  for name in configs}
         rejected = self._rejected_dataset(datasets) if self.include_rejected else None
         if self.include_rejected and rejected is None:
             warnings.append("no rejected rows in rejected.jsonl: the rejected config was not pushed")
@@ -128,10 +130,13 @@ class _Push:
         # push_to_hub creates the branch for any revision it is given; "main" always exists.
         branch = None if self.revision == "main" else self.revision
 
-        rows = {"train": _row_count(train)}
-        train.push_to_hub(self.repo_id, token=self._token, revision=branch,
-                          commit_message=f"Upload {self.run_dir.name} (train) with dataset-factory",
-                          **({} if isinstance(train, datasets.DatasetDict) else {"split": "train"}))
+        rows: dict[str, Any] = {}
+        for name, train in tables.items():  # one config per table of a related recipe, else "default"
+            rows["train" if name == DEFAULT_CONFIG else name] = _row_count(train)
+            train.push_to_hub(self.repo_id, config_name=name, token=self._token, revision=branch,
+                              commit_message=f"Upload {self.run_dir.name} ({'train' if name == DEFAULT_CONFIG else name}) "
+                                             "with dataset-factory",
+                              **({} if isinstance(train, datasets.DatasetDict) else {"split": "train"}))
         if rejected is not None:
             rows[REJECTED_CONFIG] = len(rejected)
             rejected.push_to_hub(self.repo_id, config_name=REJECTED_CONFIG, split="train", token=self._token,

@@ -11,7 +11,7 @@ import yaml
 from factory.eval.names import CONDITIONS, SYNTHETIC_REAL
 from factory.records import STAGE_PARSE
 from factory.run.manifest import Manifest, load_manifest
-from factory.run.store import atomic_write_text, read_jsonl
+from factory.run.store import DEFAULT_CONFIG, atomic_write_text, dataset_configs, read_jsonl
 from factory.secrets import name_secret_variables, recipe_secret_variables, redact
 from factory.tasks import task_kind
 
@@ -177,9 +177,14 @@ def render_card(run_dir: Path) -> str:
     if manifest.eval:
         lines += _eval_section(manifest.eval)
     lines += ["## Known limitations", "", *[f"- {note}" for note in limitations(manifest, rejected)], ""]
-    lines += ["## How to load", "", "```python", "from datasets import load_dataset", "",
-              f'ds = load_dataset("{repo}", split="train")', "```", "",
-              "From a local run directory: `datasets.load_from_disk(\"<run>/dataset\")`.", ""]
+    configs = dataset_configs(run_dir)
+    if configs == [DEFAULT_CONFIG]:
+        loads, local = [f'ds = load_dataset("{repo}", split="train")'], '`datasets.load_from_disk("<run>/dataset")`'
+    else:  # one config per table
+        loads = [f'{name} = load_dataset("{repo}", "{name}", split="train")' for name in configs]
+        local = '`datasets.load_from_disk("<run>/dataset/<table>")`'
+    lines += ["## How to load", "", "```python", "from datasets import load_dataset", "", *loads, "```", "",
+              f"From a local run directory: {local}.", ""]
     lines += ["## Recipe", "", f"Recipe hash `{manifest.recipe_hash}`; package versions: "
               + ", ".join(f"{k} {v}" for k, v in manifest.versions.items()) + ".", "",
               "```yaml", yaml.safe_dump(public_recipe(recipe), sort_keys=False, allow_unicode=True).strip(), "```", "",

@@ -29,6 +29,16 @@ from factory.secrets import redact
 log = logging.getLogger(__name__)
 
 
+DEFAULT_CONFIG = "default"
+CONFIGS_FILE = "configs.json"  # in dataset/ when a run has several configs (related tables)
+
+
+def dataset_configs(run_dir: Path) -> list[str]:
+    """The configs of a finished run's dataset, in order: ["default"] unless it has several tables."""
+    listed = Path(run_dir) / "dataset" / CONFIGS_FILE
+    return json.loads(listed.read_text()) if listed.is_file() else [DEFAULT_CONFIG]
+
+
 def request_key(identity: dict[str, Any], prompt: Prompt) -> str:
     """Stable key of one request: generator identity, messages, schema, seed and sample index.
 
@@ -318,19 +328,27 @@ class RunStore:
         # redact(): a safety net, should a secret ever reach a recipe field that is not a variable's name.
         atomic_write_text(self.root / "manifest.json", redact(manifest.to_json()))
 
-    def write_dataset(self, rows: list[dict[str, Any]]) -> None:
-        """dataset/ as a Hugging Face dataset (save_to_disk) plus data/train.parquet, swapped in atomically."""
+    def write_dataset(self, configs: dict[str, list[dict[str, Any]]]) -> None:
+        """dataset/ as a Hugging Face dataset (save_to_disk) plus data/train.parquet, swapped in atomically.
+
+        Several configs (related tables) are one saved dataset each, dataset/<config>/, with their
+        parquet in data/<config>/train.parquet and their names, in order, in dataset/configs.json."""
         import datasets
 
         build = self.root / ".dataset.partial"
         shutil.rmtree(build, ignore_errors=True)
-        dataset = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({"id": [], "text": []})
         bars = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()  # the build has its own progress bar
+        single = list(configs) == [DEFAULT_CONFIG]
         try:
-            dataset.save_to_disk(str(build))
-            (build / "data").mkdir()
-            dataset.to_parquet(str(build / "data" / "train.parquet"))
+            for name, rows in configs.items():
+                dataset = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({"id": [], "text": []})
+                dataset.save_to_disk(str(build if single else build / name))
+                parquet = build / "data" / ("train.parquet" if single else f"{name}/train.parquet")
+                parquet.parent.mkdir(parents=True, exist_ok=True)
+                dataset.to_parquet(str(parquet))
+            if not single:
+                (build / CONFIGS_FILE).write_text(json.dumps(list(configs)) + "\n")
         finally:
             if bars:
                 datasets.enable_progress_bars()

@@ -123,17 +123,22 @@ def fidelity(real: Sequence[Mapping[str, Any]], synthetic: Sequence[Mapping[str,
 
 
 def card_lines(report: Mapping[str, Any]) -> str:
-    """The table section of the dataset card: checks, fidelity and privacy, in markdown."""
-    lines = ["## Table", "", f"{report['rows']} rows, columns {', '.join(report['columns'])}; made by method `{report['method']}`."]
+    """The table section of the dataset card: tables, keys, checks, program, fidelity and privacy, in markdown."""
+    tables = report["tables"]
+    lines = ["## Table" if len(tables) == 1 else "## Tables", "", f"Made by method `{report['method']}`.", ""]
+    lines += ["| table | rows | columns | foreign keys |", "|---|---|---|---|"]
+    lines += [f"| {name} | {t['rows']} | {', '.join(t['columns'])} | "
+              + (", ".join(f"{c} -> {target}" for c, target in t["foreign_keys"].items()) or "-") + " |" for name, t in tables.items()]
+    checks = [(name, c) for name, t in tables.items() for c in t["table_checks"]]
+    if checks:
+        lines += ["", "| table | table check | holds | values |", "|---|---|---|---|"]
+        lines += [f"| {name} | `{c['check']}` | {'yes' if c['passed'] else '**no**'} | "
+                  + (", ".join(f"{k} = {v}" for k, v in c["values"].items()) or "-") + " |" for name, c in checks]
     program = report.get("program")
     if program:
         attempts = program["attempts"]
         lines += ["", f"The table program took {len(attempts)} attempt(s); "
                   + ("one was accepted (its output passed the schema and the checks)." if program["accepted"] else "none was accepted.")]
-    if report["table_checks"]:
-        lines += ["", "| table check | holds | values |", "|---|---|---|"]
-        lines += [f"| `{c['check']}` | {'yes' if c['passed'] else '**no**'} | "
-                  + (", ".join(f"{k} = {v}" for k, v in c["values"].items()) or "-") + " |" for c in report["table_checks"]]
     fid = report.get("fidelity")
     if fid:
         privacy = fid["privacy"]

@@ -12,31 +12,35 @@ from factory.tables.distance import closest_real
 
 
 class RowDedup(Filter):
-    """Drops a row equal to an earlier one in every column (duplicate), or repeating an earlier row's
-    value in a unique column (not_unique); the first one is kept."""
+    """Drops a row equal to an earlier one of its table in every column (duplicate), or repeating an
+    earlier row's value in a unique column (not_unique); the first one is kept. A unique column is
+    `name`, or `table.name` in a recipe of related tables."""
 
     type = "exact_dedup"
     Params = ExactDedupParams
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
         params: ExactDedupParams = self.params  # type: ignore[assignment]
+        unique = [(name.partition(".")[0], name.partition(".")[2]) if "." in name else (None, name)
+                  for name in params.unique_columns or ()]
         seen_rows: set[str] = set()
-        seen_values: dict[str, set[str]] = {name: set() for name in params.unique_columns or ()}
+        seen_values: dict[tuple[str | None, str], set[str]] = {key: set() for key in unique}
         kept, dropped = [], []
         for record in records:
-            key = json.dumps(record.fields, sort_keys=True, default=str)
-            clash = next((name for name, values in seen_values.items()
-                          if record.fields.get(name) is not None and json.dumps(record.fields.get(name)) in values), None)
-            if key in seen_rows:
+            table = record.meta.get("bucket")
+            mine = [(key, json.dumps(record.fields[key[1]], default=str)) for key in unique
+                    if key[0] in (None, table) and record.fields.get(key[1]) is not None]
+            row_key = json.dumps([table, record.fields], sort_keys=True, default=str)
+            clash = next((key for key, value in mine if value in seen_values[key]), None)
+            if row_key in seen_rows:
                 dropped.append(Rejected.from_record(record, self.type, "duplicate", "equals an earlier row"))
             elif clash is not None:
                 dropped.append(Rejected.from_record(record, self.type, "not_unique",
-                                                    f"{clash}: {record.fields[clash]!r} is already used"))
+                                                    f"{clash[1]}: {record.fields[clash[1]]!r} is already used"))
             else:
-                seen_rows.add(key)
-                for name, values in seen_values.items():
-                    if record.fields.get(name) is not None:
-                        values.add(json.dumps(record.fields[name]))
+                seen_rows.add(row_key)
+                for key, value in mine:
+                    seen_values[key].add(value)
                 kept.append(record)
         return FilterResult(kept, dropped)
 

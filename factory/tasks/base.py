@@ -17,6 +17,7 @@ from string import Template
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from factory.records import STAGE_PARSE, Completion, Message, Prompt, Record, Rejected
+from factory.run.store import DEFAULT_CONFIG
 from factory.spec import AxisValues, RecipeBase
 from factory.text import extract_json, is_refusal, normalize, words
 
@@ -178,6 +179,21 @@ class Recipe(ABC, Generic[SpecT]):
         if self.spec.grounded:  # provenance: the passage's id (its document's name stays in the run directory)
             row["source_passage"] = record.meta.get("passage_id")
         return row
+
+    def dataset_configs(self, final: Sequence[Record]) -> dict[str, list[dict[str, Any]]]:
+        """The dataset's configs (name -> rows): one, "default", unless the kind makes several tables."""
+        return {DEFAULT_CONFIG: [self.dataset_row(r) for r in final]}
+
+    def waiting(self, bucket: str) -> bool:
+        """True while `bucket`'s prompts cannot be written yet (a child table before its parents' keys)."""
+        return False
+
+    def observe(self, kept: Sequence[Record]) -> None:
+        """Called after each round's filtering with the rows kept so far (in final order)."""
+
+    def finalize(self, final: list[Record]) -> tuple[str, list[Record], list[Rejected]] | None:
+        """A last check over the final rows before anything is written: (stage, kept, dropped), or None."""
+        return None
 
     def reference_rows(self) -> list[Record]:
         """Real rows beyond `real_data`'s labelled ones that the data must not copy (the leakage filter)."""

@@ -1,5 +1,5 @@
 """The table kind: rows of a typed schema, written by the model in batches (`rows`) or by a program it
-writes, run in the sandbox (`program`).
+writes, run in the sandbox (`program`); or several tables joined by keys (`related`), parents first.
 
 Every row is type- and constraint-checked against the schema and the recipe's row checks; a bad
 row is a rejected row with its reason. Whole-table checks and, with a real table, fidelity
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 BUCKET = "all"
 PROGRAM = "program.py"
+FOREIGN_KEYS = "foreign_keys"  # the stage of the final integrity check (funnel, rejected rows)
+KEYS_SHOWN = 40  # parent keys offered in one child prompt
 PROBE_ROWS, PROBE_SEED = 200, 0  # the table every program attempt is first validated on
 
 
@@ -54,16 +56,61 @@ class ProgramSpec(Strict):
     memory_mb: int = Field(2048, ge=256, description="Address-space limit of one run of the program, in MiB.")
 
 
+class TableDef(Strict):
+    """One table of a `related` recipe: its columns, size, keys and checks."""
+
+    description: str = Field("", description="What the table holds (goes into its prompts).")
+    rows: int = Field(ge=1, description="Rows wanted AFTER filtering.")
+    columns: dict[str, ColumnSpec] = Field(min_length=1, description="Column name -> type, description and constraints.")
+    primary_key: str | None = Field(None, description="The column that identifies a row (unique, never null).")
+    foreign_keys: dict[str, str] = Field(
+        default_factory=dict, description="column -> 'table.column': each value must be a key of that (parent) table.")
+    checks: list[str] = Field(default_factory=list, description="Rules across this table's columns (see `checks`).")
+    examples: list[dict[str, Any]] = Field(default_factory=list, description="Example rows of this table.")
+
+    @model_validator(mode="after")
+    def _keys(self) -> TableDef:
+        _check_table(self.columns, self.checks, self.examples)
+        if self.primary_key is not None:
+            if self.primary_key not in self.columns:
+                raise ValueError(f"primary_key {self.primary_key!r} is not a column; columns: {', '.join(self.columns)}")
+            key = self.columns[self.primary_key]
+            key.unique, key.nullable = True, False
+        for column in self.foreign_keys:
+            if column not in self.columns:
+                raise ValueError(f"foreign_keys: {column!r} is not a column of this table")
+        return self
+
+
+def _check_table(columns: dict[str, ColumnSpec], checks: list[str], examples: list[dict[str, Any]]) -> None:
+    """ValueError naming the first bad column name, check or example row of one table."""
+    bad = [name for name in columns if not name.isidentifier()]
+    if bad:
+        raise ValueError(f"column names are letters, digits and _ (not starting with a digit), so that checks can "
+                         f"name them; got {', '.join(map(repr, bad))}")
+    for index, text in enumerate(checks):
+        try:
+            Check.parse(text, columns)
+        except ValueError as exc:
+            raise ValueError(f"checks[{index}]: {exc}") from None
+    for index, example in enumerate(examples):
+        problem = check_row(columns, example)
+        if isinstance(problem, RowProblem):
+            raise ValueError(f"examples[{index}]: {problem.reason}: {problem.detail}")
+
+
 class TableSpec(RecipeBase):
     """A recipe that makes a table: typed columns with constraints, checks across columns, a row count."""
 
     row_shape: ClassVar[str] = TABLE
 
     task: Literal["table"]
-    method: Literal["rows", "program"] = Field(
+    method: Literal["rows", "program", "related"] = Field(
         "rows", description="rows: the model writes rows as JSON, batch_rows per request. program: the model writes a "
-                            "Python program that makes the table; it runs in the sandbox, failures go back for repair.")
-    columns: dict[str, ColumnSpec] = Field(min_length=1, description="Column name -> type, description and constraints, in order.")
+                            "Python program that makes the table; it runs in the sandbox, failures go back for repair. "
+                            "related: several `tables:` joined by keys, written as rows, parents before children.")
+    columns: dict[str, ColumnSpec] = Field(default_factory=dict, description="Column name -> type, description and constraints, in order.")
+    tables: dict[str, TableDef] = Field(default_factory=dict, description="method related: the tables, by name.")
     rows: int = Field(100, ge=1, description="Rows wanted AFTER filtering.")
     batch_rows: int = Field(10, ge=1, le=200, description="method rows: rows asked for in one request.")
     checks: list[str] = Field(
@@ -74,41 +121,44 @@ class TableSpec(RecipeBase):
     program: ProgramSpec = Field(default_factory=ProgramSpec, description="method program: repair rounds and sandbox limits.")
     real_data: TableRealSpec | None = Field(None, description="A real table to measure fidelity against and to guard from copies.")
 
+    # Field validators, so that an error names the field and its line (a `tables:` entry checks its own).
     @field_validator("columns")
     @classmethod
     def _names(cls, columns: dict[str, ColumnSpec]) -> dict[str, ColumnSpec]:
-        bad = [name for name in columns if not name.isidentifier()]
-        if bad:
-            raise ValueError(f"column names are letters, digits and _ (not starting with a digit), so that checks can "
-                             f"name them; got {', '.join(map(repr, bad))}")
+        _check_table(columns, [], [])
         return columns
 
     @field_validator("checks")
     @classmethod
     def _parse_checks(cls, checks: list[str], info: ValidationInfo) -> list[str]:
-        columns = info.data.get("columns") or {}
-        for index, text in enumerate(checks):
-            try:
-                Check.parse(text, columns)
-            except ValueError as exc:
-                raise ValueError(f"checks[{index}]: {exc}") from None
+        _check_table(info.data.get("columns") or {}, checks, [])
         return checks
 
     @field_validator("examples")
     @classmethod
     def _check_examples(cls, examples: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
-        columns = info.data.get("columns") or {}
-        for index, example in enumerate(examples):
-            problem = check_row(columns, example)
-            if isinstance(problem, RowProblem):
-                raise ValueError(f"examples[{index}]: {problem.reason}: {problem.detail}")
+        _check_table(info.data.get("columns") or {}, [], examples)
         return examples
 
     @model_validator(mode="after")
     def _defaults(self) -> TableSpec:
         if self.generate.per_label is not None or self.generate.count is not None:
             raise ValueError("generate.per_label and generate.count are for text recipes; a table recipe sets `rows:`")
-        unique = [name for name, column in self.columns.items() if column.unique]
+        if self.method == "related":
+            if self.columns or self.checks or self.examples:
+                raise ValueError("method related: columns, checks and examples go under each of `tables:`")
+            if len(self.tables) < 2:
+                raise ValueError("method related needs `tables:` with at least two tables")
+            if self.real_data is not None:
+                raise ValueError("real_data: the fidelity report compares one table; method related takes none")
+            _check_keys(self.tables)
+        else:
+            if self.tables:
+                raise ValueError(f"tables: only method related takes several tables (method is {self.method!r})")
+            if not self.columns:
+                raise ValueError("columns: a table recipe needs at least one column")
+        unique = [f"{table}.{name}" if self.method == "related" else name
+                  for table, definition in self.table_defs().items() for name, column in definition.columns.items() if column.unique]
         dedup = [f for f in self.filters if isinstance(f, ExactDedupParams)]
         if not dedup and (unique or not self.filters):  # unique columns always hold, whatever the chain says
             self.filters.insert(0, ExactDedupParams())
@@ -116,17 +166,27 @@ class TableSpec(RecipeBase):
             if isinstance(stage, ExactDedupParams) and stage.unique_columns is None:
                 stage.unique_columns = unique
             elif isinstance(stage, ExactDedupParams):
-                unknown = sorted(set(stage.unique_columns or ()) - set(self.columns))
+                known = {f"{t}.{c}" if self.method == "related" else c for t, d in self.table_defs().items() for c in d.columns}
+                unknown = sorted(set(stage.unique_columns or ()) - known)
                 if unknown:
                     raise ValueError(f"filters: exact_dedup.unique_columns names unknown columns: {', '.join(unknown)}")
         return self
 
+    def table_defs(self) -> dict[str, TableDef]:
+        """The recipe's tables, parents before children: `tables:` for related, else the one table as BUCKET."""
+        if self.method == "related":
+            return self.tables
+        return {BUCKET: TableDef.model_construct(description=self.description, rows=self.rows, columns=self.columns,
+                                                 primary_key=None, foreign_keys={}, checks=self.checks, examples=self.examples)}
+
     def buckets(self) -> dict[str, int]:
-        return {BUCKET: self.rows}
+        return {name: definition.rows for name, definition in self.table_defs().items()}
 
     def resize(self, *, per_label: int | None = None, count: int | None = None) -> None:
         if per_label is not None:
             raise ValueError("--per-label is for classification recipes; a table takes --count (its rows)")
+        if count is not None and self.method == "related":
+            raise ValueError("--count: a related recipe sets the rows of each of its tables")
         if count is not None:
             self.rows = count
 
@@ -135,7 +195,26 @@ class TableSpec(RecipeBase):
             return self.generate.max_requests
         if self.method == "program":
             return self.program.attempts * (1 + self.program.repair_rounds)
-        return 4 * math.ceil(self.rows / self.batch_rows) + 8
+        return sum(4 * math.ceil(rows / self.batch_rows) + 8 for rows in self.buckets().values())
+
+
+def _check_keys(tables: dict[str, TableDef]) -> None:
+    """Foreign keys name a parent's primary key, of the same type, and the tables are listed parents first."""
+    order = list(tables)
+    for name, definition in tables.items():
+        for column, target in definition.foreign_keys.items():
+            parent, _, key = target.partition(".")
+            where = f"tables.{name}.foreign_keys.{column}"
+            if parent not in tables or not key:
+                raise ValueError(f"{where}: {target!r} is not 'table.column' of a table in this recipe ({', '.join(tables)})")
+            if tables[parent].primary_key != key:
+                raise ValueError(f"{where}: {target!r} must be the primary key of {parent!r} "
+                                 f"({tables[parent].primary_key or 'it has none'})")
+            if order.index(parent) >= order.index(name):
+                raise ValueError(f"{where}: {parent!r} must be listed before {name!r} (parents are generated first)")
+            if tables[parent].columns[key].type != definition.columns[column].type:
+                raise ValueError(f"{where}: a {definition.columns[column].type} column cannot hold {target}, "
+                                 f"a {tables[parent].columns[key].type}")
 
 
 class TableRecipe(Recipe[TableSpec]):
@@ -148,9 +227,14 @@ class TableRecipe(Recipe[TableSpec]):
 
     def __init__(self, spec: TableSpec, real_train: Sequence[Record] = (), passages: PassagePicker | None = None) -> None:
         super().__init__(spec, real_train, passages)
-        self.checks = parse_checks(spec.checks, spec.columns)
-        self.row_checks = [c for c in self.checks if not c.table_level]
-        self.table_checks = [c for c in self.checks if c.table_level]
+        self.defs = spec.table_defs()
+        checks = {name: parse_checks(d.checks, d.columns) for name, d in self.defs.items()}
+        self.row_checks = {name: [c for c in found if not c.table_level] for name, found in checks.items()}
+        self.table_checks = {name: [c for c in found if c.table_level] for name, found in checks.items()}
+        # A parent table's keys, fixed once it has its rows: its children's prompts offer them, and
+        # a child row naming another key is an orphan.
+        self.keys: dict[str, list[Any]] = {}
+        self.parents = {(name, column): target.split(".")[0] for name, d in self.defs.items() for column, target in d.foreign_keys.items()}
         program = spec.method == "program"
         self.rows_per_request = spec.rows if program else spec.batch_rows
         self.requests_per_round = 1 if program else None  # a repair prompt needs the last attempt's errors
@@ -159,7 +243,7 @@ class TableRecipe(Recipe[TableSpec]):
 
     @classmethod
     def bucket(cls, record: Record) -> str:
-        return BUCKET
+        return str(record.meta.get("bucket", BUCKET))  # the table's name (BUCKET for a single table)
 
     @classmethod
     def fields(cls, record: Record) -> dict[str, Any]:
@@ -173,15 +257,35 @@ class TableRecipe(Recipe[TableSpec]):
 
     # -- prompts --------------------------------------------------------------------------------
 
-    def _schema_text(self) -> tuple[str, str]:
-        columns = "\n".join(f"- {name}: {column.describe()}" for name, column in self.spec.columns.items())
-        checks = "".join(f"- {text}\n" for text in self.spec.checks)
+    def _schema_text(self, table: str) -> tuple[str, str]:
+        columns = "\n".join(f"- {name}: {column.describe()}" for name, column in self.defs[table].columns.items())
+        checks = "".join(f"- {text}\n" for text in self.defs[table].checks)
         return columns, ("Rules that must hold:\n" + checks if checks else "")
 
-    def reply_schema(self) -> dict[str, Any]:
+    def _keys_text(self, table: str, rng: random.Random) -> str:
+        """The parent keys a child table's rows may use (a seeded sample of at most KEYS_SHOWN per column)."""
+        lines = []
+        for column, target in self.defs[table].foreign_keys.items():
+            keys = self.keys[target.split(".")[0]]
+            shown = keys if len(keys) <= KEYS_SHOWN else rng.sample(keys, KEYS_SHOWN)
+            lines.append(f"- {column} must be one of these {target} values: {json.dumps(shown, ensure_ascii=False, default=str)}")
+        return "Keys:\n" + "\n".join(lines) + "\n" if lines else ""
+
+    def waiting(self, bucket: str) -> bool:
+        return any(self.keys.get(parent) is None for (table, _), parent in self.parents.items() if table == bucket)
+
+    def observe(self, kept: Sequence[Record]) -> None:
+        """Fix a parent table's keys once it has its rows: the first `rows` kept, as the final table will be."""
+        for name in {parent for parent in self.parents.values()} - set(self.keys):
+            definition = self.defs[name]
+            rows = [r for r in kept if self.bucket(r) == name][: definition.rows]
+            if len(rows) >= definition.rows:
+                self.keys[name] = [r.fields[definition.primary_key] for r in rows]  # type: ignore[index]
+
+    def reply_schema(self, table: str) -> dict[str, Any]:
         kinds = {"int": "integer", "float": "number", "bool": "boolean"}
         properties = {name: {"type": [kinds.get(c.type, "string"), "null"] if c.nullable else kinds.get(c.type, "string")}
-                      for name, c in self.spec.columns.items()}
+                      for name, c in self.defs[table].columns.items()}
         row = {"type": "object", "properties": properties, "required": list(properties)}
         return {"type": "object", "properties": {"rows": {"type": "array", "items": row}}, "required": ["rows"]}
 
@@ -190,23 +294,26 @@ class TableRecipe(Recipe[TableSpec]):
             return self._program_prompt(bucket, index, generator)
         rng = self.rng(bucket, index)
         axes = self.sample_axes(rng)
-        shots = rng.sample(self.spec.examples, min(self.spec.generate.few_shot, len(self.spec.examples)))
-        columns, checks = self._schema_text()
+        definition = self.defs[bucket]
+        shots = rng.sample(definition.examples, min(self.spec.generate.few_shot, len(definition.examples)))
+        columns, checks = self._schema_text(bucket)
         examples = ("Example rows:\n" + "\n".join(json.dumps(s, ensure_ascii=False) for s in shots) + "\n") if shots else ""
+        description = " ".join(t for t in (self.spec.description, definition.description if bucket != BUCKET else "") if t)
         user = template("table_rows_user").substitute(
-            description=self.spec.description or "A realistic table.", columns=columns, checks=checks,
-            constraints=self.constraints(axes), examples=examples, n=self.spec.batch_rows,
-            row_format=", ".join(f'"{name}": ...' for name in self.spec.columns))
+            description=(f"Table {bucket}: " if bucket != BUCKET else "") + (description or "A realistic table."),
+            columns=columns, checks=checks + self._keys_text(bucket, rng),
+            constraints=self.constraints(axes), examples=examples, n=min(self.spec.batch_rows, definition.rows),
+            row_format=", ".join(f'"{name}": ...' for name in definition.columns))
         return Prompt(bucket=bucket, index=index, messages=self.messages(user),
                       generator=generator or self.assign_generator(bucket, index), seed=rng.randrange(2**31),
-                      schema=self.reply_schema(), target={"axes": axes, "examples": [json.dumps(s) for s in shots]})
+                      schema=self.reply_schema(bucket), target={"axes": axes, "examples": [json.dumps(s) for s in shots]})
 
     def _program_prompt(self, bucket: str, index: int, generator: str | None) -> Prompt:
         """Attempt `index`: the task, or (after a failed attempt) the task, that program and its errors.
 
         Nothing in it depends on the row count or the seed, which the program takes as arguments: a
         re-run for another count or seed finds the accepted program in the request cache."""
-        columns, checks = self._schema_text()
+        columns, checks = self._schema_text(bucket)
         system = self.spec.system_prompt or template("table_program_system").template
         task = template("table_program_user").substitute(
             description=self.spec.description or "A realistic table.", columns=columns, checks=checks,
@@ -250,16 +357,28 @@ class TableRecipe(Recipe[TableSpec]):
         return [self._row(raw, f"{record_id}-{i:03d}", {**meta, "row": i}) for i, raw in enumerate(raw_rows)]
 
     def _row(self, raw: Any, row_id: str, meta: dict[str, Any]) -> Record | Rejected:
+        table = meta["bucket"]
         text = json.dumps(raw, ensure_ascii=False, default=str)[:2000]
         if not isinstance(raw, dict):
             return Rejected(id=row_id, stage=STAGE_PARSE, reason="bad_json", text=text, detail="a row is not a JSON object", meta=meta)
-        row = check_row(self.spec.columns, raw)
+        row = check_row(self.defs[table].columns, raw)
         if isinstance(row, RowProblem):
             return Rejected(id=row_id, stage=STAGE_PARSE, reason=row.reason, text=text, detail=row.detail, meta=meta)
-        broken = next((c for c in self.row_checks if not c.holds(row)), None)
+        broken = next((c for c in self.row_checks[table] if not c.holds(row)), None)
         if broken is not None:
             return Rejected(id=row_id, stage=STAGE_PARSE, reason="broken_check", text=text, detail=broken.text, meta=meta)
+        orphan = self._orphan(table, row, self.keys)
+        if orphan:
+            return Rejected(id=row_id, stage=STAGE_PARSE, reason="orphan_key", text=text, detail=orphan, meta=meta)
         return Record(row, id=row_id, meta=meta)
+
+    def _orphan(self, table: str, row: dict[str, Any], keys: dict[str, Any]) -> str:
+        """Which foreign key of `row` names no key of its parent ('' when none)."""
+        for column, target in self.defs[table].foreign_keys.items():
+            value = row.get(column)
+            if value is not None and value not in keys.get(target.split(".")[0], ()):
+                return f"{column}: {value!r} is not a key of {target}"
+        return ""
 
     def _run_program(self, prompt: Prompt, completion: Completion, record_id: str, meta: dict[str, Any]) -> list[Record | Rejected]:
         from factory.tables.program import extract_program, run_program
@@ -301,14 +420,14 @@ class TableRecipe(Recipe[TableSpec]):
         for reason, count in Counter(r.reason for r in bad).most_common():
             example = next(r for r in bad if r.reason == reason)
             lines.append(f"- {count} rows: {reason} (e.g. {example.detail})")
-        for name, column in self.spec.columns.items():
+        for name, column in self.defs[BUCKET].columns.items():
             values = [row[name] for row in good if row.get(name) is not None]
             if column.unique and len(set(map(str, values))) < len(values):
                 lines.append(f"- column {name} must be unique but repeats values")
         if good:
             import pandas as pd
 
-            for check in self.table_checks:
+            for check in self.table_checks[BUCKET]:
                 held, values = check.measure(pd.DataFrame(good))
                 if not held:
                     lines.append(f"- the rule {check.text} does not hold: " + ", ".join(f"{k} = {v}" for k, v in values.items()))
@@ -316,16 +435,40 @@ class TableRecipe(Recipe[TableSpec]):
 
     # -- after the build ------------------------------------------------------------------------
 
+    def finalize(self, final: list[Record]) -> tuple[str, list[Record], list[Rejected]] | None:
+        """The foreign-key integrity check over the final tables, before anything is written."""
+        if not self.parents:
+            return None
+        final_keys = {name: {r.fields[d.primary_key] for r in final if self.bucket(r) == name}
+                      for name, d in self.defs.items() if d.primary_key}
+        kept, dropped = [], []
+        for record in final:
+            orphan = self._orphan(self.bucket(record), record.fields, final_keys)
+            if orphan:
+                dropped.append(Rejected.from_record(record, FOREIGN_KEYS, "orphan_key", orphan))
+            else:
+                kept.append(record)
+        return FOREIGN_KEYS, kept, dropped
+
+    def dataset_configs(self, final: Sequence[Record]) -> dict[str, list[dict[str, Any]]]:
+        if self.spec.method != "related":
+            return super().dataset_configs(final)
+        return {name: [self.dataset_row(r) for r in final if self.bucket(r) == name] for name in self.defs}
+
     def report(self, final: Sequence[Record]) -> dict[str, Any] | None:
         import pandas as pd
 
-        table = pd.DataFrame([r.fields for r in final], columns=list(self.spec.columns))
-        checks = []
-        for check in self.table_checks:
-            held, values = check.measure(table) if len(table) else (False, {})
-            checks.append({"check": check.text, "passed": held, "values": values})
-        report: dict[str, Any] = {"rows": len(final), "columns": list(self.spec.columns), "table_checks": checks,
-                                  "method": self.spec.method}
+        tables = {}
+        for name, definition in self.defs.items():
+            rows = [r.fields for r in final if self.bucket(r) == name]
+            table = pd.DataFrame(rows, columns=list(definition.columns))
+            checks = []
+            for check in self.table_checks[name]:
+                held, values = check.measure(table) if len(table) else (False, {})
+                checks.append({"check": check.text, "passed": held, "values": values})
+            tables[name] = {"rows": len(rows), "columns": list(definition.columns), "table_checks": checks,
+                            "foreign_keys": dict(definition.foreign_keys)}
+        report: dict[str, Any] = {"method": self.spec.method, "tables": tables}
         if self.spec.method == "program":
             report["program"] = {"attempts": [{k: v for k, v in a.items() if k != "code"} for _, a in sorted(self.attempts.items())],
                                  "accepted": self._accepted() is not None}

@@ -89,7 +89,7 @@ def test_rows_are_checked_one_by_one_and_the_dataset_is_the_schema(tmp_path: Pat
     assert [s["stage"] for s in manifest["funnel"]] == ["parse", "exact_dedup", "target"]
     assert manifest["funnel"][0]["in"] > len(server.log)  # several rows per request
     assert len(server.log) <= 8  # 30 rows at 8 a batch: the planner sized the rounds by rows per request
-    (check,) = manifest["kind_report"]["table_checks"]
+    (check,) = manifest["kind_report"]["tables"]["all"]["table_checks"]
     assert check["check"] == "spearman(size_m2, price) >= 0.5" and check["passed"] and check["values"]["spearman(size_m2, price)"] > 0.5
     # A re-run resumes from the request cache: nothing is sent again, the same table comes out.
     sent = len(server.log)
