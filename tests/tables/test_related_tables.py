@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import write_recipe
 from loopback_openai import Action
 
@@ -19,7 +20,8 @@ from factory.cli import main
 
 TABLES = {
     "locations": {"rows": 6, "primary_key": "location_id", "description": "Neighbourhoods.",
-                  "columns": {"location_id": {"type": "string", "pattern": r"L\d{2}"}, "city": {"type": "category", "values": ["Lyon", "Lille"]}}},
+                  "columns": {"location_id": {"type": "string", "pattern": r"L\d{2}"},
+                              "city": {"type": "category", "values": ["Lyon", "Lille"]}}},
     "house_types": {"rows": 3, "primary_key": "type_id",
                     "columns": {"type_id": {"type": "int", "min": 1, "max": 99}, "name": {"type": "string"}}},
     "houses": {"rows": 24, "primary_key": "house_id",
@@ -33,8 +35,8 @@ TABLES = {
 def recipe(base_url: str, **changes: Any) -> dict[str, Any]:
     return {"name": "estate", "task": "table", "method": "related", "seed": 2, "batch_rows": 4,
             "description": "A small estate agency's database.", "tables": TABLES,
-            "generators": [{"name": "loop", "backend": "openai", "model": "m", "base_url": base_url,
-                            "api_key_env": "FACTORY_TEST_KEY", "concurrency": 2, "timeout": 5.0, "max_attempts": 2, "backoff": 0.01}]} | changes
+            "generators": [{"name": "loop", "backend": "openai", "model": "m", "base_url": base_url, "api_key_env": "FACTORY_TEST_KEY",
+                            "concurrency": 2, "timeout": 5.0, "max_attempts": 2, "backoff": 0.01}]} | changes
 
 
 def script(body: dict, _: int) -> Action:
@@ -104,7 +106,7 @@ def test_parents_come_first_and_children_only_use_their_keys(tmp_path: Path, loo
     for name, table in tables.items():
         (shard,) = [f for f in files if f.startswith(f"{name}/") and f.endswith(".parquet")]
         pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(files[shard])), table)
-    configs = {c["config_name"] for c in __import__("yaml").safe_load(files["README.md"].decode().split("---")[1])["configs"]}
+    configs = {c["config_name"] for c in yaml.safe_load(files["README.md"].decode().split("---")[1])["configs"]}
     assert configs == set(TABLES)
 
 
