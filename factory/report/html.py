@@ -209,7 +209,7 @@ def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
                   f"<p>{ev['validation_rows']} held-out real rows; {ev['real_train_rows']} real training rows; seeds {ev['seeds']}.</p>",
                   f"<img alt='eval' src='{eval_chart(ev)}'>"]
     kept_rows = [{**kind.fields(r), "generator": r.meta.get("generator", "")} for r in final[:SAMPLE]]
-    columns = list(kind.columns) or list(kept_rows[0]) if kept_rows else list(kind.columns)
+    columns = list(kind.columns) or list(dict.fromkeys(k for row in kept_rows for k in row))  # a table's own columns
     parts += ["<h2>Sample of kept rows</h2>", rows_table(kept_rows, [*dict.fromkeys([*columns, "generator"])])]
     sample_rejected = sorted(rejected, key=lambda r: (r["reason"], r["id"]))
     by_reason: dict[str, list[dict[str, Any]]] = {}
