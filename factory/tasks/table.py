@@ -24,6 +24,7 @@ from factory.records import STAGE_PARSE, Completion, Message, Prompt, Record, Re
 from factory.sandbox import Limits
 from factory.spec import RecipeBase, Strict
 from factory.tables.checks import Check, parse_checks
+from factory.tables.program import ProgramAttempts
 from factory.tables.schema import ColumnSpec, RowProblem, check_row, coerce_value
 from factory.tasks.base import Recipe, template
 from factory.text import extract_json
@@ -35,7 +36,6 @@ BUCKET = "all"
 PROGRAM = "program.py"
 FOREIGN_KEYS = "foreign_keys"  # the stage of the final integrity check (funnel, rejected rows)
 KEYS_SHOWN = 40  # parent keys offered in one child prompt
-PROBE_ROWS, PROBE_SEED = 200, 0  # the table every program attempt is first validated on
 
 
 class TableRealSpec(Strict):
@@ -218,7 +218,8 @@ def _check_keys(tables: dict[str, TableDef]) -> None:
 
 
 class TableRecipe(Recipe[TableSpec]):
-    """Prompts for table rows or a table program; replies checked row by row against the schema."""
+    """Prompts for table rows (per table, for related tables) or a table program; replies checked row
+    by row against the schema, the row checks and the parents' keys."""
 
     kind = "table"
     Spec: ClassVar[type[TableSpec]] = TableSpec
@@ -238,7 +239,7 @@ class TableRecipe(Recipe[TableSpec]):
         program = spec.method == "program"
         self.rows_per_request = spec.rows if program else spec.batch_rows
         self.requests_per_round = 1 if program else None  # a repair prompt needs the last attempt's errors
-        self.attempts: dict[int, dict[str, Any]] = {}  # program attempts by prompt index: code, error, rows
+        self.programs = ProgramAttempts(spec.program.repair_rounds, Limits(seconds=spec.program.seconds, memory_mb=spec.program.memory_mb))
         self.real = _read_real(spec)
 
     @classmethod
@@ -318,15 +319,8 @@ class TableRecipe(Recipe[TableSpec]):
         task = template("table_program_user").substitute(
             description=self.spec.description or "A realistic table.", columns=columns, checks=checks,
             skeleton=", ".join(f'"{name}": {name}' for name in self.spec.columns))
-        messages: list[Message] = [{"role": "system", "content": system}, {"role": "user", "content": task}]
-        previous = self.attempts.get(index - 1)
-        repairs = 0
-        # Repair the last program while it has rounds left; then start a fresh one (a small model that
-        # cannot fix its program in a few rounds rarely does in more).
-        if previous and previous["error"] and previous["code"] and previous["repairs"] < self.spec.program.repair_rounds:
-            repairs = previous["repairs"] + 1
-            messages += [{"role": "assistant", "content": f"```python\n{previous['code']}```"},
-                         {"role": "user", "content": template("table_program_repair").substitute(errors=previous["error"])}]
+        task_messages: list[Message] = [{"role": "system", "content": system}, {"role": "user", "content": task}]
+        messages, repairs = self.programs.conversation(index, task_messages, template("table_program_repair"))
         rng = random.Random(f"program/{index}")
         return Prompt(bucket=bucket, index=index, messages=messages,
                       generator=generator or self.assign_generator(bucket, index), seed=rng.randrange(2**31),
@@ -335,6 +329,7 @@ class TableRecipe(Recipe[TableSpec]):
     # -- replies --------------------------------------------------------------------------------
 
     def parse(self, prompt: Prompt, completion: Completion, record_id: str) -> Record | Rejected:
+        """One row of the reply, for callers that show one per prompt (compare): the first valid one."""
         rows = self.parse_rows(prompt, completion, record_id)
         return next((r for r in rows if isinstance(r, Record)), rows[0])
 
@@ -381,35 +376,18 @@ class TableRecipe(Recipe[TableSpec]):
         return ""
 
     def _run_program(self, prompt: Prompt, completion: Completion, record_id: str, meta: dict[str, Any]) -> list[Record | Rejected]:
-        from factory.tables.program import extract_program, run_program
+        def check(raw_rows: list[dict[str, Any]], n_rows: int) -> tuple[list[Record | Rejected], str]:
+            rows = [self._row(raw, f"{record_id}-{i:05d}", {**meta, "row": i}) for i, raw in enumerate(raw_rows)]
+            return rows, self._program_problems(rows, n_rows, [r.fields for r in rows if isinstance(r, Record)])
 
-        code = extract_program(completion.text)
-        attempt: dict[str, Any] = {"index": prompt.index, "repairs": prompt.target.get("repairs", 0), "code": code, "error": ""}
-        self.attempts[prompt.index] = attempt
-        if code is None:
-            attempt["error"] = "no_program: the reply has no ```python block defining make_table(n_rows, seed)"
-            return [Rejected(id=record_id, stage=STAGE_PARSE, reason="no_program", text=completion.text[:2000],
-                             detail=attempt["error"], meta=meta)]
-        limits = Limits(seconds=self.spec.program.seconds, memory_mb=self.spec.program.memory_mb)
-        # A fixed probe first: its errors, and so the repair prompts, do not depend on the row count or
-        # the seed, and a re-run for another count or seed replays the same (cached) attempts.
         wanted = self.spec.rows + max(2, math.ceil(0.1 * self.spec.rows))  # headroom for dedup and leakage
-        runs = [(PROBE_ROWS, PROBE_SEED), (wanted, self.spec.seed)]
-        for n_rows, seed in runs if (wanted, self.spec.seed) != (PROBE_ROWS, PROBE_SEED) else runs[:1]:
-            run = run_program(code, n_rows, seed, limits)
-            attempt["seconds"] = round(attempt.get("seconds", 0.0) + run.seconds, 3)
-            if run.rows is None:
-                attempt["error"] = run.error
-                stop = run.error.split(":", 1)[0]
-                reason = stop if stop in ("timeout", "memory_limit", "blocked") else "program_failed"
-                return [Rejected(id=record_id, stage=STAGE_PARSE, reason=reason, text=code, detail=run.error[:1000], meta=meta)]
-            rows = [self._row(raw, f"{record_id}-{i:05d}", {**meta, "row": i}) for i, raw in enumerate(run.rows)]
-            problems = self._program_problems(rows, n_rows, [r.fields for r in rows if isinstance(r, Record)])
-            if problems:
-                attempt["error"] = problems
-                return [Rejected(id=record_id, stage=STAGE_PARSE, reason="invalid_table", text=code, detail=problems[:1000], meta=meta)]
-        attempt["rows"] = len(rows)
-        return list(rows)
+        reason, detail, rows = self.programs.run(prompt.index, prompt.target.get("repairs", 0), completion.text,
+                                                 wanted, self.spec.seed, check)
+        if reason is not None:
+            code = self.programs.attempts[prompt.index].code
+            return [Rejected(id=record_id, stage=STAGE_PARSE, reason=reason, text=code or completion.text[:2000],
+                             detail=detail, meta=meta)]
+        return rows
 
     def _program_problems(self, rows: Sequence[Record | Rejected], wanted: int, good: list[dict[str, Any]]) -> str:
         """What is wrong with a program's table, for the repair prompt ('' when nothing is)."""
@@ -470,25 +448,21 @@ class TableRecipe(Recipe[TableSpec]):
                             "foreign_keys": dict(definition.foreign_keys)}
         report: dict[str, Any] = {"method": self.spec.method, "tables": tables}
         if self.spec.method == "program":
-            report["program"] = {"attempts": [{k: v for k, v in a.items() if k != "code"} for _, a in sorted(self.attempts.items())],
-                                 "accepted": self._accepted() is not None}
+            report["program"] = {"attempts": self.programs.summaries(), "accepted": self.programs.accepted() is not None}
         if self.real and final:
             from factory.tables.fidelity import fidelity
 
             report["fidelity"] = fidelity(self.real, [r.fields for r in final], self.spec.columns)
         return report
 
-    def _accepted(self) -> dict[str, Any] | None:
-        return next((a for _, a in sorted(self.attempts.items(), reverse=True) if a["code"] and not a["error"]), None)
-
     def artifacts(self) -> dict[str, str]:
-        accepted = self._accepted()
-        if accepted is None:
+        accepted = self.programs.accepted()
+        if accepted is None or accepted.code is None:
             return {}
-        header = (f"# The program that made this run's table (attempt {accepted['index']}), accepted after its output\n"
+        header = (f"# The program that made this run's table (attempt {accepted.index}), accepted after its output\n"
                   "# passed the schema and the checks. It ran in the factory's sandbox; re-run the recipe with\n"
                   "# --count N or --seed S to run it again without calling the model.\n")
-        return {PROGRAM: header + accepted["code"]}
+        return {PROGRAM: header + accepted.code}
 
     @classmethod
     def card_section(cls, kind_report: dict[str, Any]) -> str:
