@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,12 @@ def baseline_rows(spec: TableSpec, real: list[dict[str, Any]], n: int, how: str,
                 row[name] = None
         rows.append(row)
     return rows
+
+
+def model_seconds(run_dir: Path) -> float:
+    """Seconds the generator spent on the run's finished requests, as the request cache recorded them."""
+    with sqlite3.connect(run_dir / "requests.sqlite") as db:
+        return sum(json.loads(c).get("seconds", 0.0) for (c,) in db.execute("SELECT completion FROM requests"))
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -86,13 +93,14 @@ def main() -> None:
         manifest = result.manifest
         report = manifest.kind_report or {}
         requests = sum(g["requests"] for g in manifest.generators)
-        generated_s = sum(g["seconds"] for g in manifest.generators)
+        generated_s = model_seconds(args.work / method)  # of every request, also those a cached re-run did not send
         parse = manifest.funnel[0]
         line = (f"  {method:8s} status {manifest.status}, {manifest.rows} rows from {requests} requests "
                 f"({parse.kept}/{parse.rows_in} parsed rows valid), model time {generated_s:.0f} s "
                 f"({generated_s / max(manifest.rows, 1):.1f} s per kept row), wall {seconds:.0f} s")
         print(line)
-        checks = ", ".join(f"{c['check']}: {'holds' if c['passed'] else 'BROKEN'} {c['values']}" for c in report.get("table_checks", []))
+        checks = ", ".join(f"{c['check']}: {'holds' if c['passed'] else 'BROKEN'} {c['values']}"
+                           for table in report.get("tables", {}).values() for c in table["table_checks"])
         if checks:
             print(f"           table checks: {checks}")
         if report.get("program"):

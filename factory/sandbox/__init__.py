@@ -37,7 +37,8 @@ LAUNCHER = Path(__file__).with_name("launcher.py")
 OK, TIMEOUT, MEMORY, BLOCKED, CRASHED = "ok", "timeout", "memory_limit", "blocked", "crashed"
 _BLOCKED = re.compile(r"sandbox: ([a-z ]+) (?:is|are) blocked")
 UNAVAILABLE = 86  # the launcher's exit code when it cannot set the limits (launcher.py)
-OUTPUT_CHARS = 8000  # stdout and stderr kept per run (the tail: a traceback ends there)
+OUTPUT_CHARS = 8000
+WORKDIR_SHOWN = "/sandbox"  # how outputs name the working directory  # stdout and stderr kept per run (the tail: a traceback ends there)
 
 
 class SandboxUnavailable(FactoryError):
@@ -143,8 +144,10 @@ def run_python(files: Mapping[str, str | bytes], script: str, *, limits: Limits 
             os.killpg(process.pid, signal.SIGKILL)  # bwrap is PID 1's parent: the namespace goes with it
             out, err = process.communicate()
         seconds = time.monotonic() - started
-        stdout = out.decode("utf-8", "replace")[-OUTPUT_CHARS:]
-        stderr = err.decode("utf-8", "replace")[-OUTPUT_CHARS:]
+        # The throwaway folder's random name is not the program's business: a traceback that names it
+        # would make every repair prompt built from it new, and a resumed build would re-send them.
+        stdout = out.decode("utf-8", "replace").replace(str(workdir), WORKDIR_SHOWN)[-OUTPUT_CHARS:]
+        stderr = err.decode("utf-8", "replace").replace(str(workdir), WORKDIR_SHOWN)[-OUTPUT_CHARS:]
         if not (workdir / ".started").exists() or (process.returncode == UNAVAILABLE and "sandbox unavailable:" in stderr):
             raise SandboxUnavailable(f"the sandbox could not start: {stderr.strip()[:300]}")
         status = _status(process.returncode, stderr, timed_out)

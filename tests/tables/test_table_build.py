@@ -210,6 +210,9 @@ def test_a_hostile_or_broken_program_is_a_rejected_row_and_the_key_never_leaks(
     repairs = [len(r.body["messages"]) > 2 for r in server.log]
     assert repairs == [False, True, False, True]  # two fresh programs, each repaired once
     assert not (tmp_path / "run" / "program.py").exists()
+    sent = len(server.log)  # a re-run replays the attempts from the cache: the repair prompts come back the same
+    assert main(["build", str(recipe), "--out", str(tmp_path / "run"), "--no-progress"]) == 3
+    assert len(server.log) == sent
     for path in (tmp_path / "run").rglob("*"):
         if path.is_file():
             assert canary_key.encode() not in path.read_bytes(), path
