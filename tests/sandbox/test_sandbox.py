@@ -89,6 +89,7 @@ def test_writes_outside_the_working_directory_are_blocked(tmp_path: Path) -> Non
 
 
 def test_the_working_directory_is_thrown_away_and_not_named() -> None:
-    result = run("import os, glob\nprint(glob.glob('/tmp/*'))\nopen('left.txt', 'w').write('x')\nprint(os.getcwd())\nraise SystemExit(open('nope'))")
+    result = run("import os, glob\nprint(glob.glob('/tmp/*'))\nopen('left.txt', 'w').write('x')\nprint(os.getcwd())\n"
+                 "raise SystemExit(open('nope'))")
     assert result.stdout.splitlines() == ["['/sandbox']", "/sandbox"] and "/sandbox/_launcher.py" in result.stderr
     assert "factory-sandbox-" not in result.stdout + result.stderr  # its random name would change every repair prompt
