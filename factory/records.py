@@ -9,6 +9,8 @@ Message = dict[str, str]
 # Stage names that are not filters, spelled here once: replies are parsed, the chain's survivors are
 # trimmed to the target, and what is left is the final dataset (stages.json, the funnel, the ablation).
 STAGE_PARSE, STAGE_TARGET, STAGE_FINAL = "parse", "target", "final"
+# The dataset's config when a kind makes one table of rows (related tables make one config each).
+DEFAULT_CONFIG = "default"
 
 
 @dataclass(slots=True)

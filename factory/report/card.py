@@ -9,9 +9,9 @@ from typing import Any
 import yaml
 
 from factory.eval.names import CONDITIONS, SYNTHETIC_REAL
-from factory.records import STAGE_PARSE
+from factory.records import DEFAULT_CONFIG, STAGE_PARSE
 from factory.run.manifest import Manifest, load_manifest
-from factory.run.store import DEFAULT_CONFIG, atomic_write_text, dataset_configs, read_jsonl
+from factory.run.store import atomic_write_text, dataset_configs, read_jsonl
 from factory.secrets import name_secret_variables, recipe_secret_variables, redact
 from factory.tasks import task_kind
 

@@ -22,14 +22,13 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from factory.errors import CacheDamagedError, RunLockedError
-from factory.records import Completion, Prompt, Record, Rejected
+from factory.records import DEFAULT_CONFIG, Completion, Prompt, Record, Rejected
 from factory.run.manifest import Manifest
 from factory.secrets import redact
 
 log = logging.getLogger(__name__)
 
 
-DEFAULT_CONFIG = "default"
 CONFIGS_FILE = "configs.json"  # in dataset/ when a run has several configs (related tables)
 
 

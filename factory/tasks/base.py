@@ -16,8 +16,7 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from factory.records import STAGE_PARSE, Completion, Message, Prompt, Record, Rejected
-from factory.run.store import DEFAULT_CONFIG
+from factory.records import DEFAULT_CONFIG, STAGE_PARSE, Completion, Message, Prompt, Record, Rejected
 from factory.spec import AxisValues, RecipeBase
 from factory.text import extract_json, is_refusal, normalize, words
 

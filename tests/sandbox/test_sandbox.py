@@ -6,6 +6,7 @@ reason, the namespace, the read-only filesystem and the seccomp filter are what 
 from __future__ import annotations
 
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -88,8 +89,10 @@ def test_writes_outside_the_working_directory_are_blocked(tmp_path: Path) -> Non
     assert not target.exists()
 
 
-def test_the_working_directory_is_thrown_away_and_not_named() -> None:
-    result = run("import os, glob\nprint(glob.glob('/tmp/*'))\nopen('left.txt', 'w').write('x')\nprint(os.getcwd())\n"
-                 "raise SystemExit(open('nope'))")
-    assert result.stdout.splitlines() == ["['/sandbox']", "/sandbox"] and "/sandbox/_launcher.py" in result.stderr
+def test_the_working_directory_is_thrown_away_and_not_named(tmp_path: Path) -> None:
+    with tempfile.NamedTemporaryFile(prefix="factory-canary-", dir="/tmp") as canary:
+        result = run("import os, glob\nprint(glob.glob('/tmp/factory-*'))\nopen('left.txt', 'w').write('x')\n"
+                     "print(os.getcwd())\nraise SystemExit(open('nope'))")
+    assert canary.name not in result.stdout  # the host's /tmp is not there
+    assert result.stdout.splitlines()[-1] == "/sandbox" and "/sandbox/_launcher.py" in result.stderr
     assert "factory-sandbox-" not in result.stdout + result.stderr  # its random name would change every repair prompt
