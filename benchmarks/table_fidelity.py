@@ -24,7 +24,7 @@ from typing import Any
 
 from factory import build, load_recipe
 from factory.tables.fidelity import fidelity
-from factory.tasks.table import TableSpec, _read_real
+from factory.tasks.table import TableSpec, read_real_table
 
 
 def baseline_rows(spec: TableSpec, real: list[dict[str, Any]], n: int, how: str, seed: int) -> list[dict[str, Any]]:
@@ -72,7 +72,7 @@ def main() -> None:
 
     results: dict[str, Any] = {}
     spec = load_recipe(args.recipe)
-    real = _read_real(spec)  # type: ignore[arg-type]
+    real = read_real_table(spec)  # type: ignore[arg-type]
     print(f"{args.recipe}: {len(real)} real rows, {args.rows} synthetic rows wanted per method")
     half = len(real) // 2
     shuffled = random.Random(0).sample(real, len(real))

@@ -21,6 +21,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from factory.tables.schema import day_numbers
+
 if TYPE_CHECKING:  # pandas loads when a whole-table check is measured, not when a recipe is validated
     import pandas as pd
 
@@ -55,9 +57,9 @@ def _numeric(column: pd.Series) -> pd.Series:
     import pandas as pd
 
     if column.dtype == object:  # dates: compare by their ordinal
-        converted = pd.to_datetime(column, errors="coerce")
-        if converted.notna().any():
-            return converted.map(lambda t: t.toordinal() if pd.notna(t) else math.nan).astype(float)
+        days = day_numbers(column)
+        if days.notna().any():
+            return days
     return pd.to_numeric(column, errors="coerce").astype(float)
 
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
+
+from factory.tables.schema import day_numbers
 
 CHUNK = 256  # synthetic rows compared at once (a CHUNK x real rows x columns array)
 
@@ -26,8 +27,7 @@ def _as_numbers(values: Sequence[Any]) -> np.ndarray | None:
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
         return np.array([np.nan if v is None else float(v) for v in values])
     if all(isinstance(v, str) and _DATE.match(v) for v in present):
-        stamps = pd.to_datetime(pd.Series([v and v[:10] for v in values], dtype=object), errors="coerce")
-        return stamps.map(lambda t: t.toordinal() if pd.notna(t) else np.nan).to_numpy(float)
+        return day_numbers(values).to_numpy(float)
     return None
 
 

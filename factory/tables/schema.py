@@ -178,3 +178,11 @@ def coerce_value(spec: ColumnSpec, value: Any) -> Any:
         return _coerce(spec, value)
     except (TypeError, ValueError, OverflowError):
         return None
+
+
+def day_numbers(values: Any) -> Any:
+    """Dates (YYYY-MM-DD strings, timestamps) as day ordinals in a float pandas Series, NaN where there is none."""
+    import pandas as pd
+
+    stamps = pd.to_datetime(pd.Series(list(values), dtype=object), errors="coerce")
+    return stamps.map(lambda t: float(t.toordinal()) if pd.notna(t) else math.nan).astype(float)

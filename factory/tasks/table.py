@@ -240,7 +240,7 @@ class TableRecipe(Recipe[TableSpec]):
         self.rows_per_request = spec.rows if program else spec.batch_rows
         self.requests_per_round = 1 if program else None  # a repair prompt needs the last attempt's errors
         self.programs = ProgramAttempts(spec.program.repair_rounds, Limits(seconds=spec.program.seconds, memory_mb=spec.program.memory_mb))
-        self.real = _read_real(spec)
+        self.real = read_real_table(spec)
 
     @classmethod
     def bucket(cls, record: Record) -> str:
@@ -471,7 +471,7 @@ class TableRecipe(Recipe[TableSpec]):
         return card_lines(kind_report)
 
 
-def _read_real(spec: TableSpec) -> list[dict[str, Any]]:
+def read_real_table(spec: TableSpec) -> list[dict[str, Any]]:
     """The real table's rows, the schema's columns typed (a value that does not fit becomes null)."""
     if spec.real_data is None:
         return []
