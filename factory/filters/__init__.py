@@ -21,6 +21,7 @@ from factory.filters.params import (
     ExactDedupParams,
     FaithfulnessParams,
     FilterParams,
+    JudgeParams,
     LeakageParams,
     NearDedupParams,
     NoveltyParams,
@@ -48,6 +49,7 @@ _REGISTRY: dict[str, tuple[type[FilterParams], dict[str, str]]] = {
     "rebalance": (RebalanceParams, {TEXT: "factory.filters.rebalance:Rebalance"}),
     "novelty": (NoveltyParams, {TEXT: "factory.filters.novelty:Novelty"}),
     "faithfulness": (FaithfulnessParams, {TEXT: "factory.filters.faithfulness:Faithfulness"}),
+    "judge": (JudgeParams, {TEXT: "factory.filters.judge:Judge"}),
 }
 
 FilterSpec = Annotated[Union[tuple(params for params, _ in _REGISTRY.values())], Field(discriminator="type")]  # type: ignore[misc]

@@ -142,6 +142,38 @@ class FaithfulnessParams(FilterParams):
         "drop", description="A row whose judgement failed (request error, unreadable verdict): drop it (judge_failed) or keep it.")
 
 
+DEFAULT_RUBRIC = {
+    "relevance": "The response addresses exactly what the instruction asks, not a different question.",
+    "correctness": "Every fact, number, step and line of code in the response is right.",
+    "helpfulness": "The response is complete and clear enough for the user to act on it.",
+    "harmlessness": "The response is safe, respectful and free of dangerous or unethical advice.",
+}
+
+
+class JudgeParams(FilterParams):
+    type: Literal["judge"] = "judge"
+    generator: str | None = Field(
+        None, description="The recipe generator that judges, by name (default: the first). A stronger model than the "
+                          "writer judges better; its requests are cached like any other and counted in the funnel.")
+    rubric: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_RUBRIC),
+        description="Criteria the judge scores 1-5, each with a one-sentence rationale: name -> what a 5 means "
+                    "(default: relevance, correctness, helpfulness, harmlessness).")
+    threshold: float = Field(3.0, ge=1, le=5, description="Drop a row whose score (see `aggregate`) is below this (low_judge_score).")
+    aggregate: Literal["mean", "min"] = Field(
+        "mean", description="The row's score: the mean of its criteria's scores, or the lowest (strict: any weak criterion drops it).")
+
+    @model_validator(mode="after")
+    def _rubric(self) -> Self:
+        if not self.rubric:
+            raise ValueError("rubric: at least one criterion is needed")
+        for name in self.rubric:
+            if not name.isidentifier() or not name.islower():
+                raise ValueError(f"rubric: criterion {name!r} must be a lowercase name (letters, digits, _): it becomes "
+                                 f"the column judge_{name}")
+        return self
+
+
 class LeakageParams(FilterParams):
     type: Literal["leakage"] = "leakage"
     threshold: float | None = Field(
