@@ -19,6 +19,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -337,6 +338,47 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return parent
 
 
+@dataclass(slots=True)
+class NearDuplicates:
+    """Confirmed near-duplicate pairs (a, b, their exact Jaccard) and each row's cluster root (its earliest row)."""
+
+    root: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    similarity: np.ndarray
+    candidates: int
+    hashes: np.ndarray  # the shingle hashes of every row, row after row (starts, counts)
+    starts: np.ndarray
+    counts: np.ndarray
+
+
+def near_duplicates(texts: Sequence[str], p: NearDedupParams, groups: np.ndarray | None = None) -> NearDuplicates:
+    """The clusters of `texts` whose shingle sets have Jaccard >= p.threshold (within the same `groups` value).
+
+    MinHash + LSH proposes candidate pairs; each is confirmed with the exact Jaccard; confirmed pairs
+    are joined into connected components."""
+    n = len(texts)
+    bands, rows = p.resolved_bands()
+    hash_parts, count_parts, sig_parts = [], [], []
+    for start in range(0, n, _CHUNK_ROWS):
+        hashes, counts = _shingles(texts[start:start + _CHUNK_ROWS], p.unit, p.ngram)
+        hash_parts.append(hashes)
+        count_parts.append(counts)
+        sig_parts.append(_minhash(hashes, counts, p.num_perm, p.seed))
+    hashes, counts, sig = np.concatenate(hash_parts), np.concatenate(count_parts), np.concatenate(sig_parts)
+    starts = np.cumsum(counts) - counts
+    codes = _band_pairs(sig, counts > 0, np.zeros(n, dtype=np.int64) if groups is None else groups, bands, rows, p.seed)
+    a, b = codes // n, codes % n
+    # Pairs whose sizes alone rule the threshold out skip the exact check: J <= small / large.
+    small, large = np.minimum(counts[a], counts[b]), np.maximum(counts[a], counts[b])
+    possible = small >= p.threshold * large - 1e-9
+    a, b = _likely(sig, counts, a[possible], b[possible], p.threshold)
+    similarity = _jaccard(hashes, starts, counts, a, b)
+    close = similarity >= p.threshold - 1e-12
+    a, b, similarity = a[close], b[close], similarity[close]
+    return NearDuplicates(_components(n, a, b), a, b, similarity, len(codes), hashes, starts, counts)
+
+
 class NearDedup(Filter):
     """Drops near copies: rows whose shingle sets overlap an earlier row's by Jaccard >= threshold.
 
@@ -366,32 +408,14 @@ class NearDedup(Filter):
             return FilterResult([], [], {**stats, "candidate_pairs": 0, "confirmed_pairs": 0, "clusters": 0,
                                          "rows_without_shingles": 0})
         texts = ["\n".join(r.texts()) if p.include_response else r.text for r in records]
-        hash_parts, count_parts, sig_parts = [], [], []
-        for start in range(0, n, _CHUNK_ROWS):
-            hashes, counts = _shingles(texts[start:start + _CHUNK_ROWS], p.unit, ngram)
-            hash_parts.append(hashes)
-            count_parts.append(counts)
-            sig_parts.append(_minhash(hashes, counts, p.num_perm, p.seed))
-        hashes, counts, sig = np.concatenate(hash_parts), np.concatenate(count_parts), np.concatenate(sig_parts)
-        starts = np.cumsum(counts) - counts
+        groups = None
         if p.per_label:
             names: dict[str | None, int] = {}
             groups = np.fromiter((names.setdefault(r.label, len(names)) for r in records), dtype=np.int64, count=n)
-        else:
-            groups = np.zeros(n, dtype=np.int64)
-        codes = _band_pairs(sig, counts > 0, groups, bands, rows, p.seed)
-        a, b = codes // n, codes % n
-        # Pairs whose sizes alone rule the threshold out skip the exact check: J <= small / large.
-        small, large = np.minimum(counts[a], counts[b]), np.maximum(counts[a], counts[b])
-        possible = small >= p.threshold * large - 1e-9
-        a, b = a[possible], b[possible]
-        a, b = _likely(sig, counts, a, b, p.threshold)
-        similarity = _jaccard(hashes, starts, counts, a, b)
-        close = similarity >= p.threshold - 1e-12
-        a, b, similarity = a[close], b[close], similarity[close]
-        root = _components(n, a, b)
+        found = near_duplicates(texts, p, groups)
+        root, a, b, similarity = found.root, found.a, found.b, found.similarity
         dropped_rows = np.flatnonzero(root != np.arange(n))
-        to_root = _jaccard(hashes, starts, counts, root[dropped_rows], dropped_rows)
+        to_root = _jaccard(found.hashes, found.starts, found.counts, root[dropped_rows], dropped_rows)
         via = self._links(dropped_rows[to_root < p.threshold - 1e-12], a, b, similarity)
 
         drop = np.zeros(n, dtype=bool)
@@ -411,8 +435,8 @@ class NearDedup(Filter):
             rejected.meta["near_duplicate_of"] = keeper.id
             dropped.append(rejected)
         stats.update({
-            "candidate_pairs": len(codes), "confirmed_pairs": len(a),
-            "clusters": len(np.unique(root[dropped_rows])), "rows_without_shingles": int((counts == 0).sum()),
+            "candidate_pairs": found.candidates, "confirmed_pairs": len(a),
+            "clusters": len(np.unique(root[dropped_rows])), "rows_without_shingles": int((found.counts == 0).sum()),
         })
         return FilterResult(kept, dropped, stats)
 
