@@ -1,4 +1,4 @@
-"""The `factory` command: build | validate | eval | push | compare | models."""
+"""The `factory` command: build | validate | eval | export | push | compare | models."""
 
 from __future__ import annotations
 
@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the packaged local models and whether they are installed")
 
+    export = sub.add_parser("export", help="write a finished run in fine-tuning layouts (run/export/<format>/<split>.jsonl)")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--format", help="comma-separated: columns,messages,openai,alpaca,sharegpt (default: the recipe's export.formats)")
+    export.add_argument("--system-prompt", help="a system message at the start of every chat example")
+    export.add_argument("--instruction", help="classification as chat: the instruction before each text")
+    export.add_argument("--openai-max-tokens", type=_positive, help="OpenAI's per-example token limit (default 65536)")
+
     push = sub.add_parser("push", help="publish a finished run to the Hugging Face Hub")
     push.add_argument("run_dir", type=Path)
     push.add_argument("--repo", help="dataset repo id, owner/name (default: the recipe's hub.repo_id)")
@@ -115,6 +122,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"  {stage.stage:<12} in={stage.rows_in:<6} kept={stage.kept:<6} dropped: {dropped}")
     if manifest.eval is not None:
         print_eval(manifest.eval)
+    if manifest.exports is not None:
+        print_exports(manifest.exports)
     if not result.complete:
         print(f"budget exhausted after {manifest.budget.used} requests: not every label reached its target "
               "(raise generate.max_requests or --max-requests)", file=sys.stderr)
@@ -192,6 +201,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0 if results["gate"]["passed"] else EXIT_GATE_FAILED
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from factory.export import export_finished
+    from factory.report.card import write_card
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()] if args.format else None
+    exports = export_finished(args.run_dir, formats=formats, system_prompt=args.system_prompt,
+                              instruction=args.instruction, openai_max_tokens=args.openai_max_tokens)
+    write_card(args.run_dir)  # the card lists the files
+    problems = print_exports(exports)
+    return EXIT_ERROR if problems else 0
+
+
+def print_exports(exports: dict) -> int:
+    """One line per file written; problems (an OpenAI file below its minimum) on stderr. Returns their count."""
+    problems = 0
+    for fmt, written in exports["formats"].items():
+        for split, path in written["files"].items():
+            print(f"  {path}: {written['rows'][split]} rows")
+        if written.get("left_out"):
+            print(f"  {fmt}: left out (rule: examples) " + ", ".join(f"{k}: {v}" for k, v in written["left_out"].items()))
+        for problem in written.get("problems", []):
+            print(f"problem: {problem}", file=sys.stderr)
+            problems += 1
+    return problems
+
+
 def cmd_models(_: argparse.Namespace) -> int:
     from factory.generators.catalog import list_models
 
@@ -224,7 +259,7 @@ def _print_push(run_dir: Path, result: dict) -> None:
 
 
 COMMANDS = {"build": cmd_build, "compare": cmd_compare, "validate": cmd_validate, "eval": cmd_eval, "models": cmd_models,
-            "push": cmd_push}
+            "push": cmd_push, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,3 +114,24 @@ class Rejected:
             id=record.id, stage=stage, reason=reason, text=record.text, label=record.label,
             detail=detail, meta=dict(record.meta),
         )
+
+
+@dataclass(slots=True)
+class Conversation:
+    """A dataset row as a chat, for the fine-tuning layouts: (user, assistant) turns in order.
+
+    `input` is data that goes with the first user turn (the text a classifier is asked about): chat
+    layouts append it to that turn's content, Alpaca keeps it in its own `input` field."""
+
+    turns: list[tuple[str, str]]
+    input: str = ""
+
+    def user_content(self, turn: int) -> str:
+        user = self.turns[turn][0]
+        return f"{user}\n\n{self.input}" if turn == 0 and self.input else user
+
+    def messages(self, system: str | None = None) -> list[Message]:
+        out: list[Message] = [{"role": "system", "content": system}] if system else []
+        for k, (_, assistant) in enumerate(self.turns):
+            out += [{"role": "user", "content": self.user_content(k)}, {"role": "assistant", "content": assistant}]
+        return out

@@ -168,11 +168,62 @@ class GroundingSpec(Strict):
     chunking: ChunkingSpec = Field(default_factory=ChunkingSpec, description="How documents become passages.")
 
 
+class SplitSpec(Strict):
+    """Held-out splits carved from the final rows (the rest is train), stratified by label, grouped by near-duplicates."""
+
+    validation: int | float = Field(0, ge=0, description="A fraction of the rows (below 1) or a row count (1 or more).")
+    test: int | float = Field(0, ge=0, description="A fraction of the rows (below 1) or a row count (1 or more).")
+    group_threshold: float = Field(
+        0.6, gt=0, le=1,
+        description="Rows whose character 3-gram Jaccard is at least this (and rows from the same passage) form one "
+                    "group, and a group never straddles two splits.")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> SplitSpec:
+        for name in ("validation", "test"):
+            value = getattr(self, name)
+            if value >= 1 and value != int(value):
+                raise ValueError(f"{name}: {value} is neither a fraction below 1 nor a whole number of rows")
+        fractions = [v for v in (self.validation, self.test) if v < 1]
+        if sum(fractions) >= 1:
+            raise ValueError("validation + test fractions must leave rows for train (their sum is 1 or more)")
+        if not self.validation and not self.test:
+            raise ValueError("splits: give validation and/or test (a fraction or a row count)")
+        return self
+
+    def held_out(self) -> dict[str, float]:
+        return {"validation": self.validation, "test": self.test}
+
+
+# The fine-tuning layouts `export:` writes (factory/export/); each task kind says which it can fill.
+EXPORT_FORMATS = ("columns", "messages", "openai", "alpaca", "sharegpt")
+
+
+class ExportSpec(Strict):
+    """Files for fine-tuning tools, written next to the dataset (run/export/<format>/<split>.jsonl)."""
+
+    formats: list[Literal["columns", "messages", "openai", "alpaca", "sharegpt"]] = Field(
+        min_length=1,
+        description="columns: the kind's own columns (text + label, instruction + response, a table's columns); "
+                    "messages: a chat `messages` column (TRL, the Hub's chat datasets); openai: OpenAI fine-tuning JSONL, "
+                    "checked against its rules; alpaca: instruction/input/output (+ history); sharegpt: conversations "
+                    "with from/value.")
+    system_prompt: str | None = Field(None, description="A system message at the start of every chat example.")
+    instruction: str | None = Field(
+        None, description="Classification as chat: the instruction before each text (default: 'Classify the text. "
+                          "Answer with one label: <labels>.').")
+    openai_max_tokens: int = Field(
+        65536, ge=256, description="OpenAI's per-example token limit for the model you will tune (65,536 for "
+                                   "gpt-4o-mini and gpt-4.1 models; 16,385 for gpt-3.5-turbo).")
+
+
 class RecipeBase(Strict):
     # The grounding modes this kind offers, its default first; empty: the kind takes no `sources:`.
     grounding_modes: ClassVar[tuple[str, ...]] = ()
     # The shape of the kind's rows, which decides the filters it takes (factory.filters: text or table).
     row_shape: ClassVar[str] = TEXT
+    # The export formats the kind can fill (a table has no conversation: only its columns).
+    export_formats: ClassVar[tuple[str, ...]] = EXPORT_FORMATS
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
@@ -194,6 +245,8 @@ class RecipeBase(Strict):
     sources: list[SourceSpec] = Field(
         default_factory=list, description="The user's documents: each prompt is grounded in one passage from them.")
     grounding: GroundingSpec = Field(default_factory=GroundingSpec, description="How passages from `sources` are chosen and used.")
+    splits: SplitSpec | None = Field(None, description="Validation and test splits of the final rows (default: train only).")
+    export: ExportSpec | None = Field(None, description="Write the dataset in fine-tuning formats too (`factory export` does it later).")
 
     @field_validator("axes")
     @classmethod
@@ -229,6 +282,14 @@ class RecipeBase(Strict):
             judge = getattr(stage, "generator", None)
             if judge is not None and judge not in names:
                 raise ValueError(f"filters: {stage.type}.generator {judge!r} is not a generator of this recipe; known: {', '.join(names)}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_export(self) -> RecipeBase:
+        refused = [f for f in (self.export.formats if self.export else []) if f not in self.export_formats]
+        if refused:
+            raise ValueError(f"export.formats: a {self.task!r} recipe has no conversation to write as {', '.join(refused)}; "
+                             f"it exports as: {', '.join(self.export_formats)}")
         return self
 
     @model_validator(mode="after")

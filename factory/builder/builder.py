@@ -22,6 +22,7 @@ from factory.data.real import real_split
 from factory.embeddings import Embedder
 from factory.errors import FactoryError
 from factory.eval.runner import evaluate
+from factory.export import export_run
 from factory.filters import build_filter
 from factory.filters.base import Filter, FilterContext, FilterResult
 from factory.generators import Generator, build_generator
@@ -30,6 +31,7 @@ from factory.run.manifest import Manifest
 from factory.run.store import RunStore, atomic_write_text, request_key
 from factory.secrets import name_secret_variables, recipe_secret_variables
 from factory.spec import RecipeBase
+from factory.splits import SPLITS, TRAIN, assign_splits
 from factory.tasks import Recipe, make_recipe
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,7 @@ class Builder:
             g.name: build_generator(g) for g in chosen}
         self._generator_params = {g.name: g for g in spec.generators}
         self.answers: dict[str, Completion] = {}  # replies to the filters' requests (a judge's verdicts), by request key
+        self.stage_costs: dict[int, GeneratorStats] = defaultdict(GeneratorStats)  # those requests, per filter stage
         self._filters = filters
         self._embedder = embedder
         self.targets = spec.buckets()
@@ -157,13 +160,19 @@ class Builder:
         return generator
 
     async def _run_prompts(self, store: RunStore, prompts: list[Prompt], progress: BuildProgress) -> None:
+        """Answer `prompts`, then the follow-ups their replies call for (a conversation's next turns), wave by wave."""
+        while prompts:
+            prompts = await self._run_wave(store, prompts, progress)
+
+    async def _run_wave(self, store: RunStore, prompts: list[Prompt], progress: BuildProgress) -> list[Prompt]:
         keyed = [(request_key(self.generators[p.generator].identity(), p), p) for p in prompts]
         cached = store.cache.get_many(k for k, _ in keyed)
         pending: dict[str, list[tuple[str, Prompt]]] = defaultdict(list)
+        follow_ups: list[Prompt] = []
         rows: list[Record | Rejected] = []
         for key, prompt in keyed:
             if key in cached:
-                rows += self._accept(key, prompt, cached[key], progress)
+                rows += self._accept(key, prompt, cached[key], progress, follow_ups)
             else:
                 pending[prompt.generator].append((key, prompt))
         self._flush(store, rows)
@@ -172,7 +181,7 @@ class Builder:
             rows: list[Record | Rejected] = []
             flushed = time.monotonic()
             async for key, prompt, completion in self._send(store, name, items):
-                rows += self._accept(key, prompt, completion, progress)
+                rows += self._accept(key, prompt, completion, progress, follow_ups)
                 # The row logs are rebuilt from the cache on resume, so they flush per batch or second.
                 if len(rows) >= self.spec.generate.batch_size or time.monotonic() - flushed > 1.0:
                     self._flush(store, rows)
@@ -180,6 +189,7 @@ class Builder:
             self._flush(store, rows)
 
         await asyncio.gather(*(drive(name, items) for name, items in pending.items()))
+        return follow_ups
 
     async def _send(self, store: RunStore, name: str,
                     items: Sequence[tuple[str, Prompt]]) -> AsyncIterator[tuple[str, Prompt, Completion]]:
@@ -194,11 +204,15 @@ class Builder:
                 store.cache.put(key, prompt, identity, completion)
             yield key, prompt, completion
 
-    def _accept(self, key: str, prompt: Prompt, completion: Completion, progress: BuildProgress) -> list[Record | Rejected]:
+    def _accept(self, key: str, prompt: Prompt, completion: Completion, progress: BuildProgress,
+                follow_ups: list[Prompt]) -> list[Record | Rejected]:
         self.stats[prompt.generator].add(completion)
         rows = self.recipe.parse_rows(prompt, completion, key[:16])
-        self.parsed[(prompt.bucket, prompt.index)] = rows
-        progress.request(prompt.bucket, completion, any(isinstance(row, Record) for row in rows))
+        self.parsed[(prompt.bucket, prompt.index)] = rows  # a conversation's last turn replaces its earlier ones
+        following = self.recipe.follow_up(prompt, completion)
+        if following is not None:
+            follow_ups.append(following)
+        progress.request(prompt.bucket, completion, following is not None or any(isinstance(row, Record) for row in rows))
         return rows
 
     @staticmethod
@@ -215,10 +229,16 @@ class Builder:
 
     async def _filter(self, store: RunStore, records: list[Record]) -> ChainResult:
         chain = ChainResult(records, [], [], [])
-        for stage in self.filters:
-            await self._answer_requests(store, stage, chain.kept)  # only rows that reach the stage are asked about
+        for position, stage in enumerate(self.filters):
+            # Only rows that reach the stage are asked about; what the asking cost shows in its funnel entry.
+            await self._answer_requests(store, stage, chain.kept, self.stage_costs[position])
             result = stage.apply(chain.kept)
-            chain.funnel.append(result.funnel(stage.type, len(chain.kept)))
+            entry = result.funnel(stage.type, len(chain.kept))
+            if self.stage_costs[position].requests:
+                cost = _stats_json(self.stage_costs[position])
+                del cost["models_reported"]
+                entry["stats"] = {**entry.get("stats", {}), "requests": cost}
+            chain.funnel.append(entry)
             chain.dropped.extend(result.dropped)
             chain.kept = result.kept
             chain.stages.append((stage.type, result.kept))
@@ -227,7 +247,7 @@ class Builder:
     def _answer(self, prompt: Prompt) -> Completion | None:
         return self.answers.get(request_key(self._generator(prompt.generator, load=False).identity(), prompt))
 
-    async def _answer_requests(self, store: RunStore, stage: Filter, records: Sequence[Record]) -> None:
+    async def _answer_requests(self, store: RunStore, stage: Filter, records: Sequence[Record], cost: GeneratorStats) -> None:
         """Send the stage's requests about `records` that have no reply yet, through the request cache."""
         wanted: dict[str, dict[str, Prompt]] = defaultdict(dict)
         for record in records:
@@ -241,11 +261,13 @@ class Builder:
             for key, completion in cached.items():
                 self.answers[key] = completion
                 self.stats[name].add(completion)
+                cost.add(completion)
             missing = [(k, p) for k, p in items.items() if k not in cached]
             if missing:
                 async for key, _, completion in self._send(store, name, missing):
                     self.answers[key] = completion
                     self.stats[name].add(completion)
+                    cost.add(completion)
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -310,12 +332,14 @@ class Builder:
                 funnel.append(FilterResult(kept, dropped).funnel(stage, len(final)))
                 final, surplus = kept, surplus + dropped
             store.add_rejected(chain.dropped + surplus)
-            store.write_dataset(self.recipe.dataset_configs(final))
+            split_report = self._write_dataset(store, final)
+            exports = export_run(self.run_dir, self.spec.export, self.spec.resolved()) if self.spec.export else None
             for name, text in self.recipe.artifacts().items():  # e.g. a table's accepted program
                 atomic_write_text(self.run_dir / name, text)
             stages = [(STAGE_PARSE, records), *chain.stages, (STAGE_FINAL, final)]
             store.write_stages({name: [r.id for r in rows] for name, rows in stages})
             manifest = self._manifest(status, records, final, funnel, started, generated_s)
+            manifest.splits, manifest.exports = split_report, exports
             store.write_manifest(manifest)
             eval_spec = self.spec.evaluation()
             if eval_spec is not None:
@@ -332,6 +356,17 @@ class Builder:
                 step(self.run_dir, self.context.embedder)
             interrupts.check()
         return BuildResult(self.run_dir, manifest)
+
+    def _write_dataset(self, store: RunStore, final: list[Record]) -> dict[str, Any] | None:
+        """The dataset, in the recipe's splits (train only without `splits:`); the splits' report."""
+        held_out = self.spec.splits
+        split_of, report = ({}, None) if held_out is None else assign_splits(
+            final, self.recipe.bucket, held_out.held_out(), held_out.group_threshold, self.spec.seed)
+        parts = {split: [r for r in final if split_of.get(r.id, TRAIN) == split] for split in SPLITS}
+        by_split = {split: self.recipe.dataset_configs(rows) for split, rows in parts.items() if rows or split == TRAIN}
+        store.write_dataset({config: {split: tables[config] for split, tables in by_split.items()}
+                             for config in by_split[TRAIN]})
+        return report
 
     def _manifest(self, status: str, records: list[Record], final: list[Record], funnel: list[dict[str, Any]],
                   started: float, generated_s: float) -> Manifest:

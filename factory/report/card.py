@@ -127,6 +127,61 @@ def _sources_section(manifest: Manifest) -> list[str]:
                     for s in manifest.corpus]), ""]
 
 
+def _judge_sections(manifest: Manifest) -> list[str]:
+    """Each judge stage: its rubric (from the recipe), its score distribution and what the judging cost."""
+    judges = [f for f in manifest.recipe.get("filters") or [] if f.get("type") == "judge"]
+    stages = [s for s in manifest.funnel if s.stage == "judge" and s.stats]
+    out: list[str] = []
+    for params, stage in zip(judges, stages):
+        stats = stage.stats or {}
+        judged = stats.get("judged", {})
+        cost = stats.get("requests") or {}
+        out += ["## Judge", "",
+                f"Every pair reaching the `judge` stage was scored 1-5 on each criterion below by the generator "
+                f"`{params.get('generator') or manifest.generators[0]['name']}`, with a one-sentence rationale; the row's "
+                f"score is the {stats.get('aggregate')} of its criteria, and rows below {stats.get('threshold')} were dropped "
+                f"(`low_judge_score`, the weakest criterion's rationale as the detail). The scores are the `judge_*` columns.", "",
+                _table(["criterion", "what a 5 means", "mean score"],
+                       [[name, meaning, stats.get("criteria_mean", {}).get(name, "-")] for name, meaning in params["rubric"].items()]), "",
+                "Score distribution (rows judged, passed and dropped):", "",
+                _table(["score", "rows"], [[score, rows] for score, rows in (stats.get("histogram") or {}).items()]), "",
+                f"{judged.get('passed', 0)} passed, {judged.get('low_judge_score', 0)} dropped for a low score, "
+                f"{judged.get('judge_failed', 0)} dropped because the verdict failed or was unreadable; "
+                f"{cost.get('requests', 0)} judge requests ({cost.get('cached', 0)} from the cache), "
+                f"{cost.get('prompt_tokens', 0)} / {cost.get('completion_tokens', 0)} prompt / completion tokens.", ""]
+    return out
+
+
+def _finetune_sections(manifest: Manifest) -> list[str]:
+    out: list[str] = []
+    splits = manifest.splits
+    if splits:
+        out += ["## Splits", "",
+                f"Held-out splits, stratified by label. Near-duplicates (character 3-gram Jaccard at least "
+                f"{splits['group_threshold']}) and rows from the same passage form groups, and a group never straddles "
+                f"two splits ({splits['groups']} groups; the largest has {splits['largest_group']} rows).", "",
+                _table(["split", "rows", "per label"],
+                       [[name, rows, ", ".join(f"{k}: {v}" for k, v in splits["per_bucket"][name].items())]
+                        for name, rows in splits["rows"].items()]), ""]
+    exports = manifest.exports
+    if exports:
+        layouts = {"columns": "the dataset's own columns", "messages": "a chat `messages` column (TRL's SFTTrainer, "
+                   "the Hub's chat datasets)", "openai": "OpenAI fine-tuning JSONL, every line checked against its rules",
+                   "alpaca": "`instruction`/`input`/`output` (+ `history`)", "sharegpt": "`conversations` with `from`/`value`"}
+        rows = []
+        for fmt, written in exports["formats"].items():
+            files = ", ".join(f"`{path}` ({written['rows'][split]})" for split, path in written["files"].items())
+            notes = [f"left out: {k} {v}" for k, v in (written.get("left_out") or {}).items()] + written.get("problems", [])
+            rows.append([fmt, layouts[fmt], files, "; ".join(notes) or "-"])
+        system = exports.get("system_prompt")
+        out += ["## Fine-tuning files", "",
+                "The run directory also holds the dataset in these layouts (JSON lines; "
+                "`load_dataset(\"json\", data_files=...)` reads each)"
+                + (f", every chat example opening with the system prompt: \"{system}\"" if system else "") + ".", "",
+                _table(["format", "layout", "files (rows)", "notes"], rows), ""]
+    return out
+
+
 def public_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     """The recipe as the card shows it: local paths become "<local>" (a user's folder and file names
     are not for publishing); Hub and package paths are public and stay."""
@@ -172,13 +227,18 @@ def render_card(run_dir: Path) -> str:
                      [[s.stage, s.rows_in, s.kept, ", ".join(f"{k}: {v}" for k, v in s.dropped.items()) or "-"]
                       for s in manifest.funnel]), ""]
     lines += _sources_section(manifest)
+    lines += _judge_sections(manifest)
+    lines += _finetune_sections(manifest)
     if manifest.kind_report:  # what the kind measured (a table: its checks and fidelity), in the kind's words
         lines += [task_kind(recipe["task"]).card_section(manifest.kind_report)]
     if manifest.eval:
         lines += _eval_section(manifest.eval)
     lines += ["## Known limitations", "", *[f"- {note}" for note in limitations(manifest, rejected)], ""]
     configs = dataset_configs(run_dir)
-    if configs == [DEFAULT_CONFIG]:
+    if configs == [DEFAULT_CONFIG] and manifest.splits:
+        loads = [f'ds = load_dataset("{repo}")  # splits: {", ".join(manifest.splits["rows"])}']
+        local = '`datasets.load_from_disk("<run>/dataset")` (a DatasetDict)'
+    elif configs == [DEFAULT_CONFIG]:
         loads, local = [f'ds = load_dataset("{repo}", split="train")'], '`datasets.load_from_disk("<run>/dataset")`'
     else:  # one config per table
         loads = [f'{name} = load_dataset("{repo}", "{name}", split="train")' for name in configs]

@@ -67,6 +67,20 @@ def funnel_chart(funnel: list[FunnelStage]) -> str:
     return png(fig)
 
 
+def judge_chart(histogram: dict[str, int], threshold: float) -> str:
+    plt = pyplot()
+    scores = [float(k) for k in histogram]
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    ax.bar(scores, list(histogram.values()), width=0.4,
+           color=["#2d6a9f" if score >= threshold else "#c0504d" for score in scores])
+    ax.axvline(threshold - 0.25, color="#555", linestyle="--", linewidth=1)
+    ax.set_xlim(0.5, 5.5)
+    ax.set_xlabel("judge score (red: dropped)")
+    ax.set_ylabel("rows")
+    ax.set_title("Judge scores")
+    return png(fig)
+
+
 def cluster_chart(records: list[Record], embedder: Embedder, seed: int) -> str | None:
     """2-D PCA of the final rows' embeddings, one panel per label, coloured by KMeans cluster."""
     if len(records) < 4:
@@ -193,6 +207,10 @@ def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
                       "dropped": ", ".join(f"{k}: {v}" for k, v in s.dropped.items()) or "-"} for s in manifest.funnel],
                     ["stage", "in", "kept", "dropped"]),
     ]
+    for stage in manifest.funnel:
+        histogram = (stage.stats or {}).get("histogram") if stage.stage == "judge" else None
+        if histogram:
+            parts += ["<h2>Judge scores</h2>", f"<img alt='judge scores' src='{judge_chart(histogram, stage.stats['threshold'])}'>"]
     kind = task_kind(recipe["task"])
     text_rows = kind.Spec.row_shape == TEXT
     picture = cluster_chart(final, embedder or Embedder(), recipe.get("seed", 0)) if final and text_rows else None

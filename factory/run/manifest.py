@@ -103,6 +103,8 @@ class Manifest(_Part):
     # What the task kind measured on its final rows (a table: its checks and its fidelity to the real
     # table); each kind documents its own keys and renders them (`Recipe.card_section`).
     kind_report: dict[str, Any] | None = None
+    splits: dict[str, Any] | None = None  # the held-out splits' rows per bucket and groups (factory.splits)
+    exports: dict[str, Any] | None = None  # the fine-tuning files written, per format (factory.export)
 
     @property
     def task(self) -> str:

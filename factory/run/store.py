@@ -25,6 +25,7 @@ from factory.errors import CacheDamagedError, RunLockedError
 from factory.records import DEFAULT_CONFIG, Completion, Prompt, Record, Rejected
 from factory.run.manifest import Manifest
 from factory.secrets import redact
+from factory.splits import SPLITS, TRAIN
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ def dataset_configs(run_dir: Path) -> list[str]:
     """The configs of a finished run's dataset, in order: ["default"] unless it has several tables."""
     listed = Path(run_dir) / "dataset" / CONFIGS_FILE
     return json.loads(listed.read_text()) if listed.is_file() else [DEFAULT_CONFIG]
+
+
+def dataset_files(run_dir: Path, config: str = DEFAULT_CONFIG) -> dict[str, Path]:
+    """A finished run's parquet file per split of `config`, in split order (train first)."""
+    folder = Path(run_dir) / "dataset" / "data" / ("" if config == DEFAULT_CONFIG else config)
+    return {split: path for split in SPLITS if (path := folder / f"{split}.parquet").is_file()}
 
 
 def request_key(identity: dict[str, Any], prompt: Prompt) -> str:
@@ -327,11 +334,12 @@ class RunStore:
         # redact(): a safety net, should a secret ever reach a recipe field that is not a variable's name.
         atomic_write_text(self.root / "manifest.json", redact(manifest.to_json()))
 
-    def write_dataset(self, configs: dict[str, list[dict[str, Any]]]) -> None:
-        """dataset/ as a Hugging Face dataset (save_to_disk) plus data/train.parquet, swapped in atomically.
+    def write_dataset(self, configs: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
+        """dataset/ as a Hugging Face dataset (save_to_disk) plus data/<split>.parquet, swapped in atomically.
 
+        `configs` is {config: {split: rows}}. With held-out splits the saved dataset is a DatasetDict.
         Several configs (related tables) are one saved dataset each, dataset/<config>/, with their
-        parquet in data/<config>/train.parquet and their names, in order, in dataset/configs.json."""
+        parquet in data/<config>/<split>.parquet and their names, in order, in dataset/configs.json."""
         import datasets
 
         build = self.root / ".dataset.partial"
@@ -340,12 +348,15 @@ class RunStore:
         datasets.disable_progress_bars()  # the build has its own progress bar
         single = list(configs) == [DEFAULT_CONFIG]
         try:
-            for name, rows in configs.items():
-                dataset = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({"id": [], "text": []})
-                dataset.save_to_disk(str(build if single else build / name))
-                parquet = build / "data" / ("train.parquet" if single else f"{name}/train.parquet")
-                parquet.parent.mkdir(parents=True, exist_ok=True)
-                dataset.to_parquet(str(parquet))
+            for name, splits in configs.items():
+                tables = {split: datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({"id": [], "text": []})
+                          for split, rows in splits.items()}
+                saved = tables[TRAIN] if list(tables) == [TRAIN] else datasets.DatasetDict(tables)
+                saved.save_to_disk(str(build if single else build / name))
+                for split, table in tables.items():
+                    parquet = build / "data" / (f"{split}.parquet" if single else f"{name}/{split}.parquet")
+                    parquet.parent.mkdir(parents=True, exist_ok=True)
+                    table.to_parquet(str(parquet))
             if not single:
                 (build / CONFIGS_FILE).write_text(json.dumps(list(configs)) + "\n")
         finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from factory.records import DEFAULT_CONFIG, STAGE_PARSE, Completion, Message, Prompt, Record, Rejected
+from factory.records import DEFAULT_CONFIG, STAGE_PARSE, Completion, Conversation, Message, Prompt, Record, Rejected
 from factory.spec import AxisValues, RecipeBase
 from factory.text import extract_json, is_refusal, normalize, words
 
@@ -165,8 +165,16 @@ class Recipe(ABC, Generic[SpecT]):
         """A record, or a rejected row with a reason. Never raises on bad model output."""
 
     def parse_rows(self, prompt: Prompt, completion: Completion, record_id: str) -> list[Record | Rejected]:
-        """Every row in one reply (one, unless the kind asks for several rows per request)."""
+        """Every row in one reply (one, unless the kind asks for several rows per request; none while a
+        multi-request row, such as a conversation, is not finished)."""
         return [self.parse(prompt, completion, record_id)]
+
+    def follow_up(self, prompt: Prompt, completion: Completion) -> Prompt | None:
+        """The next request of a row that takes several (a conversation's next turn), or None.
+
+        The follow-up keeps `prompt`'s (bucket, index) and is a pure function of it and the cached
+        replies, so a resumed build rebuilds the same chain of requests and sends none again."""
+        return None
 
     def dataset_row(self, record: Record) -> dict[str, Any]:
         """One row of the finished dataset: id, the kind's columns, and where it came from."""
@@ -177,7 +185,19 @@ class Recipe(ABC, Generic[SpecT]):
             row["rationale"] = record.meta.get("rationale", "")
         if self.spec.grounded:  # provenance: the passage's id (its document's name stays in the run directory)
             row["source_passage"] = record.meta.get("passage_id")
-        return row
+        return row | record.meta.get("dataset_columns", {})  # what filters measured for users (a judge's scores)
+
+    @classmethod
+    def conversation(cls, row: dict[str, Any], recipe: dict[str, Any]) -> Conversation:
+        """A finished dataset row as a chat, for the export layouts (kinds whose spec offers chat formats).
+
+        `recipe` is the run's resolved recipe (its `export:` settings, a classifier's labels)."""
+        raise NotImplementedError(f"the {cls.kind!r} kind has no conversation")
+
+    @classmethod
+    def export_columns(cls, row: dict[str, Any]) -> dict[str, Any]:
+        """A finished dataset row as the `columns` export writes it: the kind's own columns (all, when it declares none)."""
+        return {c: row[c] for c in cls.columns} if cls.columns else dict(row)
 
     def dataset_configs(self, final: Sequence[Record]) -> dict[str, list[dict[str, Any]]]:
         """The dataset's configs (name -> rows): one, "default", unless the kind makes several tables."""
@@ -238,7 +258,7 @@ class Recipe(ABC, Generic[SpecT]):
             if value is not None and not isinstance(value, str):
                 return reject("bad_json", f"field '{name}' is a {type(value).__name__}, not a string")
             values[name] = (value or "").strip()
-            if name in ("text", "instruction", "response", "query"):
+            if name in ("text", "instruction", "response", "query", "user", "assistant"):
                 if not values[name]:
                     return reject("empty", f"field '{name}' is empty")
                 if is_refusal(values[name]):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from factory.filters.params import ExactDedupParams
-from factory.records import STAGE_PARSE, Completion, Prompt, Record, Rejected
+from factory.records import STAGE_PARSE, Completion, Conversation, Prompt, Record, Rejected
 from factory.spec import EvalSpec, RealDataSpec, RecipeBase, Strict
 from factory.tasks.base import Recipe, bounded_examples, template
 
@@ -101,6 +101,13 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
     @classmethod
     def fields(cls, record: Record) -> dict[str, Any]:
         return {"text": record.fields["text"], "label": record.label}
+
+    @classmethod
+    def conversation(cls, row: dict[str, Any], recipe: dict[str, Any]) -> Conversation:
+        # For a chat model tuned as a classifier: the instruction names the labels, the answer is one.
+        instruction = (recipe.get("export") or {}).get("instruction") or (
+            f"Classify the text. Answer with one label: {', '.join(recipe['labels'])}.")
+        return Conversation([(instruction, row["label"])], input=row["text"])
 
     def schema(self) -> dict:
         props: dict = {}

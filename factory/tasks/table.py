@@ -103,6 +103,7 @@ class TableSpec(RecipeBase):
     """A recipe that makes a table: typed columns with constraints, checks across columns, a row count."""
 
     row_shape: ClassVar[str] = TABLE
+    export_formats: ClassVar[tuple[str, ...]] = ("columns",)
 
     task: Literal["table"]
     method: Literal["rows", "program", "related"] = Field(
@@ -144,6 +145,9 @@ class TableSpec(RecipeBase):
     def _defaults(self) -> TableSpec:
         if self.generate.per_label is not None or self.generate.count is not None:
             raise ValueError("generate.per_label and generate.count are for text recipes; a table recipe sets `rows:`")
+        if self.splits is not None and self.method == "related":
+            raise ValueError("splits: related tables are written whole (a split would cut rows from the parents their "
+                             "keys point to)")
         if self.method == "related":
             if self.columns or self.checks or self.examples:
                 raise ValueError("method related: columns, checks and examples go under each of `tables:`")
