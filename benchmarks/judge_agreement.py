@@ -26,6 +26,7 @@ from factory.filters.base import FilterContext
 from factory.filters.judge import Judge
 from factory.filters.params import JudgeParams
 from factory.generators import build_generator
+from factory.generators.catalog import list_models
 from factory.generators.params import LlamaCppParams
 from factory.records import Record
 from factory.text import words
@@ -126,8 +127,12 @@ def main() -> None:
     print(f"labelled set: {good} good pairs, {len(rows) - good} bad ({len(PAIRS)} off-topic swaps, {len(PAIRS)} planted errors)")
     baseline = aucs([overlap_score(r) for r, _, _ in rows], rows)
     print(json.dumps({"model": "baseline: question/answer word overlap", **{f"auc_{k}": round(v, 3) for k, v in baseline.items()}}))
-    for model in args.models.split(","):
-        print(json.dumps(asyncio.run(judge_with(model.strip(), rows))), flush=True)
+    status = {m["name"]: m for m in list_models()}
+    for model in (m.strip() for m in args.models.split(",")):
+        if status.get(model, {}).get("status") != "installed":
+            print(json.dumps({"model": model, "skipped": f"not installed: {status.get(model, {}).get('install', '?')}"}))
+            continue
+        print(json.dumps(asyncio.run(judge_with(model, rows))), flush=True)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,9 @@ class _Push:
 
         rows: dict[str, Any] = {}
         for name, train in tables.items():  # one config per table of a related recipe, else "default"
-            rows["train" if name == DEFAULT_CONFIG else name] = _row_count(train)
+            splits = dict(train) if isinstance(train, datasets.DatasetDict) else {"train": train}  # held-out splits
+            rows |= {split if name == DEFAULT_CONFIG else (name if split == "train" else f"{name}/{split}"): len(part)
+                     for split, part in splits.items()}
             train.push_to_hub(self.repo_id, config_name=name, token=self._token, revision=branch,
                               commit_message=f"Upload {self.run_dir.name} ({'train' if name == DEFAULT_CONFIG else name}) "
                                              "with dataset-factory",
@@ -353,10 +355,6 @@ def _describe(exc: Exception, repo_id: str, variable: str, endpoint: str) -> str
     if status == 412:
         return f"{repo_id} changed on the Hub during the push (412 on {where}); push again"
     return f"the Hub at {endpoint} answered {status} to {where} while pushing {repo_id}{said}{AGAIN}"
-
-
-def _row_count(dataset: Any) -> int:
-    return sum(len(split) for split in dataset.values()) if hasattr(dataset, "values") else len(dataset)
 
 
 def _version() -> str:
