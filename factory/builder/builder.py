@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import platform
+import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -22,7 +23,7 @@ from factory.data.real import real_split
 from factory.embeddings import Embedder
 from factory.errors import FactoryError
 from factory.eval.runner import evaluate
-from factory.export import export_run
+from factory.export import EXPORT_DIR, export_run
 from factory.filters import build_filter
 from factory.filters.base import Filter, FilterContext, FilterResult
 from factory.generators import Generator, build_generator
@@ -366,6 +367,7 @@ class Builder:
         by_split = {split: self.recipe.dataset_configs(rows) for split, rows in parts.items() if rows or split == TRAIN}
         store.write_dataset({config: {split: tables[config] for split, tables in by_split.items()}
                              for config in by_split[TRAIN]})
+        shutil.rmtree(self.run_dir / EXPORT_DIR, ignore_errors=True)  # files of an earlier dataset would mislead
         return report
 
     def _manifest(self, status: str, records: list[Record], final: list[Record], funnel: list[dict[str, Any]],
