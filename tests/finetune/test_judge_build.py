@@ -78,6 +78,11 @@ def test_the_judge_drops_low_scores_with_its_rationale_and_keeps_its_scores_as_c
     assert judge.stats["requests"]["requests"] == len(judged) == judge.rows_in, "each row reaching the judge, asked once"
     assert judge.stats["histogram"] == {"2.0": len(low), "5.0": judge.kept}
     assert judge.stats["requests"]["completion_tokens"] > 0, "the judge's cost is counted"
+    card = (run / "README.md").read_text()
+    mean = round((5 * judge.kept + len(low)) / judge.rows_in, 2)  # over every judged row, dropped ones included
+    assert "## Judge" in card and f"| correctness | Every fact, number, step and line of code in the response is right. | {mean} |" in card
+    assert f"| 2.0 | {len(low)} |" in card and f"| 5.0 | {judge.kept} |" in card
+    assert "Judge scores" in (run / "report.html").read_text()
 
     # Resumable like generation: a re-run asks the judge nothing again.
     before = len(server.log)
