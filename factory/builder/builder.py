@@ -170,23 +170,29 @@ class Builder:
         cached = store.cache.get_many(k for k, _ in keyed)
         pending: dict[str, list[tuple[str, Prompt]]] = defaultdict(list)
         follow_ups: list[Prompt] = []
-        rows: list[Record | Rejected] = []
+        hits = [(key, prompt) for key, prompt in keyed if key in cached]
         for key, prompt in keyed:
-            if key in cached:
-                rows += self._accept(key, prompt, cached[key], progress, follow_ups)
-            else:
+            if key not in cached:
                 pending[prompt.generator].append((key, prompt))
-        self._flush(store, rows)
+        await asyncio.gather(*(self.recipe.examine(prompt, cached[key]) for key, prompt in hits))
+        self._flush(store, [row for key, prompt in hits for row in self._accept(key, prompt, cached[key], progress, follow_ups)])
 
         async def drive(name: str, items: list[tuple[str, Prompt]]) -> None:
             rows: list[Record | Rejected] = []
             flushed = time.monotonic()
-            async for key, prompt, completion in self._send(store, name, items):
+
+            async def finish(key: str, prompt: Prompt, completion: Completion) -> None:
+                nonlocal rows, flushed
+                await self.recipe.examine(prompt, completion)  # e.g. a solution's tests, while generation goes on
                 rows += self._accept(key, prompt, completion, progress, follow_ups)
                 # The row logs are rebuilt from the cache on resume, so they flush per batch or second.
                 if len(rows) >= self.spec.generate.batch_size or time.monotonic() - flushed > 1.0:
                     self._flush(store, rows)
                     rows, flushed = [], time.monotonic()
+
+            finishing = [asyncio.create_task(finish(key, prompt, completion))
+                         async for key, prompt, completion in self._send(store, name, items)]
+            await asyncio.gather(*finishing)
             self._flush(store, rows)
 
         await asyncio.gather(*(drive(name, items) for name, items in pending.items()))

@@ -53,6 +53,13 @@ class FilterResult:
                 **({"stats": self.stats} if self.stats else {})}
 
 
+def compared_text(record: Record, field: str | None = None, include_response: bool = False) -> str:
+    """What a dedup stage compares: one named field ('' when the row lacks it), every text field, or the row's text."""
+    if field is not None:
+        return str(record.fields.get(field) or "")
+    return "\n".join(record.texts()) if include_response else record.text
+
+
 class Filter(ABC):
     """One stage of the filter chain, chosen in the recipe by `type:`."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from factory.filters.base import Filter, FilterResult
+from factory.filters.base import Filter, FilterResult, compared_text
 from factory.filters.params import ExactDedupParams
 from factory.records import Record, Rejected
 from factory.text import normalize_many
@@ -18,17 +18,17 @@ class ExactDedup(Filter):
     params: ExactDedupParams
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
-        if self.params.include_response:
-            texts = ["\n".join(r.texts()) for r in records]
-        else:
-            texts = [r.text for r in records]
+        texts = [compared_text(r, self.params.field, self.params.include_response) for r in records]
         keys: Sequence[object] = normalize_many(texts)
         if self.params.per_label:
             keys = list(zip((r.label for r in records), keys))
         first_seen: dict[object, str] = {}
         kept: list[Record] = []
         dropped: list[Rejected] = []
-        for record, key in zip(records, keys):
+        for record, text, key in zip(records, texts, keys):
+            if not text:  # nothing to compare (a row without the compared field)
+                kept.append(record)
+                continue
             seen = first_seen.get(key)
             if seen is None:
                 first_seen[key] = record.id

@@ -24,7 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from factory.filters.base import Filter, FilterResult
+from factory.filters.base import Filter, FilterResult, compared_text
 from factory.filters.params import NearDedupParams
 from factory.records import Record, Rejected
 from factory.text import normalize, normalize_many
@@ -407,7 +407,7 @@ class NearDedup(Filter):
         if n == 0:
             return FilterResult([], [], {**stats, "candidate_pairs": 0, "confirmed_pairs": 0, "clusters": 0,
                                          "rows_without_shingles": 0})
-        texts = ["\n".join(r.texts()) if p.include_response else r.text for r in records]
+        texts = [compared_text(r, p.field, p.include_response) for r in records]
         groups = None
         if p.per_label:
             names: dict[str | None, int] = {}

@@ -23,6 +23,8 @@ class ExactDedupParams(FilterParams):
         False, description="Only drop duplicates within the same label (cross-label copies are the `conflicts` filter's job)."
     )
     include_response: bool = Field(False, description="For instruction rows, compare instruction + response.")
+    field: str | None = Field(None, description="Compare this field of each row instead of its text (a code pair's "
+                                                "`solution`); a row without it never matches.")
     unique_columns: list[str] | None = Field(
         None, description="Tables: also drop a row that repeats an earlier row's value in one of these columns "
                           "(not_unique); a table recipe fills it with its `unique: true` columns.")
@@ -83,6 +85,8 @@ class NearDedupParams(FilterParams):
                     "labels are deduplicated too (the `conflicts` filter judges the labels).",
     )
     include_response: bool = Field(False, description="For instruction rows, compare instruction + response.")
+    field: str | None = Field(None, description="Compare this field of each row instead of its text (a code pair's "
+                                                "`solution`); a row without it never matches.")
 
     @model_validator(mode="after")
     def _check_bands(self) -> Self:

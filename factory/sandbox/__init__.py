@@ -78,11 +78,17 @@ class SandboxResult:
             return "timeout: the program ran past its time limit"
         if self.status == MEMORY:
             return "memory_limit: the program ran out of its memory limit"
-        blocked = _BLOCKED.search(self.stderr)
+        blocked = blocked_action(self.stderr)
         if self.status == BLOCKED and blocked:
-            return f"blocked: {blocked.group(1)} (not allowed in the sandbox)"
+            return f"blocked: {blocked} (not allowed in the sandbox)"
         last = next((line for line in reversed(self.stderr.strip().splitlines()) if line.strip()), "")
         return f"crashed: exit code {self.returncode}" + (f": {last.strip()[:300]}" if last else "")
+
+
+def blocked_action(text: str) -> str | None:
+    """What the sandbox blocked, as its audit hooks name it in an error ('network access', ...), or None."""
+    found = _BLOCKED.search(text)
+    return found.group(1) if found else None
 
 
 def bwrap() -> str:

@@ -13,13 +13,14 @@ from factory.records import Record
 from factory.spec import RecipeBase
 from factory.tasks.base import Recipe
 from factory.tasks.classification import ClassificationRecipe, ClassificationSpec
+from factory.tasks.code import CodeRecipe, CodeSpec
 from factory.tasks.instruction import InstructionRecipe, InstructionSpec
 from factory.tasks.table import TableRecipe, TableSpec
 
 if TYPE_CHECKING:
     from factory.corpus.selection import PassagePicker
 
-TASKS: dict[str, type[Recipe]] = {kind.kind: kind for kind in (ClassificationRecipe, InstructionRecipe, TableRecipe)}
+TASKS: dict[str, type[Recipe]] = {kind.kind: kind for kind in (ClassificationRecipe, InstructionRecipe, TableRecipe, CodeRecipe)}
 
 
 def task_kind(name: str) -> type[Recipe]:
@@ -36,5 +37,6 @@ def make_recipe(spec: RecipeBase, real_train: Sequence[Record] = (), passages: P
     return task_kind(spec.task)(spec, real_train, passages)
 
 
-__all__ = ["TASKS", "ClassificationRecipe", "ClassificationSpec", "InstructionRecipe", "InstructionSpec", "Recipe",
+__all__ = ["TASKS", "ClassificationRecipe", "ClassificationSpec", "CodeRecipe", "CodeSpec", "InstructionRecipe",
+           "InstructionSpec", "Recipe",
            "TableRecipe", "TableSpec", "make_recipe", "task_kind"]

@@ -169,6 +169,10 @@ class Recipe(ABC, Generic[SpecT]):
         multi-request row, such as a conversation, is not finished)."""
         return [self.parse(prompt, completion, record_id)]
 
+    async def examine(self, prompt: Prompt, completion: Completion) -> None:
+        """Slow work a reply needs before `parse_rows` (running a solution's tests), awaited off the
+        event loop's critical path: the build keeps generating meanwhile. Nothing by default."""
+
     def follow_up(self, prompt: Prompt, completion: Completion) -> Prompt | None:
         """The next request of a row that takes several (a conversation's next turn), or None.
 
