@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(os.system("command -v bwrap >/dev/null") != 0, r
 
 def task(k: int) -> dict[str, str]:
     return {"instruction": f"Write a function `times_{k}(x)` that returns x multiplied by {k}.",
-            "solution": f"```python\ndef times_{k}(x):\n    return x * {k}\n```", "tests": f"assert times_{k}(2) == {2 * k}\nassert times_{k}(0) == 0"}
+            "solution": f"```python\ndef times_{k}(x):\n    return x * {k}\n```",
+            "tests": f"assert times_{k}(2) == {2 * k}\nassert times_{k}(0) == 0"}
 
 
 def coder(body: dict, n: int) -> Action:

@@ -25,7 +25,8 @@ def test_a_right_solution_passes_and_a_wrong_one_fails_with_its_assertion() -> N
 
 @pytest.mark.parametrize("tests", [
     "def test_add():\n    assert add(2, 2) == 4\n",
-    "from solution import add\nimport unittest\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(add(1, 1), 2)\n",
+    "from solution import add\nimport unittest\n\nclass T(unittest.TestCase):\n"
+    "    def test_a(self):\n        self.assertEqual(add(1, 1), 2)\n",
 ])
 def test_test_functions_and_unittest_cases_run(tests: str) -> None:
     assert verify(ADD, tests, LIMITS).reason == PASSED
