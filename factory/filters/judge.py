@@ -69,7 +69,7 @@ class Judge(Filter):
     def request(self, record: Record) -> Prompt | None:
         generator = self.params.generator or (self.context.generators[0] if self.context.generators else "")
         rubric = "\n".join(f"- {name}: {meaning}" for name, meaning in self.params.rubric.items())
-        reply = json.dumps({name: {"rationale": "<one sentence>", "score": "<1-5>"} for name in self.params.rubric})
+        reply = json.dumps({name: {"rationale": "<one short sentence>", "score": "<1-5>"} for name in self.params.rubric})
         user = USER.format(example=transcript(record), rubric=rubric, reply=reply)
         return Prompt(bucket="judge", index=0, generator=generator, seed=0, schema=self.schema(),
                       messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
@@ -80,6 +80,9 @@ class Judge(Filter):
             return "no reply from the judge"
         if completion.error:
             return f"the judge's request failed: {completion.error}"
+        if completion.finish_reason == "length":
+            return (f"the verdict was cut at the judge's max_tokens after {completion.completion_tokens} tokens: give the "
+                    "judge generator more (a rubric of four criteria needs about 300)")
         reply = extract_json(completion.text)
         if reply is None:
             return f"unreadable verdict: {json.dumps(completion.text[:120])}"

@@ -185,8 +185,8 @@ class CodeRecipe(Recipe[CodeSpec]):
         if isinstance(code, Rejected):
             self.ended[(prompt.bucket, prompt.index)] = (code.reason, attempt, 0.0)
             return [code]
-        if outcome is None:
-            outcome = verify(code["solution"], code["tests"], self.limits)  # a caller that did not examine first
+        if outcome is None:  # a caller that did not examine first
+            outcome = self.checked[(prompt.bucket, prompt.index, attempt)] = verify(code["solution"], code["tests"], self.limits)
         meta = {**self.meta(prompt, completion), "language": self.spec.language, "passed_after_repairs": attempt,
                 "run_seconds": outcome.seconds}
         if outcome.passed:

@@ -96,6 +96,7 @@ def test_the_judge_drops_low_scores_with_its_rationale_and_keeps_its_scores_as_c
     (Action(text="I think it is fine."), "unreadable verdict"),
     (Action(text=json.dumps({"relevance": {"rationale": "ok", "score": 9}})), "no score from 1 to 5 for 'relevance'"),
     (Action(status=500), "the judge's request failed"),
+    (Action(text='{"relevance": {"rationale": "It', finish_reason="length"), "cut at the judge's max_tokens"),
 ])
 def test_a_failed_or_garbled_verdict_is_a_rejected_row_never_a_silent_keep(loopback, tmp_path, canary_key, reply, detail) -> None:
     server = loopback(script=writer_and_judge(lambda example: reply))
