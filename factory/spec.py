@@ -345,6 +345,28 @@ class RecipeBase(Strict):
         return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+class CountSpec(RecipeBase):
+    """A kind whose target is a number of rows, `generate.count` (default 50), in one bucket: "all"."""
+
+    BUCKET: ClassVar[str] = "all"
+
+    @model_validator(mode="after")
+    def _count(self) -> CountSpec:
+        if self.generate.per_label is not None:
+            raise ValueError("generate.per_label is for classification recipes; use generate.count")
+        self.generate.count = self.generate.count or 50
+        return self
+
+    def buckets(self) -> dict[str, int]:
+        return {self.BUCKET: self.generate.count or 0}
+
+    def resize(self, *, per_label: int | None = None, count: int | None = None) -> None:
+        if per_label is not None:
+            raise ValueError("--per-label is for classification recipes; use --count")
+        if count is not None:
+            self.generate.count = count
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """Safe loader that refuses duplicate mapping keys (two labels with one name would silently merge)."""
 

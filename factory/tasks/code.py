@@ -26,10 +26,10 @@ from factory.code.verify import PASSED, Outcome, verify
 from factory.filters.params import ExactDedupParams, NearDedupParams, NoveltyParams
 from factory.records import STAGE_PARSE, Completion, Conversation, Prompt, Record, Rejected
 from factory.sandbox import Limits
-from factory.spec import RecipeBase, Strict
+from factory.spec import CountSpec, Strict
 from factory.tasks.base import Recipe, template
 
-BUCKET = "all"
+BUCKET = CountSpec.BUCKET
 _FENCE = re.compile(r"^```[a-zA-Z0-9_+-]*\n(.*?)\n?```\s*$", re.DOTALL)
 
 
@@ -51,7 +51,7 @@ class CodeRunSpec(Strict):
                                 "inline, one at a time, holding up generation meanwhile (the benchmark's baseline).")
 
 
-class CodeSpec(RecipeBase):
+class CodeSpec(CountSpec):
     """A recipe that makes programming tasks with solutions verified by running their tests."""
 
     task: Literal["code"]
@@ -63,21 +63,9 @@ class CodeSpec(RecipeBase):
 
     @model_validator(mode="after")
     def _defaults(self) -> CodeSpec:
-        if self.generate.per_label is not None:
-            raise ValueError("generate.per_label is for classification recipes; use generate.count")
-        self.generate.count = self.generate.count or 50
         if not self.filters:  # task statements: exact and Self-Instruct novelty; solutions: near copies
             self.filters = [ExactDedupParams(), NoveltyParams(), NearDedupParams(field="solution")]
         return self
-
-    def buckets(self) -> dict[str, int]:
-        return {BUCKET: self.generate.count or 0}
-
-    def resize(self, *, per_label: int | None = None, count: int | None = None) -> None:
-        if per_label is not None:
-            raise ValueError("--per-label is for classification recipes; use --count")
-        if count is not None:
-            self.generate.count = count
 
 
 def strip_fence(code: str) -> str:

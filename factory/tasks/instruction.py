@@ -10,10 +10,10 @@ from pydantic import Field, model_validator
 
 from factory.filters.params import ExactDedupParams, NoveltyParams
 from factory.records import STAGE_PARSE, Completion, Conversation, Message, Prompt, Record, Rejected
-from factory.spec import RecipeBase, Strict
+from factory.spec import CountSpec, Strict
 from factory.tasks.base import Recipe, template, too_close
 
-BUCKET = "all"
+BUCKET = CountSpec.BUCKET
 
 
 class InstructionExample(Strict):
@@ -23,7 +23,7 @@ class InstructionExample(Strict):
     response: str = Field(min_length=1, description="A good response to it.")
 
 
-class InstructionSpec(RecipeBase):
+class InstructionSpec(CountSpec):
     """A recipe that makes (instruction, response) pairs, Self-Instruct style, or from the user's documents."""
 
     # qa: a question the passage answers, and the answer from the passage alone;
@@ -43,23 +43,11 @@ class InstructionSpec(RecipeBase):
     def _defaults(self) -> InstructionSpec:
         if not self.examples and not self.sources:
             raise ValueError("examples: at least one seed task is needed (or `sources:` to write pairs from documents)")
-        if self.generate.per_label is not None:
-            raise ValueError("generate.per_label is for classification recipes; use generate.count")
         if self.turns > 1 and self.grounding.mode == "query":
             raise ValueError("turns: a search query and its passage make one turn (grounding.mode query); use mode qa")
-        self.generate.count = self.generate.count or 50
         if not self.filters:
             self.filters = [ExactDedupParams(), NoveltyParams()]
         return self
-
-    def buckets(self) -> dict[str, int]:
-        return {BUCKET: self.generate.count or 0}
-
-    def resize(self, *, per_label: int | None = None, count: int | None = None) -> None:
-        if per_label is not None:
-            raise ValueError("--per-label is for classification recipes; use --count")
-        if count is not None:
-            self.generate.count = count
 
 
 class InstructionRecipe(Recipe[InstructionSpec]):
