@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.add_argument("--no-push", action="store_true", help="skip the push that the recipe's hub: section asks for")
     build.add_argument("--force", action="store_true", help="push even when the eval gate fails")
+    build.add_argument("--engine", choices=["local", "ray"], help="where requests run (default: the recipe's engine, else local)")
+    build.add_argument("--address", help="--engine ray: the cluster, auto or ray://host:port (default: start one here)")
+    build.add_argument("--workers", type=_positive, help="--engine ray: actors per generator")
 
     compare = sub.add_parser("compare", help="build a recipe once per generator on the same prompts; compare the data")
     compare.add_argument("recipe", type=Path)
@@ -105,6 +108,9 @@ def _load(args: argparse.Namespace) -> RecipeBase:
         spec.generate.max_requests = args.max_requests
     if getattr(args, "seed", None) is not None:
         spec.seed = args.seed
+    for flag in ("engine", "address", "workers"):
+        if getattr(args, flag, None) is not None:
+            setattr(spec.engine, "name" if flag == "engine" else flag, getattr(args, flag))
     return spec
 
 

@@ -217,6 +217,15 @@ class ExportSpec(Strict):
                                    "gpt-4o-mini and gpt-4.1 models; 16,385 for gpt-3.5-turbo).")
 
 
+class EngineSpec(Strict):
+    """Where the build's requests run: this process (local) or Ray actors. The output is the same."""
+
+    name: Literal["local", "ray"] = Field("local", description="local: asyncio in this process. ray: each generator's "
+                                                              "requests on Ray actors (`pip install dataset-factory[ray]`).")
+    address: str | None = Field(None, description="ray: the cluster, `auto` or ray://host:port (default: start one here).")
+    workers: int = Field(2, ge=1, le=1024, description="ray: actors per generator, each loading it once.")
+
+
 class RecipeBase(Strict):
     # The grounding modes this kind offers, its default first; empty: the kind takes no `sources:`.
     grounding_modes: ClassVar[tuple[str, ...]] = ()
@@ -247,6 +256,7 @@ class RecipeBase(Strict):
     grounding: GroundingSpec = Field(default_factory=GroundingSpec, description="How passages from `sources` are chosen and used.")
     splits: SplitSpec | None = Field(None, description="Validation and test splits of the final rows (default: train only).")
     export: ExportSpec | None = Field(None, description="Write the dataset in fine-tuning formats too (`factory export` does it later).")
+    engine: EngineSpec = Field(default_factory=EngineSpec, description="Run the requests here or on a Ray cluster.")
 
     @field_validator("axes")
     @classmethod
@@ -342,7 +352,9 @@ class RecipeBase(Strict):
         return self.model_dump(mode="json")
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()[:16]
+        """The recipe's identity; where it runs (`engine`) is left out: it changes no row."""
+        resolved = {k: v for k, v in self.resolved().items() if k != "engine"}
+        return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class CountSpec(RecipeBase):

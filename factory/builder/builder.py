@@ -26,7 +26,7 @@ from factory.eval.runner import evaluate
 from factory.export import EXPORT_DIR, export_run
 from factory.filters import build_filter
 from factory.filters.base import Filter, FilterContext, FilterResult
-from factory.generators import Generator, build_generator
+from factory.generators import Generator, GeneratorParams, build_generator
 from factory.records import STAGE_FINAL, STAGE_PARSE, STAGE_TARGET, Completion, Prompt, Record, Rejected
 from factory.run.manifest import Manifest
 from factory.run.store import RunStore, atomic_write_text, request_key
@@ -115,7 +115,7 @@ class Builder:
         if not chosen:
             raise FactoryError(f"no generator named {only_generator!r}; the recipe has {[g.name for g in spec.generators]}")
         self.generators: dict[str, Generator] = dict(generators) if generators is not None else {
-            g.name: build_generator(g) for g in chosen}
+            g.name: self._make_generator(g) for g in chosen}
         self._generator_params = {g.name: g for g in spec.generators}
         self.answers: dict[str, Completion] = {}  # replies to the filters' requests (a judge's verdicts), by request key
         self.stage_costs: dict[int, GeneratorStats] = defaultdict(GeneratorStats)  # those requests, per filter stage
@@ -147,11 +147,19 @@ class Builder:
 
     # -- generation -----------------------------------------------------------------------------
 
+    def _make_generator(self, params: GeneratorParams) -> Generator:
+        engine = self.spec.engine
+        if engine.name == "ray":  # imported only here: a local build never touches Ray
+            from factory.generators.ray_pool import RayGenerator
+
+            return RayGenerator(params, engine.workers, engine.address)
+        return build_generator(params)
+
     def _generator(self, name: str, load: bool = True) -> Generator:
         if name not in self.generators:  # a judge that is not among the generators of this build (compare)
             if name not in self._generator_params:
                 raise FactoryError(f"no generator named {name!r}; the recipe has {list(self._generator_params)}")
-            self.generators[name] = build_generator(self._generator_params[name])
+            self.generators[name] = self._make_generator(self._generator_params[name])
         generator = self.generators[name]
         if not load:
             return generator

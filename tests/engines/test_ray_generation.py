@@ -1,0 +1,88 @@
+"""--engine ray: a build's requests on Ray actors write the same dataset as a local build, also when a
+worker is killed mid-build. A local Ray cluster with 2 CPUs, started by the test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import CANARY_KEY, classification_recipe, write_recipe
+from loopback_openai import Action, default_text
+
+from factory.cli import main
+from factory.run.manifest import load_manifest
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    os.environ["FACTORY_TEST_KEY"] = CANARY_KEY  # the workers' environment is the one Ray starts with
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def funnel(run: Path) -> list[tuple]:
+    return [(s.stage, s.rows_in, s.kept, tuple(sorted(s.dropped.items()))) for s in load_manifest(run).funnel]
+
+
+def build_both(server, tmp_path: Path, **overrides) -> tuple[Path, Path]:
+    recipe = classification_recipe(server.base_url, generate={"per_label": 12}, **overrides)
+    runs = []
+    for engine in ("local", "ray"):
+        path = write_recipe(tmp_path / f"{engine}.yaml", recipe)
+        run = tmp_path / engine
+        assert main(["build", str(path), "--out", str(run), "--no-progress", "--engine", engine, "--workers", "2"]) == 0
+        runs.append(run)
+    return runs[0], runs[1]
+
+
+def test_a_ray_build_writes_the_same_dataset_as_a_local_build(ray_cluster, loopback, tmp_path, canary_key) -> None:
+    server = loopback()
+    local, on_ray = build_both(server, tmp_path)
+    data = Path("dataset") / "data" / "train.parquet"
+    assert (local / data).read_bytes() == (on_ray / data).read_bytes()
+    assert funnel(local) == funnel(on_ray)
+    manifest = load_manifest(on_ray)
+    assert manifest.recipe_hash == load_manifest(local).recipe_hash, "where it ran changes no row, nor the hash"
+    generator = manifest.generators[0]
+    assert generator["engine"] == "ray" and generator["workers"] == 2
+    assert sum(w["requests"] for w in generator["worker_stats"]) == generator["requests"] - generator["cached"]
+    assert len({w["pid"] for w in generator["worker_stats"]}) == 2
+
+
+def test_a_worker_killed_mid_build_loses_nothing(ray_cluster, loopback, tmp_path, canary_key) -> None:
+    killed = threading.Event()
+    victims: list[int] = []
+
+    def script(body: dict, n: int) -> Action:
+        if len(server.log) == 12 and not killed.is_set():
+            killed.set()  # SIGKILL one of the two worker processes while requests are in flight
+            pids = subprocess.run(["pgrep", "-f", "GeneratorWorker"], capture_output=True, text=True).stdout.split()
+            if pids:
+                victims.append(int(pids[0]))
+                os.kill(victims[0], signal.SIGKILL)
+        return Action(text=default_text(body), delay=0.05)
+
+    server = loopback(script=script)
+    recipe = classification_recipe(server.base_url, generate={"per_label": 12})
+    on_ray = tmp_path / "ray"
+    path = write_recipe(tmp_path / "ray.yaml", recipe)
+    assert main(["build", str(path), "--out", str(on_ray), "--no-progress", "--engine", "ray", "--workers", "2"]) == 0
+    assert victims, "a worker process was killed"
+    stats = load_manifest(on_ray).generators[0]["worker_stats"]
+    assert len(stats) == 2 and victims[0] not in {w["pid"] for w in stats}, "the killed actor was restarted"
+    local = tmp_path / "local"  # the same server (the endpoint is part of each request's key), no kill now
+    assert main(["build", str(path), "--out", str(local), "--no-progress", "--engine", "local"]) == 0
+    data = Path("dataset") / "data" / "train.parquet"
+    assert (local / data).read_bytes() == (on_ray / data).read_bytes(), "the killed worker's prompts were re-issued"
+    # A re-run on Ray sends nothing: every finished request was committed by the driver.
+    assert funnel(local) == funnel(on_ray)
+    before = len(server.log)
+    assert main(["build", str(path), "--out", str(on_ray), "--no-progress", "--engine", "ray"]) == 0
+    assert len(server.log) == before
