@@ -123,6 +123,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"run directory: {result.run_dir}")
     for bucket, state in manifest.progress.items():
         print(f"  {bucket}: {state.kept}/{state.target}")
+    for generator in manifest.generators:  # --engine ray: what each worker did
+        for k, worker in enumerate(generator.get("worker_stats") or []):
+            busy = worker["busy_s"]
+            print(f"  {generator['name']} worker {k} (pid {worker['pid']}): {worker['requests']} requests, "
+                  f"{busy:.1f} s busy" + (f", {worker['requests'] / busy:.1f} requests/s" if busy else ""))
     for stage in manifest.funnel:
         dropped = ", ".join(f"{k}={v}" for k, v in stage.dropped.items()) or "-"
         print(f"  {stage.stage:<12} in={stage.rows_in:<6} kept={stage.kept:<6} dropped: {dropped}")

@@ -12,6 +12,7 @@ not cached, sent again by the next build. Nothing here is imported unless a buil
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -21,6 +22,8 @@ from factory.errors import require
 from factory.generators import build_generator
 from factory.generators.base import Generator, GeneratorParams
 from factory.records import Completion, Prompt
+
+log = logging.getLogger(__name__)
 
 
 class GeneratorWorker:
@@ -65,7 +68,9 @@ class RayGenerator(Generator):
     def load(self) -> None:
         ray = require("ray", "ray")
         if not ray.is_initialized():
-            ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+            context = ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False)
+            if getattr(context, "dashboard_url", None):
+                log.info("ray: dashboard at http://%s", context.dashboard_url)
         in_flight = max(1, getattr(self.params, "concurrency", 1) // self.workers)  # an API client's share
         actor = ray.remote(max_restarts=-1, max_task_retries=-1)(GeneratorWorker)
         self.actors = [actor.options(max_concurrency=in_flight).remote(self.params) for _ in range(self.workers)]

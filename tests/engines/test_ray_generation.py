@@ -42,9 +42,10 @@ def build_both(server, tmp_path: Path, **overrides) -> tuple[Path, Path]:
     return runs[0], runs[1]
 
 
-def test_a_ray_build_writes_the_same_dataset_as_a_local_build(ray_cluster, loopback, tmp_path, canary_key) -> None:
+def test_a_ray_build_writes_the_same_dataset_as_a_local_build(ray_cluster, loopback, tmp_path, canary_key, capsys) -> None:
     server = loopback()
     local, on_ray = build_both(server, tmp_path)
+    assert "loop worker 1 (pid " in capsys.readouterr().out, "per-worker throughput in the terminal"
     data = Path("dataset") / "data" / "train.parquet"
     assert (local / data).read_bytes() == (on_ray / data).read_bytes()
     assert funnel(local) == funnel(on_ray)
