@@ -7,7 +7,7 @@ The flow, with the real clients (`datasets` and `huggingface_hub`, no hand-writt
    Nothing is sent before all of this holds.
 2. `create_repo` (private if asked, exist_ok) and check that an existing repo is not public when a
    private one was asked for.
-3. `Dataset.push_to_hub` for the train split (config "default", data/train-*.parquet) and, with
+3. `Dataset.push_to_hub` for the train split and any held-out splits (config "default", data/<split>-*.parquet) and, with
    `include_rejected`, for the rejected rows (config "rejected", rejected/train-*.parquet). Each push
    replaces the shards of its split, so pushing twice does not duplicate rows.
 4. One last commit of our own: the run's README.md (the dataset card) and, without
@@ -132,14 +132,14 @@ class _Push:
         branch = None if self.revision == "main" else self.revision
 
         rows: dict[str, Any] = {}
-        for name, train in tables.items():  # one config per table of a related recipe, else "default"
-            splits = dict(train) if isinstance(train, datasets.DatasetDict) else {"train": train}  # held-out splits
+        for name, table in tables.items():  # one config per table of a related recipe, else "default"
+            splits = dict(table) if isinstance(table, datasets.DatasetDict) else {"train": table}  # held-out splits
             rows |= {split if name == DEFAULT_CONFIG else (name if split == "train" else f"{name}/{split}"): len(part)
                      for split, part in splits.items()}
-            train.push_to_hub(self.repo_id, config_name=name, token=self._token, revision=branch,
+            table.push_to_hub(self.repo_id, config_name=name, token=self._token, revision=branch,
                               commit_message=f"Upload {self.run_dir.name} ({'train' if name == DEFAULT_CONFIG else name}) "
                                              "with dataset-factory",
-                              **({} if isinstance(train, datasets.DatasetDict) else {"split": "train"}))
+                              **({} if isinstance(table, datasets.DatasetDict) else {"split": "train"}))
         if rejected is not None:
             rows[REJECTED_CONFIG] = len(rejected)
             rejected.push_to_hub(self.repo_id, config_name=REJECTED_CONFIG, split="train", token=self._token,

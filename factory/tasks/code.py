@@ -85,8 +85,8 @@ class CodeRecipe(Recipe[CodeSpec]):
     def __init__(self, spec: CodeSpec, real_train: Sequence[Record] = (), passages: Any = None) -> None:
         super().__init__(spec, real_train, passages)
         self.limits = Limits(seconds=spec.run.seconds, memory_mb=spec.run.memory_mb)
-        workers = spec.run.workers if spec.run.workers is not None else (os.cpu_count() or 1)
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="factory-code") if workers else None
+        self.workers = spec.run.workers if spec.run.workers is not None else (os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None  # made on the first run: a re-read recipe starts no threads
         self.checked: dict[tuple[str, int, int], Outcome | Rejected] = {}  # (bucket, index, attempt) -> its run
         self.ended: dict[tuple[str, int], tuple[str, int, float]] = {}  # prompt -> (reason, repairs, seconds)
 
@@ -152,11 +152,13 @@ class CodeRecipe(Recipe[CodeSpec]):
         if isinstance(code, Rejected):
             self.checked[key] = code
             return
-        if self.pool is None:  # inline: the event loop (and generation) waits
+        if not self.workers:  # inline: the event loop (and generation) waits
             self.checked[key] = verify(code["solution"], code["tests"], self.limits)
-        else:
-            self.checked[key] = await asyncio.get_running_loop().run_in_executor(
-                self.pool, verify, code["solution"], code["tests"], self.limits)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="factory-code")
+        self.checked[key] = await asyncio.get_running_loop().run_in_executor(
+            self._pool, verify, code["solution"], code["tests"], self.limits)
 
     def parse(self, prompt: Prompt, completion: Completion, record_id: str) -> Record | Rejected:
         """This reply alone (compare pairs first replies): its row, or why it is not one yet."""
