@@ -1,6 +1,6 @@
-"""Requests/s of a build on Ray actors against the local async engine, at the same total concurrency.
+"""Ray against one process: generation requests/s, and near-dedup rows/s on planted rows.
 
-A loopback OpenAI server (its own process) answers every request after a fixed latency. The same
+Requests: a loopback OpenAI server (its own process) answers every request after a fixed latency. The same
 classification recipe is built with `--engine local` and with `--engine ray` on 1, 2 and 4 actors
 (each actor gets concurrency / workers requests in flight), each into a fresh run directory; we
 report generation requests/s (requests / the manifest's generation seconds) and check that every
@@ -8,7 +8,14 @@ build wrote the same dataset. One machine only: Ray's gain here is spreading the
 processes; on a real cluster the actors sit on other nodes (more cores, more GPUs for in-process
 models), and completions travel back through Ray's object store and the network to the driver.
 
-    python benchmarks/ray_scaling.py [--rows 400] [--latency 0.05] [--concurrency 32]
+Dedup: `--dedup-rows` rows (default 1M) of 12-20 words, a third of them planted near copies (one word
+changed) or exact copies of another row; near_dedup (char 3-grams, Jaccard 0.8) in this process and on
+Ray Data (`factory/engines/ray_dedup.py`), rows/s each, and whether both dropped the same rows with the
+same details. On one machine Ray adds shuffles, serialisation and task start-up to the same numpy work;
+its gain is more cores and memory on more nodes, which this machine cannot show.
+
+    python benchmarks/ray_scaling.py [--rows 400] [--latency 0.05] [--concurrency 32] [--dedup-rows 1000000]
+                                     [--skip-requests] [--skip-dedup]
 """
 
 from __future__ import annotations
@@ -18,15 +25,21 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _loopback import loopback_server  # noqa: E402
 
 from factory import build  # noqa: E402
-from factory.spec import parse_recipe  # noqa: E402
+from factory.engines.ray_engine import RayEngine  # noqa: E402
+from factory.filters.near_dedup import NearDedup  # noqa: E402
+from factory.filters.params import NearDedupParams  # noqa: E402
+from factory.records import Record  # noqa: E402
+from factory.spec import EngineSpec, parse_recipe  # noqa: E402
 
 
 def recipe(base_url: str, per_label: int, concurrency: int) -> dict:
@@ -39,14 +52,38 @@ def recipe(base_url: str, per_label: int, concurrency: int) -> dict:
                             "api_key_env": "SCALING_KEY", "concurrency": concurrency, "timeout": 30}]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=400)
-    parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--concurrency", type=int, default=32)
-    args = parser.parse_args()
+def planted_rows(n: int, seed: int = 0) -> list[Record]:
+    """n rows of 12-20 words from a 5,000-word vocabulary; a third copy an earlier row, half of those with one word changed."""
+    rng = np.random.default_rng(seed)
+    vocabulary = np.array([f"w{k}" for k in range(5000)])
+    lengths = rng.integers(12, 21, n)
+    texts = [" ".join(vocabulary[rng.integers(0, 5000, m)]) for m in lengths.tolist()]
+    copies = rng.choice(np.arange(1, n), n // 3, replace=False)
+    for row in copies.tolist():
+        words = texts[int(rng.integers(0, row))].split()
+        if rng.random() < 0.5:
+            words[int(rng.integers(0, len(words)))] = str(vocabulary[int(rng.integers(0, 5000))])
+        texts[row] = " ".join(words)
+    return [Record({"text": t}, id=f"r{k}") for k, t in enumerate(texts)]
+
+
+def dedup(rows: int) -> None:
+    records = planted_rows(rows)
+    params = NearDedupParams(type="near_dedup")
+    results = {}
+    for engine in ("local", "ray"):
+        stage = NearDedup(params) if engine == "local" else RayEngine(EngineSpec(name="ray", min_rows=0)).stage(NearDedup(params))
+        started = time.perf_counter()
+        result = stage.apply(records)
+        seconds = time.perf_counter() - started
+        results[engine] = ([r.id for r in result.kept], [(r.id, r.detail) for r in result.dropped])
+        print(json.dumps({"near_dedup": engine, "rows": rows, "dropped": len(result.dropped), "seconds": round(seconds, 1),
+                          "rows_per_s": round(rows / seconds), "stats": result.stats}), flush=True)
+    print(json.dumps({"same_decisions": results["local"] == results["ray"]}))
+
+
+def requests(args: argparse.Namespace) -> None:
     os.environ["SCALING_KEY"] = "loopback-not-a-secret"
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     datasets = set()
     with loopback_server(args.latency) as url, tempfile.TemporaryDirectory() as work:
         for engine, workers in (("local", 0), ("ray", 1), ("ray", 2), ("ray", 4)):
@@ -63,6 +100,22 @@ def main() -> None:
                               "requests_per_s": round(sent / manifest.timings.generation_s, 1),
                               "per_worker": [w["requests"] for w in generator.get("worker_stats", [])]}), flush=True)
     print(json.dumps({"identical_datasets": len(datasets) == 1}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=400)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--dedup-rows", type=int, default=1_000_000)
+    parser.add_argument("--skip-requests", action="store_true")
+    parser.add_argument("--skip-dedup", action="store_true")
+    args = parser.parse_args()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    if not args.skip_requests:
+        requests(args)
+    if not args.skip_dedup:
+        dedup(args.dedup_rows)
     ray.shutdown()
 
 

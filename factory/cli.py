@@ -17,6 +17,7 @@ from factory.eval.names import CONDITIONS, SYNTHETIC_REAL
 from factory.secrets import RedactingFilter, check_env_name, redact
 
 if TYPE_CHECKING:
+    from factory.run.manifest import Manifest
     from factory.spec import RecipeBase
 
 log = logging.getLogger("factory")
@@ -46,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.add_argument("--no-push", action="store_true", help="skip the push that the recipe's hub: section asks for")
     build.add_argument("--force", action="store_true", help="push even when the eval gate fails")
-    build.add_argument("--engine", choices=["local", "ray"], help="where requests run (default: the recipe's engine, else local)")
+    build.add_argument("--engine", choices=["local", "ray"], help="where the build runs: its requests, large filter "
+                       "passes and embeddings (default: the recipe's engine, else local)")
     build.add_argument("--address", help="--engine ray: the cluster, auto or ray://host:port (default: start one here)")
     build.add_argument("--workers", type=_positive, help="--engine ray: actors per generator")
 
@@ -114,6 +116,20 @@ def _load(args: argparse.Namespace) -> RecipeBase:
     return spec
 
 
+def print_engine(manifest: Manifest) -> None:
+    """--engine ray: what each generator worker did and which steps ran on Ray Data."""
+    for generator in manifest.generators:
+        for worker in generator.get("worker_stats") or []:
+            busy = worker["busy_s"]
+            print(f"  worker {worker['name']} (pid {worker['pid']}): {worker['requests']} requests, "
+                  f"{busy:.1f} s busy" + (f", {worker['requests'] / busy:.1f} requests/s" if busy else ""))
+    engine = manifest.engine or {}
+    for step, done in (engine.get("steps") or {}).items():
+        print(f"  ray data: {step}: {done['rows']:.0f} rows in {done['calls']:.0f} passes, {done['seconds']:.1f} s")
+    if engine.get("on_driver"):
+        print(f"  in this process (they need every row at once): {', '.join(engine['on_driver'])}")
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from factory.api import build
 
@@ -123,11 +139,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"run directory: {result.run_dir}")
     for bucket, state in manifest.progress.items():
         print(f"  {bucket}: {state.kept}/{state.target}")
-    for generator in manifest.generators:  # --engine ray: what each worker did
-        for k, worker in enumerate(generator.get("worker_stats") or []):
-            busy = worker["busy_s"]
-            print(f"  {generator['name']} worker {k} (pid {worker['pid']}): {worker['requests']} requests, "
-                  f"{busy:.1f} s busy" + (f", {worker['requests'] / busy:.1f} requests/s" if busy else ""))
+    print_engine(manifest)
     for stage in manifest.funnel:
         dropped = ", ".join(f"{k}={v}" for k, v in stage.dropped.items()) or "-"
         print(f"  {stage.stage:<12} in={stage.rows_in:<6} kept={stage.kept:<6} dropped: {dropped}")

@@ -115,9 +115,7 @@ class Embedder:
         if missing:
             if len(missing) >= 1000:
                 log.info("embedding %d texts with %s", len(missing), self.model or DEFAULT_EMBEDDING_MODEL)
-            vectors = self._load().encode(
-                list(missing.values()), batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=False,
-            ).float().cpu().numpy()
+            vectors = self.compute(list(missing.values()))
             # Normalised here, in float32: unit vectors to float precision whatever the model ran in.
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
             self._memo.update(zip(missing, vectors))
@@ -126,6 +124,13 @@ class Embedder:
         if not keys:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._memo[k] for k in keys])
+
+
+    def compute(self, texts: list[str]) -> np.ndarray:
+        """The model's float32 vectors of `texts`, not yet normalised (an engine may run it elsewhere)."""
+        return self._load().encode(
+            texts, batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=False,
+        ).float().cpu().numpy()
 
 
 def _native_precision(device: str) -> str:

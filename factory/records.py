@@ -47,10 +47,12 @@ class Completion:
     error: str | None = None
     seconds: float = 0.0
     cached: bool = False
+    worker: str = ""  # the engine worker that answered (Ray); like `cached`, not part of the stored reply
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("cached")
+        data.pop("worker")
         return data
 
     @classmethod

@@ -218,12 +218,16 @@ class ExportSpec(Strict):
 
 
 class EngineSpec(Strict):
-    """Where the build's requests run: this process (local) or Ray actors. The output is the same."""
+    """Where the build runs: this process (local) or a Ray cluster. The output is the same."""
 
     name: Literal["local", "ray"] = Field("local", description="local: asyncio in this process. ray: each generator's "
                                                               "requests on Ray actors (`pip install dataset-factory[ray]`).")
     address: str | None = Field(None, description="ray: the cluster, `auto` or ray://host:port (default: start one here).")
-    workers: int = Field(2, ge=1, le=1024, description="ray: actors per generator, each loading it once.")
+    workers: int = Field(2, ge=1, le=1024, description="ray: actors per generator (and embedding actors), each loading "
+                                                      "its model once.")
+    min_rows: int = Field(20_000, ge=0, description="ray: filters and embeddings go to Ray Data from this many rows; "
+                                                    "fewer run in this process, where Ray Data's start-up (seconds "
+                                                    "per stage) would cost more than it saves.")
 
 
 class RecipeBase(Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import sqlite3
@@ -113,3 +114,13 @@ def real_rows(tmp_path: Path) -> str:
     rows = [(review(label, rng), label) for label in ("positive", "negative") for _ in range(40)]
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "real.csv", index=False)
     return "real.csv"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """A local Ray cluster with 2 CPUs, started once for the tests of `--engine ray`."""
+    ray = pytest.importorskip("ray")
+    os.environ["FACTORY_TEST_KEY"] = CANARY_KEY  # the workers' environment is the one Ray starts with
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

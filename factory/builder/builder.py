@@ -21,12 +21,13 @@ from factory.corpus import Corpus, load_corpus
 from factory.corpus.selection import PassagePicker
 from factory.data.real import real_split
 from factory.embeddings import Embedder
+from factory.engines import make_engine
 from factory.errors import FactoryError
 from factory.eval.runner import evaluate
 from factory.export import EXPORT_DIR, export_run
 from factory.filters import build_filter
 from factory.filters.base import Filter, FilterContext, FilterResult
-from factory.generators import Generator, GeneratorParams, build_generator
+from factory.generators import Generator
 from factory.records import STAGE_FINAL, STAGE_PARSE, STAGE_TARGET, Completion, Prompt, Record, Rejected
 from factory.run.manifest import Manifest
 from factory.run.store import RunStore, atomic_write_text, request_key
@@ -111,11 +112,12 @@ class Builder:
         self.requests_per_bucket = requests_per_bucket
         self.after = tuple(after)
         self.show_progress = progress
+        self.engine = make_engine(spec.engine)
         chosen = [g for g in spec.generators if only_generator in (None, g.name)]
         if not chosen:
             raise FactoryError(f"no generator named {only_generator!r}; the recipe has {[g.name for g in spec.generators]}")
         self.generators: dict[str, Generator] = dict(generators) if generators is not None else {
-            g.name: self._make_generator(g) for g in chosen}
+            g.name: self.engine.generator(g) for g in chosen}
         self._generator_params = {g.name: g for g in spec.generators}
         self.answers: dict[str, Completion] = {}  # replies to the filters' requests (a judge's verdicts), by request key
         self.stage_costs: dict[int, GeneratorStats] = defaultdict(GeneratorStats)  # those requests, per filter stage
@@ -131,7 +133,7 @@ class Builder:
         """Read the real rows, make the recipe and fit the filters (bad data fails here, before any model loads)."""
         name_secret_variables(recipe_secret_variables(self.spec.resolved()))  # scrubbed from all output
         self.real = real_split(self.spec)
-        embedder = self._embedder or Embedder(cache=self.run_dir / "embeddings.sqlite")
+        embedder = self._embedder or self.engine.embedder(self.run_dir / "embeddings.sqlite")
         self.corpus: Corpus | None = None
         picker = None
         if self.spec.grounded:  # read, chunk and check the documents before any model loads
@@ -143,23 +145,15 @@ class Builder:
                                      passages={p.id: p.text for p in self.corpus.passages} if self.corpus else {},
                                      generators=tuple(self._generator_params), answer=self._answer)
         stages = self._filters if self._filters is not None else [build_filter(p, self.spec.row_shape) for p in self.spec.filters]
-        self.filters = [stage.fit(self.context) for stage in stages]
+        self.filters = [self.engine.stage(stage).fit(self.context) for stage in stages]
 
     # -- generation -----------------------------------------------------------------------------
-
-    def _make_generator(self, params: GeneratorParams) -> Generator:
-        engine = self.spec.engine
-        if engine.name == "ray":  # imported only here: a local build never touches Ray
-            from factory.generators.ray_pool import RayGenerator
-
-            return RayGenerator(params, engine.workers, engine.address)
-        return build_generator(params)
 
     def _generator(self, name: str, load: bool = True) -> Generator:
         if name not in self.generators:  # a judge that is not among the generators of this build (compare)
             if name not in self._generator_params:
                 raise FactoryError(f"no generator named {name!r}; the recipe has {list(self._generator_params)}")
-            self.generators[name] = self._make_generator(self._generator_params[name])
+            self.generators[name] = self.engine.generator(self._generator_params[name])
         generator = self.generators[name]
         if not load:
             return generator
@@ -399,6 +393,7 @@ class Builder:
             "passing": not ((eval_spec := self.spec.evaluation()) and eval_spec.gate),
             "versions": _versions(),
             "embeddings": self.context.embeddings().describe(),
+            "engine": self.engine.describe(),
             "generators": [
                 {**self.generators[name].describe(), **_stats_json(self.stats[name])} for name in self.generators
             ],

@@ -17,6 +17,7 @@ class BuildProgress:
         self.enabled = enabled
         self._bar = None
         self._kept: Counter[str] = Counter()
+        self._workers: Counter[str] = Counter()  # replies per engine worker (Ray), for throughput per worker
         self._new_tokens = 0
         self._started = time.perf_counter()
 
@@ -45,6 +46,8 @@ class BuildProgress:
             self._new_tokens += completion.completion_tokens
         if accepted:
             self._kept[bucket] += 1  # provisional until the next filter pass
+        if completion.worker:
+            self._workers[completion.worker] += 1
         if self._bar is not None:
             self._bar.update(1)
             self._show()
@@ -54,4 +57,8 @@ class BuildProgress:
             return
         rate = self._new_tokens / max(time.perf_counter() - self._started, 1e-9)
         kept = " ".join(f"{b}={min(self._kept[b], t)}/{t}" for b, t in self.targets.items())
-        self._bar.set_postfix_str(f"{kept} | {rate:.0f} tok/s", refresh=False)
+        workers = ""
+        if self._workers:
+            elapsed = max(time.perf_counter() - self._started, 1e-9)
+            workers = " | " + " ".join(f"{w}: {n / elapsed:.1f}/s" for w, n in sorted(self._workers.items()))
+        self._bar.set_postfix_str(f"{kept} | {rate:.0f} tok/s{workers}", refresh=False)

@@ -65,6 +65,9 @@ class Filter(ABC):
 
     type: ClassVar[str]
     Params: ClassVar[type[FilterParams]]
+    # True when `apply` decides each row on its own, from the params, the fit and the context's seed and
+    # labels only, and reports no stats: an engine may then split the rows into blocks (Ray Data).
+    rowwise: ClassVar[bool] = False
 
     def __init__(self, params: FilterParams) -> None:
         self.params = params

@@ -10,6 +10,12 @@ from factory.records import Record, Rejected
 from factory.text import normalize_many
 
 
+def dedup_keys(texts: Sequence[str], labels: Sequence[str | None] | None) -> list[str]:
+    """What two rows must share to be copies: the normalised text (and the label, when given)."""
+    keys = normalize_many(texts)
+    return keys if labels is None else [f"{label}\0{key}" for label, key in zip(labels, keys)]
+
+
 class ExactDedup(Filter):
     """Keeps the first row of each normalised text (case, whitespace, punctuation, Unicode form)."""
 
@@ -19,20 +25,27 @@ class ExactDedup(Filter):
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
         texts = [compared_text(r, self.params.field, self.params.include_response) for r in records]
-        keys: Sequence[object] = normalize_many(texts)
-        if self.params.per_label:
-            keys = list(zip((r.label for r in records), keys))
-        first_seen: dict[object, str] = {}
+        first = self.first_copies(texts, [r.label for r in records] if self.params.per_label else None)
         kept: list[Record] = []
         dropped: list[Rejected] = []
-        for record, text, key in zip(records, texts, keys):
-            if not text:  # nothing to compare (a row without the compared field)
-                kept.append(record)
-                continue
-            seen = first_seen.get(key)
-            if seen is None:
-                first_seen[key] = record.id
-                kept.append(record)
+        for row, record in enumerate(records):
+            if row in first:
+                dropped.append(Rejected.from_record(record, self.type, "exact_duplicate",
+                                                    f"same text as {records[first[row]].id}"))
             else:
-                dropped.append(Rejected.from_record(record, self.type, "exact_duplicate", f"same text as {seen}"))
+                kept.append(record)
         return FilterResult(kept, dropped)
+
+    def first_copies(self, texts: Sequence[str], labels: Sequence[str | None] | None) -> dict[int, int]:
+        """{row: the first row with the same key} for every row that repeats an earlier row's key.
+
+        A row without the compared text has nothing to compare: never a copy. An engine that searches
+        elsewhere overrides this."""
+        first_seen: dict[str, int] = {}
+        out: dict[int, int] = {}
+        for row, (text, key) in enumerate(zip(texts, dedup_keys(texts, labels))):
+            if text:
+                earliest = first_seen.setdefault(key, row)
+                if earliest != row:
+                    out[row] = earliest
+        return out

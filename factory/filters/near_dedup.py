@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -232,38 +232,51 @@ def _minhash(hashes: np.ndarray, counts: np.ndarray, num_perm: int, seed: int) -
     return sig.reshape(rows, num_perm)
 
 
-def _band_pairs(sig: np.ndarray, active: np.ndarray, groups: np.ndarray, bands: int, rows: int,
-                seed: int) -> np.ndarray:
-    """Unique candidate pairs (i < j) as int64 codes i * n + j, from rows sharing a band's values.
+def band_keys(sig: np.ndarray, groups: np.ndarray, bands: int, rows: int, seed: int) -> np.ndarray:
+    """(len(sig), bands) uint64: a hash of each band's values, salted with the row's group and the band.
+
+    Rows with the same key in some band are LSH candidates; a row's keys depend on that row alone, so
+    any process computes them for any slice of the rows."""
+    salt = _mix(groups.astype(np.uint64) ^ _seed_key(seed, 3))
+    keys = np.empty((len(sig), bands), dtype=np.uint64)
+    for band in range(bands):
+        key = salt + _U64(band * int(_MUL) % (1 << 64))
+        for col in sig[:, band * rows:(band + 1) * rows].T:
+            key = _mix(key ^ col.astype(np.uint64))
+        keys[:, band] = key
+    return keys
+
+
+def bucket_pairs(key: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (left < right) among `members` (ascending row numbers) that share a `key`.
 
     Within a bucket every member is paired with the bucket's first member and with its predecessor:
     linear in the bucket size (all-identical inputs stay cheap), and a near-copy pair is missed only
     if every band that holds it also holds an unrelated row between them.
     """
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    same = sorted_key[1:] == sorted_key[:-1]
+    if not same.any():
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    members = members[order]
+    starts = np.flatnonzero(np.concatenate(([True], ~same)))
+    first = members[starts[np.cumsum(np.concatenate(([True], ~same))) - 1]]
+    right = members[1:][same]
+    to_first = first[1:][same] != members[:-1][same]
+    return (np.concatenate((members[:-1][same], first[1:][same][to_first])),
+            np.concatenate((right, right[to_first])))
+
+
+def _band_pairs(sig: np.ndarray, active: np.ndarray, groups: np.ndarray, bands: int, rows: int,
+                seed: int) -> np.ndarray:
+    """Unique candidate pairs (i < j) as int64 codes i * n + j, from rows sharing a band's values."""
     n = len(sig)
     idx = np.flatnonzero(active)
     if len(idx) < 2:
         return np.zeros(0, dtype=np.int64)
-    codes: list[np.ndarray] = []
-    salt = _mix(groups[idx].astype(np.uint64) ^ _seed_key(seed, 3))
-    for band in range(bands):
-        key = salt + _U64(band * int(_MUL) % (1 << 64))
-        for col in sig[idx, band * rows:(band + 1) * rows].T:
-            key = _mix(key ^ col.astype(np.uint64))
-        order = np.argsort(key, kind="stable")
-        sorted_key = key[order]
-        same = sorted_key[1:] == sorted_key[:-1]
-        if not same.any():
-            continue
-        members = idx[order]
-        starts = np.flatnonzero(np.concatenate(([True], ~same)))
-        first = members[starts[np.cumsum(np.concatenate(([True], ~same))) - 1]]
-        right = members[1:][same]
-        codes.append(members[:-1][same] * n + right)
-        to_first = first[1:][same] != members[:-1][same]
-        codes.append(first[1:][same][to_first] * n + right[to_first])
-    if not codes:
-        return np.zeros(0, dtype=np.int64)
+    keys = band_keys(sig[idx], groups[idx], bands, rows, seed)
+    codes = [left * n + right for left, right in (bucket_pairs(keys[:, band], idx) for band in range(bands))]
     return np.unique(np.concatenate(codes))
 
 
@@ -320,7 +333,7 @@ def _jaccard(hashes: np.ndarray, starts: np.ndarray, counts: np.ndarray, a: np.n
     return out
 
 
-def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Root of every node's connected component: its smallest index (hook high to low, then jump)."""
     parent = np.arange(n, dtype=np.int64)
     while len(a):
@@ -339,17 +352,57 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @dataclass(slots=True)
+class Shingled:
+    """The shingle sets of some rows, row after row (`starts`, `counts`), and their MinHash signatures."""
+
+    hashes: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+    sig: np.ndarray
+
+    @classmethod
+    def of(cls, texts: Sequence[str], p: NearDedupParams) -> Shingled:
+        hash_parts, count_parts, sig_parts = [], [], []
+        for start in range(0, len(texts), _CHUNK_ROWS):
+            hashes, counts = _shingles(texts[start:start + _CHUNK_ROWS], p.unit, p.ngram)
+            hash_parts.append(hashes)
+            count_parts.append(counts)
+            sig_parts.append(_minhash(hashes, counts, p.num_perm, p.seed))
+        if not hash_parts:
+            return cls(np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                       np.zeros((0, p.num_perm), np.uint32))
+        counts = np.concatenate(count_parts)
+        return cls(np.concatenate(hash_parts), np.cumsum(counts) - counts, counts, np.concatenate(sig_parts))
+
+    def jaccard(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Exact Jaccard of rows a[k] and b[k]."""
+        return _jaccard(self.hashes, self.starts, self.counts, a, b)
+
+    def confirm(self, a: np.ndarray, b: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The candidate pairs whose exact Jaccard reaches `threshold`, with it (cheap bounds first)."""
+        counts = self.counts
+        # Pairs whose sizes alone rule the threshold out skip the exact check: J <= small / large.
+        small, large = np.minimum(counts[a], counts[b]), np.maximum(counts[a], counts[b])
+        possible = small >= threshold * large - 1e-9
+        a, b = _likely(self.sig, counts, a[possible], b[possible], threshold)
+        similarity = self.jaccard(a, b)
+        close = similarity >= threshold - 1e-12
+        return a[close], b[close], similarity[close]
+
+
+@dataclass(slots=True)
 class NearDuplicates:
-    """Confirmed near-duplicate pairs (a, b, their exact Jaccard) and each row's cluster root (its earliest row)."""
+    """Confirmed near-duplicate pairs (a, b, their exact Jaccard) and each row's cluster root (its earliest row).
+
+    `jaccard(a, b)` gives the exact Jaccard of any other pairs of the same rows."""
 
     root: np.ndarray
     a: np.ndarray
     b: np.ndarray
     similarity: np.ndarray
     candidates: int
-    hashes: np.ndarray  # the shingle hashes of every row, row after row (starts, counts)
-    starts: np.ndarray
-    counts: np.ndarray
+    rows_without_shingles: int
+    jaccard: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def near_duplicates(texts: Sequence[str], p: NearDedupParams, groups: np.ndarray | None = None) -> NearDuplicates:
@@ -359,24 +412,12 @@ def near_duplicates(texts: Sequence[str], p: NearDedupParams, groups: np.ndarray
     are joined into connected components."""
     n = len(texts)
     bands, rows = p.resolved_bands()
-    hash_parts, count_parts, sig_parts = [], [], []
-    for start in range(0, n, _CHUNK_ROWS):
-        hashes, counts = _shingles(texts[start:start + _CHUNK_ROWS], p.unit, p.ngram)
-        hash_parts.append(hashes)
-        count_parts.append(counts)
-        sig_parts.append(_minhash(hashes, counts, p.num_perm, p.seed))
-    hashes, counts, sig = np.concatenate(hash_parts), np.concatenate(count_parts), np.concatenate(sig_parts)
-    starts = np.cumsum(counts) - counts
-    codes = _band_pairs(sig, counts > 0, np.zeros(n, dtype=np.int64) if groups is None else groups, bands, rows, p.seed)
-    a, b = codes // n, codes % n
-    # Pairs whose sizes alone rule the threshold out skip the exact check: J <= small / large.
-    small, large = np.minimum(counts[a], counts[b]), np.maximum(counts[a], counts[b])
-    possible = small >= p.threshold * large - 1e-9
-    a, b = _likely(sig, counts, a[possible], b[possible], p.threshold)
-    similarity = _jaccard(hashes, starts, counts, a, b)
-    close = similarity >= p.threshold - 1e-12
-    a, b, similarity = a[close], b[close], similarity[close]
-    return NearDuplicates(_components(n, a, b), a, b, similarity, len(codes), hashes, starts, counts)
+    shingled = Shingled.of(texts, p)
+    codes = _band_pairs(shingled.sig, shingled.counts > 0, np.zeros(n, dtype=np.int64) if groups is None else groups,
+                        bands, rows, p.seed)
+    a, b, similarity = shingled.confirm(codes // n, codes % n, p.threshold)
+    return NearDuplicates(components(n, a, b), a, b, similarity, len(codes), int((shingled.counts == 0).sum()),
+                          shingled.jaccard)
 
 
 class NearDedup(Filter):
@@ -412,10 +453,10 @@ class NearDedup(Filter):
         if p.per_label:
             names: dict[str | None, int] = {}
             groups = np.fromiter((names.setdefault(r.label, len(names)) for r in records), dtype=np.int64, count=n)
-        found = near_duplicates(texts, p, groups)
+        found = self.find(texts, groups)
         root, a, b, similarity = found.root, found.a, found.b, found.similarity
         dropped_rows = np.flatnonzero(root != np.arange(n))
-        to_root = _jaccard(found.hashes, found.starts, found.counts, root[dropped_rows], dropped_rows)
+        to_root = found.jaccard(root[dropped_rows], dropped_rows)
         via = self._links(dropped_rows[to_root < p.threshold - 1e-12], a, b, similarity)
 
         drop = np.zeros(n, dtype=bool)
@@ -436,9 +477,13 @@ class NearDedup(Filter):
             dropped.append(rejected)
         stats.update({
             "candidate_pairs": found.candidates, "confirmed_pairs": len(a),
-            "clusters": len(np.unique(root[dropped_rows])), "rows_without_shingles": int((found.counts == 0).sum()),
+            "clusters": len(np.unique(root[dropped_rows])), "rows_without_shingles": found.rows_without_shingles,
         })
         return FilterResult(kept, dropped, stats)
+
+    def find(self, texts: Sequence[str], groups: np.ndarray | None) -> NearDuplicates:
+        """The near-duplicate clusters of `texts` (an engine that runs it elsewhere overrides this)."""
+        return near_duplicates(texts, self.params, groups)
 
     @staticmethod
     def _links(rows: np.ndarray, a: np.ndarray, b: np.ndarray, similarity: np.ndarray) -> dict[int, tuple[int, float]]:

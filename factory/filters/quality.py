@@ -122,6 +122,7 @@ class Quality(Filter):
     type = "quality"
     Params = QualityParams
     params: QualityParams
+    rowwise = True
 
     def fit(self, context: FilterContext) -> Self:
         super().fit(context)

@@ -90,6 +90,7 @@ class Manifest(_Part):
     passing: bool = True
     versions: dict[str, str]
     embeddings: dict[str, str] | None = None
+    engine: dict[str, Any] | None = None  # where it ran: local, or Ray with its workers and steps
     generators: list[dict[str, Any]]
     targets: dict[str, int]
     progress: dict[str, BucketProgress]

@@ -10,21 +10,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import CANARY_KEY, classification_recipe, write_recipe
+from conftest import classification_recipe, write_recipe
 from loopback_openai import Action, default_text
 
 from factory.cli import main
 from factory.run.manifest import load_manifest
 
-ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ["FACTORY_TEST_KEY"] = CANARY_KEY  # the workers' environment is the one Ray starts with
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytest.importorskip("ray")
 
 
 def funnel(run: Path) -> list[tuple]:
@@ -45,7 +37,7 @@ def build_both(server, tmp_path: Path, **overrides) -> tuple[Path, Path]:
 def test_a_ray_build_writes_the_same_dataset_as_a_local_build(ray_cluster, loopback, tmp_path, canary_key, capsys) -> None:
     server = loopback()
     local, on_ray = build_both(server, tmp_path)
-    assert "loop worker 1 (pid " in capsys.readouterr().out, "per-worker throughput in the terminal"
+    assert "worker loop/1 (pid " in capsys.readouterr().out, "per-worker throughput in the terminal"
     data = Path("dataset") / "data" / "train.parquet"
     assert (local / data).read_bytes() == (on_ray / data).read_bytes()
     assert funnel(local) == funnel(on_ray)

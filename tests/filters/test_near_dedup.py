@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from factory.filters.near_dedup import (
     NearDedup,
     NearDedupParams,
-    _components,
     _minhash,
     _shingles,
+    components,
     fold,
     fold_many,
     optimal_bands,
@@ -165,7 +165,7 @@ def test_components_root_is_the_smallest_index() -> None:
         for x, y in zip(a.tolist(), b.tolist()):
             rx, ry = _find(parent, x), _find(parent, y)
             parent[max(rx, ry)] = min(rx, ry)
-        assert _components(n, a, b).tolist() == [_find(parent, x) for x in range(n)]
+        assert components(n, a, b).tolist() == [_find(parent, x) for x in range(n)]
 
 
 def _find(parent: list[int], x: int) -> int:

@@ -12,26 +12,25 @@ not cached, sent again by the next build. Nothing here is imported unless a buil
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from factory.engines.ray_cluster import connect
 from factory.errors import require
 from factory.generators import build_generator
 from factory.generators.base import Generator, GeneratorParams
 from factory.records import Completion, Prompt
 
-log = logging.getLogger(__name__)
-
 
 class GeneratorWorker:
     """One Ray actor: a loaded backend that answers one prompt per call (several at once for an API)."""
 
-    def __init__(self, params: GeneratorParams) -> None:
+    def __init__(self, params: GeneratorParams, index: int) -> None:
         self.generator = build_generator(params)
         self.generator.load()
+        self.name = f"{params.name}/{index}"  # the same after a restart: the progress bar counts per name
         self.requests = 0
         self.busy_s = 0.0
 
@@ -40,11 +39,12 @@ class GeneratorWorker:
         async for _, completion in self.generator.stream([prompt]):
             self.requests += 1
             self.busy_s += time.perf_counter() - started
+            completion.worker = self.name
             return completion
         raise RuntimeError("the backend returned no completion")
 
     def stats(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "requests": self.requests, "busy_s": round(self.busy_s, 3)}
+        return {"name": self.name, "pid": os.getpid(), "requests": self.requests, "busy_s": round(self.busy_s, 3)}
 
 
 class RayGenerator(Generator):
@@ -66,14 +66,10 @@ class RayGenerator(Generator):
         return {**self.inner.describe(), "engine": "ray", "workers": self.workers, "worker_stats": self.worker_stats}
 
     def load(self) -> None:
-        ray = require("ray", "ray")
-        if not ray.is_initialized():
-            context = ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False)
-            if getattr(context, "dashboard_url", None):
-                log.info("ray: dashboard at http://%s", context.dashboard_url)
+        ray = connect(self.address)
         in_flight = max(1, getattr(self.params, "concurrency", 1) // self.workers)  # an API client's share
         actor = ray.remote(max_restarts=-1, max_task_retries=-1)(GeneratorWorker)
-        self.actors = [actor.options(max_concurrency=in_flight).remote(self.params) for _ in range(self.workers)]
+        self.actors = [actor.options(max_concurrency=in_flight).remote(self.params, k) for k in range(self.workers)]
 
     async def stream(self, prompts: Sequence[Prompt]) -> AsyncIterator[tuple[Prompt, Completion]]:
         ray = require("ray", "ray")
