@@ -83,7 +83,6 @@ def dedup(rows: int) -> None:
 
 
 def requests(args: argparse.Namespace) -> None:
-    os.environ["SCALING_KEY"] = "loopback-not-a-secret"
     datasets = set()
     with loopback_server(args.latency) as url, tempfile.TemporaryDirectory() as work:
         for engine, workers in (("local", 0), ("ray", 1), ("ray", 2), ("ray", 4)):
@@ -111,6 +110,7 @@ def main() -> None:
     parser.add_argument("--skip-requests", action="store_true")
     parser.add_argument("--skip-dedup", action="store_true")
     args = parser.parse_args()
+    os.environ["SCALING_KEY"] = "loopback-not-a-secret"  # before ray.init: the workers inherit this environment
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     if not args.skip_requests:
         requests(args)

@@ -124,6 +124,8 @@ def print_engine(manifest: Manifest) -> None:
             print(f"  worker {worker['name']} (pid {worker['pid']}): {worker['requests']} requests, "
                   f"{busy:.1f} s busy" + (f", {worker['requests'] / busy:.1f} requests/s" if busy else ""))
     engine = manifest.engine or {}
+    if engine.get("dashboard"):
+        print(f"  ray dashboard: {engine['dashboard']}")
     for step, done in (engine.get("steps") or {}).items():
         print(f"  ray data: {step}: {done['rows']:.0f} rows in {done['calls']:.0f} passes, {done['seconds']:.1f} s")
     if engine.get("on_driver"):

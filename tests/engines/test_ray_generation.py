@@ -3,14 +3,18 @@ worker is killed mid-build. A local Ray cluster with 2 CPUs, started by the test
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from conftest import classification_recipe, write_recipe
+from conftest import CANARY_KEY, cached_requests, classification_recipe, resent, write_recipe
 from loopback_openai import Action, default_text
 
 from factory.cli import main
@@ -79,3 +83,43 @@ def test_a_worker_killed_mid_build_loses_nothing(ray_cluster, loopback, tmp_path
     before = len(server.log)
     assert main(["build", str(path), "--out", str(on_ray), "--no-progress", "--engine", "ray"]) == 0
     assert len(server.log) == before
+
+
+def test_a_driver_killed_mid_build_resumes_without_resending(loopback, tmp_path) -> None:
+    """kill -9 of the driver of a Ray build (its own cluster, in a subprocess); the re-run re-sends no
+    finished request and writes exact counts without duplicates."""
+    server = loopback(delay=0.05)
+    path = write_recipe(tmp_path / "r.yaml", classification_recipe(server.base_url, generate={"per_label": 40, "batch_size": 4}))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "factory", "build", str(path), "--out", str(out), "--no-progress", "--engine", "ray",
+           "--workers", "2"]
+    env = {**os.environ, "FACTORY_TEST_KEY": CANARY_KEY, "RAY_ADDRESS": ""}  # a cluster of its own, not the tests'
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(server.completed()) < 25 and time.time() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert not (out / "manifest.json").exists(), "the run finished before it was killed"
+    finished = cached_requests(out)
+    assert len(finished) >= 20
+    sent_before = len(server.log)
+
+    assert subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300).returncode == 0
+    assert resent(server, sent_before, finished) == []
+    table = pd.read_parquet(out / "dataset" / "data" / "train.parquet")
+    assert table["label"].value_counts().to_dict() == {"positive": 40, "negative": 40}
+    assert table["id"].is_unique
+    ids = [json.loads(line)["id"] for line in (out / "generated.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids))
+
+
+def test_a_local_build_imports_nothing_of_ray(loopback, tmp_path) -> None:
+    server = loopback()
+    path = write_recipe(tmp_path / "r.yaml", classification_recipe(server.base_url))
+    probe = (f"import sys\nfrom factory.cli import main\nassert main(['build', {str(path)!r}, '--out', {str(tmp_path / 'run')!r}, "
+             "'--no-progress']) == 0\nprint('RAY', sorted(m for m in sys.modules if m.split('.')[0] == 'ray' "
+             "or m.startswith('factory.engines.ray')))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "FACTORY_TEST_KEY": CANARY_KEY})
+    assert "RAY []" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
