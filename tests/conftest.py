@@ -85,6 +85,36 @@ def resent(server: LoopbackOpenAI, since: int, finished: set[str]) -> list[str]:
     return [i for r in server.log[since:] if (i := request_identity(r.body["messages"], r.body["seed"])) in finished]
 
 
+def assert_resumes_after_sigkill(server: LoopbackOpenAI, cmd: list[str], env: dict[str, str], out: Path,
+                                 per_label: int) -> None:
+    """Run `cmd` (a build into `out` of a two-label recipe), kill -9 it mid-generation, run it again: the
+    re-run re-sends no finished request and writes exact counts without duplicates."""
+    import subprocess
+    import time
+
+    import pandas as pd
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(server.completed()) < 25 and time.time() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert not (out / "manifest.json").exists(), "the run finished before it was killed"
+    # What the cache holds after the crash is exactly what must never be sent again.
+    finished = cached_requests(out)
+    assert len(finished) >= 20
+    sent_before = len(server.log)
+
+    assert subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600).returncode == 0
+    assert resent(server, sent_before, finished) == []
+    table = pd.read_parquet(out / "dataset" / "data" / "train.parquet")
+    assert table["label"].value_counts().to_dict() == {"positive": per_label, "negative": per_label}
+    assert table["id"].is_unique
+    ids = [json.loads(line)["id"] for line in (out / "generated.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids))
+
+
 @pytest.fixture()
 def canary_key(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("FACTORY_TEST_KEY", CANARY_KEY)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 import pytest
-from conftest import CANARY_KEY, cached_requests, classification_recipe, resent, write_recipe
+from conftest import CANARY_KEY, assert_resumes_after_sigkill, classification_recipe, write_recipe
 from loopback_openai import Action, default_text
 
 from factory import build, load_recipe
@@ -193,26 +192,7 @@ def test_sigkill_mid_generation_resumes_without_resending(tmp_path: Path, loopba
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "factory", "build", str(path), "--out", str(out), "--no-progress"]
     env = {**os.environ, "FACTORY_TEST_KEY": CANARY_KEY}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while len(server.completed()) < 25 and time.time() < deadline:
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    assert not (out / "manifest.json").exists(), "the run finished before it was killed"
-
-    # What the cache holds after the crash is exactly what must never be sent again.
-    finished = cached_requests(out)
-    assert len(finished) >= 20
-    sent_before = len(server.log)
-
-    assert subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
-    assert resent(server, sent_before, finished) == []
-    table = pd.read_parquet(out / "dataset" / "data" / "train.parquet")
-    assert table["label"].value_counts().to_dict() == {"positive": 40, "negative": 40}
-    assert table["id"].is_unique
-    ids = [json.loads(line)["id"] for line in (out / "generated.jsonl").read_text().splitlines()]
-    assert len(ids) == len(set(ids))
+    assert_resumes_after_sigkill(server, cmd, env, out, per_label=40)
 
 
 def test_manifest_names_the_embeddings_a_build_used(tmp_path: Path, loopback, canary_key: str) -> None:

@@ -3,18 +3,15 @@ worker is killed mid-build. A local Ray cluster with 2 CPUs, started by the test
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from conftest import CANARY_KEY, cached_requests, classification_recipe, resent, write_recipe
+from conftest import CANARY_KEY, assert_resumes_after_sigkill, classification_recipe, write_recipe
 from loopback_openai import Action, default_text
 
 from factory.cli import main
@@ -94,24 +91,7 @@ def test_a_driver_killed_mid_build_resumes_without_resending(loopback, tmp_path)
     cmd = [sys.executable, "-m", "factory", "build", str(path), "--out", str(out), "--no-progress", "--engine", "ray",
            "--workers", "2"]
     env = {**os.environ, "FACTORY_TEST_KEY": CANARY_KEY, "RAY_ADDRESS": ""}  # a cluster of its own, not the tests'
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while len(server.completed()) < 25 and time.time() < deadline:
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    assert not (out / "manifest.json").exists(), "the run finished before it was killed"
-    finished = cached_requests(out)
-    assert len(finished) >= 20
-    sent_before = len(server.log)
-
-    assert subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300).returncode == 0
-    assert resent(server, sent_before, finished) == []
-    table = pd.read_parquet(out / "dataset" / "data" / "train.parquet")
-    assert table["label"].value_counts().to_dict() == {"positive": 40, "negative": 40}
-    assert table["id"].is_unique
-    ids = [json.loads(line)["id"] for line in (out / "generated.jsonl").read_text().splitlines()]
-    assert len(ids) == len(set(ids))
+    assert_resumes_after_sigkill(server, cmd, env, out, per_label=40)
 
 
 def test_a_local_build_imports_nothing_of_ray(loopback, tmp_path) -> None:
