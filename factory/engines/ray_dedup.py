@@ -46,7 +46,7 @@ def _exact_keys(batch: dict[str, np.ndarray], per_label: bool, partitions: int) 
     keys = dedup_keys(list(batch["text"]), list(batch["label"]) if per_label else None)
     present = np.array([bool(t) for t in batch["text"]], dtype=bool)  # no text: nothing to compare
     key = np.array(keys, dtype=object)[present]
-    hashed = pd.util.hash_array(key.astype(str)) if len(key) else np.zeros(0, np.uint64)
+    hashed = pd.util.hash_array(key) if len(key) else np.zeros(0, np.uint64)  # object strings, hashed in place
     return {"pos": batch["pos"][present], "key": key, "part": _partition(hashed, partitions)}
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from factory.embeddings import Embedder
 from factory.filters.base import Filter, FilterContext, FilterResult
-from factory.records import Record, Rejected
+from factory.records import Prompt, Record, Rejected
 
 if TYPE_CHECKING:
     from factory.engines.ray_engine import RayEngine
@@ -20,12 +20,13 @@ if TYPE_CHECKING:
 def _apply_rowwise(batch: dict[str, np.ndarray], stage: Any) -> dict[str, np.ndarray]:
     import ray
 
-    result = ray.get(stage).apply([pickle.loads(blob) for blob in batch["record"]])
+    records = [pickle.loads(blob) for blob in batch["record"]]
+    result = ray.get(stage).apply(records)
     if result.stats:
         raise RuntimeError(f"{result.stats!r}: a rowwise stage must not report whole-batch stats")
     kept = {r.id: pickle.dumps(r) for r in result.kept}  # a stage may return annotated copies
     dropped = {r.id: pickle.dumps(r) for r in result.dropped}
-    ids = [pickle.loads(blob).id for blob in batch["record"]]
+    ids = [r.id for r in records]
     return {"pos": batch["pos"], "kept": np.array([kept.get(i, b"") for i in ids], dtype=object),
             "dropped": np.array([dropped.get(i, b"") for i in ids], dtype=object)}
 
@@ -46,6 +47,9 @@ class RowsOnRay(Filter):
         super().fit(context)
         self.inner.fit(context)
         return self
+
+    def request(self, record: Record) -> Prompt | None:
+        return self.inner.request(record)
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
         if not self.engine.distributes(len(records)):
