@@ -146,7 +146,8 @@ class RayNearDedup(NearDedup):
             ray, p, parts = self.engine.ray, self.params, self.engine.partitions(n)
             table = self.engine.table({"text": list(texts)})
             shared = ray.put(table)  # read by every pair check: one copy per node, in the object store
-            rows = self.engine.rows({"text": list(texts), "group": np.zeros(n, np.int64) if groups is None else groups})
+            rows = self.engine.rows({"text": table.column("text"),  # already Arrow: not converted again
+                                     "group": np.zeros(n, np.int64) if groups is None else groups})
             keyed = rows.map_batches(_near_band_rows, fn_kwargs={"p": p, "partitions": parts},
                                      batch_format="numpy").materialize()
             empty = int(keyed.sum("empty") or 0)
