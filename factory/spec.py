@@ -117,6 +117,12 @@ class GenerateSpec(Strict):
                     "if too few do, the shortest are cut to this length. Keeps prompts short whatever the real data.",
     )
     reasoning: bool = Field(False, description="Ask for a short rationale before the text (chain of thought); kept in the row's meta.")
+    match_real_length: bool = Field(
+        False,
+        description="Classification: ask each text for about N words, N drawn from the lengths of the label's real "
+                    "training rows (else its examples). Small models write longer than people, and a classifier "
+                    "trained on their rows learns length instead of the label.",
+    )
     max_requests: int | None = Field(None, ge=1, description="Budget: most requests for the whole run (default: 4 x the target + 16).")
     batch_size: int = Field(32, ge=1, description="Requests per batch; rows are flushed to disk after each batch.")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from factory.builder.builder import Builder
 from factory.cli import main
 from factory.data.real import load_real_rows, split_real
 from factory.filters.params import QualityParams
+from factory.tasks import make_recipe
 
 
 def test_instruction_recipe_builds_pairs(tmp_path: Path, loopback, canary_key: str) -> None:
@@ -103,6 +105,31 @@ def test_few_shot_comes_from_real_train_rows_never_validation(tmp_path: Path, lo
     prompts = " ".join(r.body["messages"][-1]["content"] for r in server.log)
     assert any(row.text in prompts for row in split.train)
     assert not any(row.text in prompts for row in split.validation)
+
+
+def test_match_real_length_asks_each_text_for_a_length_of_its_labels_real_rows(tmp_path: Path, loopback, canary_key: str) -> None:
+    server = loopback()
+    rows = [(" ".join(["good"] * n), "positive") for n in (3, 4, 5, 6)] + [(" ".join(["bad"] * n), "negative") for n in (20, 30, 40, 50)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "real.csv", index=False)
+    recipe = classification_recipe(server.base_url, generate={"per_label": 8, "match_real_length": True})
+    recipe |= {"axes": {"product": ["kettle", "lamp", "chair"]}, "real_data": {"path": "real.csv", "train_per_label": 2}}
+    spec = load_recipe(write_recipe(tmp_path / "r.yaml", recipe))
+    train = split_real(load_real_rows(spec), 2, spec.seed).train
+    lengths = {label: {len(r.text.split()) for r in train if r.label == label} for label in ("positive", "negative")}
+    build(spec, tmp_path / "run", progress=False)
+    asked: dict[str, set[int]] = {"positive": set(), "negative": set()}
+    for request in server.log:
+        prompt = request.body["messages"][-1]["content"]
+        label = "positive" if 'label is "positive"' in prompt else "negative"
+        asked[label].add(int(prompt.split("length: about ")[1].split(" words")[0]))
+    assert asked == lengths, "every length asked for is one of the label's real training rows, and each is used"
+
+    # Without the option each prompt is the same, less its length: no other random choice moved.
+    plain = load_recipe(write_recipe(tmp_path / "r.yaml", {**recipe, "generate": {**recipe["generate"], "match_real_length": False}}))
+    with_length, without = make_recipe(spec, train), make_recipe(plain, train)
+    for label, index in [("positive", 0), ("negative", 5)]:
+        asking = with_length.prompt(label, index).messages[-1]["content"]
+        assert re.sub(r"; length: about \d+ words", "", asking) == without.prompt(label, index).messages[-1]["content"]
 
 
 def test_real_split_is_deterministic_and_disjoint(tmp_path: Path) -> None:

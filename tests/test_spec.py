@@ -57,6 +57,8 @@ def bad(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
         (GOOD.replace("labels:", "labels: !!python/object/apply:os.system ['echo pwned']\nx:"), ["python/object/apply", "safe loader"]),
         ("name: x\ntask: summarise\n", ["task", "'classification'", "'instruction'"]),
         ("- just\n- a list\n", ["YAML mapping"]),
+        (GOOD.replace("  tone:", "  length: [short, long]\n  tone:") + "generate: {match_real_length: true}\n",
+         ["match_real_length", "remove the `length` axis"]),
     ],
 )
 def test_bad_recipes_fail_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: list[str]) -> None:

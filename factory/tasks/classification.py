@@ -53,6 +53,10 @@ class ClassificationSpec(RecipeBase):
             raise ValueError("eval needs real_data: the scores are measured on the user's real validation rows")
         if not self.filters:
             self.filters = [ExactDedupParams()]
+        if self.generate.match_real_length and self.grounding.mode == "rewrite":
+            raise ValueError("generate.match_real_length: a rewrite keeps its passage's length; use it with mode topic")
+        if self.generate.match_real_length and "length" in self.axes:
+            raise ValueError("generate.match_real_length sets each text's length: remove the `length` axis")
         return self
 
     def buckets(self) -> dict[str, int]:
@@ -92,6 +96,11 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
                 *bounded_examples(real.get(label, []), generate.example_max_words, max(generate.few_shot, 1)),
             ]))
             for label in spec.labels
+        }
+        # Lengths (words) to ask for with match_real_length: the user's real rows show how long a text
+        # of each label is; the recipe's examples stand in when there are none.
+        self.real_lengths = {
+            label: [len(text.split()) for text in (real.get(label) or spec.labels[label].examples)] for label in spec.labels
         }
 
     @classmethod
@@ -138,11 +147,15 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
         template_name = f"classification_{self.spec.grounding.mode}_user" if passage else "classification_user"
         if self.spec.grounding.mode == "rewrite":
             shots = []  # a rewrite follows its passage, not examples
+        length: dict[str, Any] = {}
+        if self.spec.generate.match_real_length and self.real_lengths[bucket]:
+            # Its own random stream, so that turning the option on changes no other choice of the prompt.
+            length["words"] = self.rng(bucket, index, "length").choice(self.real_lengths[bucket])
         user = template(template_name).substitute(
             description=self.spec.description or "Write a short text for a text-classification data set.",
             label_list="\n".join(f"- {name}: {label.description}" for name, label in self.spec.labels.items()),
             label=bucket,
-            constraints=self.constraints(axes),
+            constraints=self.constraints(axes | ({"length": f"about {length['words']} words"} if length else {})),
             examples=(example_block if shots else "") + self.focus_block(focus),
             reply_format=self.reply_format(bucket),
             passage=passage,
@@ -151,7 +164,8 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
             bucket=bucket, index=index, messages=self.messages(user),
             generator=generator or self.assign_generator(bucket, index),
             seed=rng.randrange(2**31), schema=self.schema(),
-            target={"label": bucket, "axes": axes, "examples": shots, **grounding, **({"focus": list(focus)} if focus else {})},
+            target={"label": bucket, "axes": axes, "examples": shots, **grounding, **length,
+                    **({"focus": list(focus)} if focus else {})},
         )
 
     def parse(self, prompt: Prompt, completion: Completion, record_id: str) -> Record | Rejected:
