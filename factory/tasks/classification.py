@@ -147,15 +147,18 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
         template_name = f"classification_{self.spec.grounding.mode}_user" if passage else "classification_user"
         if self.spec.grounding.mode == "rewrite":
             shots = []  # a rewrite follows its passage, not examples
-        length: dict[str, Any] = {}
+        length: dict[str, int] = {}
         if self.spec.generate.match_real_length and self.real_lengths[bucket]:
             # Its own random stream, so that turning the option on changes no other choice of the prompt.
             length["words"] = self.rng(bucket, index, "length").choice(self.real_lengths[bucket])
+            axes_asked = axes | {"length": f"about {length['words']} words"}
+        else:
+            axes_asked = axes
         user = template(template_name).substitute(
             description=self.spec.description or "Write a short text for a text-classification data set.",
             label_list="\n".join(f"- {name}: {label.description}" for name, label in self.spec.labels.items()),
             label=bucket,
-            constraints=self.constraints(axes | ({"length": f"about {length['words']} words"} if length else {})),
+            constraints=self.constraints(axes_asked),
             examples=(example_block if shots else "") + self.focus_block(focus),
             reply_format=self.reply_format(bucket),
             passage=passage,
