@@ -136,6 +136,11 @@ class SourceSpec(Strict):
     name: str | None = Field(None, max_length=80, description="How the dataset card names this source (default: the Hub id or "
                              "package file name; for local files 'local documents N': folder and file names are not published).")
     text_column: str = Field("text", description="Tables (jsonl, csv, parquet, hf:): the column holding each document's text.")
+    where: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Tables: keep only the rows whose column holds one of the listed values (compared as text), "
+                    "e.g. {status: [closed]}; every condition must hold.",
+    )
     split: str = Field("train", description="Split to read from a Hub dataset.")
     max_documents: int | None = Field(None, ge=1, description="Read at most this many documents (a seeded sample).")
     exclude_real_validation: bool = Field(

@@ -13,10 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from factory.data.real import local_path, read_table
 from factory.errors import DataError
 from factory.spec import SourceSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
 HTML_SUFFIXES = (".html", ".htm")
@@ -99,11 +103,22 @@ def _pdf_reader():  # noqa: ANN202 - pypdf's PdfReader class
     return PdfReader
 
 
-def _column(path: Path, column: str) -> list[object]:
-    table = read_table(str(path), path.parent, field="sources")
-    if column not in table.columns:
-        raise ValueError(f"no column {column!r} (text_column); the file has {list(table.columns)}")
-    return list(table[column])
+def _table_documents(table: pd.DataFrame, name: str, spec: SourceSpec) -> Iterator[Document | Problem]:
+    """One document per row of `text_column`, among the rows that `where` keeps. A row keeps its
+    position in the table as its id, so narrowing `where` changes no other document's id."""
+    missing = [c for c in (spec.text_column, *spec.where) if c not in table.columns]
+    if missing:
+        raise ValueError(f"no column {missing[0]!r} ({'text_column' if missing[0] == spec.text_column else 'where'}); "
+                         f"the table has {list(table.columns)}")
+    kept = [True] * len(table)
+    for column, values in spec.where.items():
+        allowed = set(values)
+        kept = [k and str(v) in allowed for k, v in zip(kept, table[column])]
+    for row, (value, keep) in enumerate(zip(table[spec.text_column], kept)):
+        if not keep:
+            continue
+        text = "" if value is None else str(value)
+        yield Document(f"{name}#{row}", text) if text.strip() else Problem(f"{name}#{row}", "empty")
 
 
 def _file_documents(path: Path, name: str, spec: SourceSpec) -> Iterator[Document | Problem]:
@@ -111,9 +126,7 @@ def _file_documents(path: Path, name: str, spec: SourceSpec) -> Iterator[Documen
     pdf_reader = _pdf_reader() if lower.endswith(".pdf") else None
     try:
         if lower.endswith(TABLE_SUFFIXES):
-            for row, value in enumerate(_column(path, spec.text_column)):
-                text = "" if value is None else str(value)
-                yield Document(f"{name}#{row}", text) if text.strip() else Problem(f"{name}#{row}", "empty")
+            yield from _table_documents(read_table(str(path), path.parent, field="sources"), name, spec)
             return
         if pdf_reader is not None:
             text = "\n\n".join(page.extract_text() or "" for page in pdf_reader(path).pages)
@@ -167,10 +180,10 @@ def read_source(spec: SourceSpec, base_dir: Path, seed: int) -> Iterator[Documen
 def _hub_documents(spec: SourceSpec, seed: int) -> Iterator[Document | Problem]:
     name = spec.path[3:]
     table = read_table(spec.path, Path.cwd(), split=spec.split, field="sources")
-    if spec.text_column not in table.columns:
-        raise DataError(f"sources: {name} has no column {spec.text_column!r} (text_column); it has {list(table.columns)}")
-    items = [Document(f"{name}#{k}", str(t)) if t and str(t).strip() else Problem(f"{name}#{k}", "empty")
-             for k, t in enumerate(table[spec.text_column])]
+    try:
+        items = list(_table_documents(table, name, spec))
+    except ValueError as exc:
+        raise DataError(f"sources: {name}: {exc}") from exc
     yield from _sample(items, spec.max_documents, seed)
 
 

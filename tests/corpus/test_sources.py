@@ -193,3 +193,20 @@ def test_a_recursive_glob_names_documents_relative_to_its_fixed_part(tmp_path: P
     corpus = load_corpus(recipe(tmp_path, [{"path": "docs/**/*.html"}]), tmp_path / "c")
     assert [p.document for p in corpus.passages] == ["sub/page.html"]
     assert corpus.sources[0].label == "local documents 1"
+
+
+def test_where_keeps_only_the_table_rows_it_names_and_their_ids_do_not_move(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    pd.DataFrame({"text": ["A review praising the acting of the lead.", "Plot: a farmer finds a map to gold.",
+                           "A review calling the pacing slow and dull."],
+                  "kind": ["fresh", "plot", "rotten"], "year": [2001, 2002, 2003]}).to_csv(tmp_path / "docs" / "t.csv", index=False)
+    every = load_corpus(recipe(tmp_path, [{"path": "docs/t.csv"}]), tmp_path / "c0")
+    reviews = load_corpus(recipe(tmp_path, [{"path": "docs/t.csv", "where": {"kind": ["fresh", "rotten"]}}]), tmp_path / "c1")
+    assert len(every.passages) == 3
+    assert [p.document for p in reviews.passages] == ["t.csv#0", "t.csv#2"]
+    assert {p.id for p in reviews.passages} < {p.id for p in every.passages}
+    both = load_corpus(recipe(tmp_path, [{"path": "docs/t.csv", "where": {"kind": ["fresh", "rotten"], "year": ["2003"]}}]),
+                       tmp_path / "c2")
+    assert [p.document for p in both.passages] == ["t.csv#2"], "every condition must hold; values compare as text"
+    with pytest.raises(DataError, match=r"no usable passage.*no column 'genre' \(where\)"):
+        load_corpus(recipe(tmp_path, [{"path": "docs/t.csv", "where": {"genre": ["drama"]}}]), tmp_path / "c3")
