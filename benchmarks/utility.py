@@ -8,6 +8,10 @@ regression on frozen MiniLM embeddings) on:
 
     real only | real + <recipe> rows (after each filter stage) | <recipe> rows only | real, --reference per label
 
+and, with `--leave-out TYPE ...`, real + <recipe> rows filtered by its chain without that filter type
+(re-filtered from a copy of the run directory: no request is sent again). What a stage did is then
+printed paired per draw: the same real rows and classifier seed, with and without the stage.
+
 and scores it on the same held-out real rows (those that are validation rows of every recipe, sampled to
 `--validation`). The first recipe's real data is the set; every recipe must read the same real file.
 
@@ -24,6 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
+import sqlite3
 import statistics
 import time
 from collections import defaultdict
@@ -104,6 +110,42 @@ def build_all(recipes: list[RecipeBase], requests_per_label: int, work: Path) ->
     return stages
 
 
+def without_filter(spec: RecipeBase, filter_type: str) -> RecipeBase:
+    """The recipe with every filter of `filter_type` taken out of its chain."""
+    return spec.model_copy(update={"filters": [f for f in spec.filters if f.type != filter_type]})
+
+
+def cached_requests(run_dir: Path) -> int:
+    with sqlite3.connect(run_dir / "requests.sqlite") as db:
+        return db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+
+
+def leave_out(spec: RecipeBase, filter_types: list[str], requests_per_label: int, work: Path) -> dict[str, list[Record]]:
+    """For each of `filter_types` in the recipe's chain: the final rows of the chain without it. Each
+    variant re-filters a copy of the recipe's run directory, so its requests are all answered from cache."""
+    finals: dict[str, list[Record]] = {}
+    for filter_type in filter_types:
+        if not any(f.type == filter_type for f in spec.filters):
+            continue
+        run_dir = work / f"{spec.name}-without-{filter_type}"
+        if not run_dir.exists():
+            shutil.copytree(work / spec.name, run_dir)
+        before = cached_requests(run_dir)
+        build(without_filter(spec, filter_type), run_dir, progress=False, requests_per_bucket=requests_per_label)
+        sent = cached_requests(run_dir) - before
+        finals[filter_type] = stage_rows(run_dir)["final"]
+        print(f"built {spec.name} without {filter_type}: {len(finals[filter_type])} final rows, {sent} requests sent", flush=True)
+    return finals
+
+
+def paired(table: dict[str, list[float]], better: str, worse: str) -> str:
+    """Mean and spread over draws of the per-draw difference (points of macro-F1), and how many draws it raised or lowered."""
+    diffs = [100 * (a - b) for a, b in zip(table[better], table[worse])]
+    s = mean_spread(diffs)
+    return (f"{s['mean']:+.1f} ± {s['std']:.1f} points (higher in {sum(d > 0 for d in diffs)}, "
+            f"lower in {sum(d < 0 for d in diffs)} of {len(diffs)} draws)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipes", type=Path, nargs="+", help="classification recipes on the same real data")
@@ -114,12 +156,15 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=2000, help="held-out real rows scored (at least 1,000 asked)")
     parser.add_argument("--work", type=Path, default=Path("runs/utility"), help="run directories and the embedding cache")
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--leave-out", nargs="*", default=[], metavar="TYPE",
+                        help="filter types to score each recipe without, one at a time (e.g. confidence critic)")
     args = parser.parse_args()
 
     recipes = [load_recipe(path) for path in args.recipes]
     first = recipes[0]
     labels = list(first.buckets())
     stages = build_all(recipes, args.requests_per_label, args.work)
+    without = {spec.name: leave_out(spec, args.leave_out, args.requests_per_label, args.work) for spec in recipes}
 
     real = load_real_rows(first)
     # Held out: rows that are validation rows of every recipe (a grounded recipe may hold out fewer).
@@ -144,6 +189,7 @@ def main() -> None:
         for spec in recipes:
             named = stages[spec.name]
             conditions += [(f"real + {spec.name} [{stage}]", [*rows, *few]) for stage, rows in named.items()]
+            conditions += [(f"real + {spec.name} [without {kind}]", [*rows, *few]) for kind, rows in without[spec.name].items()]
             conditions.append((f"{spec.name} only [final]", named["final"]))
         for name, train in conditions:
             predicted = evaluator.predict(train, validation, labels, seed=draw).predicted
@@ -163,6 +209,15 @@ def main() -> None:
     for spec in recipes:
         final = summary[f"real + {spec.name} [final]"]["mean"]
         print(f"  real + {spec.name} (filtered) vs real only: {100 * (final - real_only):+.1f} points")
+
+    print("\nwhat each stage did, paired per draw (real + rows after the stage minus before it; left out: with minus without)")
+    for spec in recipes:
+        names = [f"real + {spec.name} [{stage}]" for stage in stages[spec.name]]
+        for before, after in zip(names, names[1:]):
+            print(f"  {after:<58} {paired(table, after, before)}")
+        final = f"real + {spec.name} [final]"
+        for kind in without[spec.name]:
+            print(f"  {f'{final} with {kind}':<58} {paired(table, final, f'real + {spec.name} [without {kind}]')}")
 
     print("\nwhy: rows compared on equal numbers (distinct n-grams and spread depend on the count)")
     size = min(len(stages[s.name]["final"]) for s in recipes)
