@@ -8,12 +8,12 @@ regression on frozen MiniLM embeddings) on:
 
     real only | real + <recipe> rows (after each filter stage) | <recipe> rows only | real, --reference per label
 
-and, with `--leave-out TYPE ...`, real + <recipe> rows filtered by its chain without that filter type
-(re-filtered from a copy of the run directory: no request is sent again). What a stage did is then
-printed paired per draw: the same real rows and classifier seed, with and without the stage.
-
 and scores it on the same held-out real rows (those that are validation rows of every recipe, sampled to
 `--validation`). The first recipe's real data is the set; every recipe must read the same real file.
+
+With `--leave-out TYPE ...`, it also scores real + <recipe> rows filtered by its chain without that filter type
+(re-filtered from a copy of the run directory: no request is sent again). What a stage did is then
+printed paired per draw: the same real rows and classifier seed, with and without the stage.
 
 Then it says why: distinct n-grams and embedding spread of each recipe's rows against real rows, the
 critic's AUC (how well a classifier tells the rows from real ones: 0.5 is indistinguishable), the

@@ -128,6 +128,9 @@ def _file_documents(path: Path, name: str, spec: SourceSpec) -> Iterator[Documen
         if lower.endswith(TABLE_SUFFIXES):
             yield from _table_documents(read_table(str(path), path.parent, field="sources"), name, spec)
             return
+        if spec.where:  # reported, not read whole: the user asked for matching rows only
+            yield Problem(name, "not a table: `where` cannot select its rows")
+            return
         if pdf_reader is not None:
             text = "\n\n".join(page.extract_text() or "" for page in pdf_reader(path).pages)
         else:

@@ -210,3 +210,7 @@ def test_where_keeps_only_the_table_rows_it_names_and_their_ids_do_not_move(tmp_
     assert [p.document for p in both.passages] == ["t.csv#2"], "every condition must hold; values compare as text"
     with pytest.raises(DataError, match=r"no usable passage.*no column 'genre' \(where\)"):
         load_corpus(recipe(tmp_path, [{"path": "docs/t.csv", "where": {"genre": ["drama"]}}]), tmp_path / "c3")
+    (tmp_path / "docs" / "notes.txt").write_text("A plain text note about a film festival.")
+    mixed = load_corpus(recipe(tmp_path, [{"path": "docs", "where": {"kind": ["fresh"]}}]), tmp_path / "c4")
+    assert [p.document for p in mixed.passages] == ["t.csv#0"]
+    assert {p["name"]: p["reason"] for p in mixed.sources[0].problems}["notes.txt"].startswith("not a table")
