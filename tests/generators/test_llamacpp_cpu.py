@@ -37,13 +37,16 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def test_probe_picks_the_default_path_here_and_caches_it(cache_dir: Path, monkeypatch) -> None:
+def test_probe_picks_a_surviving_path_here_and_caches_it(cache_dir: Path, monkeypatch) -> None:
+    # Which path survives depends on the CPU (llama.cpp's repacked kernels fault on some machines):
+    # the default when it runs, else no_repack with the default's failure recorded.
     monkeypatch.delenv(FAULT_ENV, raising=False)
     model = resolve(SMOL)
     first = choose_path(model.path, model.sha256)
-    assert (first.path, first.failures, first.cached) == ("default", {}, False)
+    assert first.path in ("default", "no_repack") and not first.cached
+    assert first.failures == {} if first.path == "default" else set(first.failures) == {"default"}
     again = choose_path(model.path, model.sha256)
-    assert (again.path, again.cached) == ("default", True)
+    assert (again.path, again.cached) == (first.path, True)
     assert json.loads((cache_dir / "models" / "llamacpp-probe.json").read_text())
 
 
@@ -99,7 +102,8 @@ def test_manifest_records_the_cpu_path(tmp_path: Path, cache_dir: Path, monkeypa
     from factory import build, load_recipe
 
     result = build(load_recipe(_recipe(tmp_path, 2)), tmp_path / "run", progress=False)
-    assert result.manifest.generators[0]["cpu_path"] == "default"
+    model = resolve(SMOL)
+    assert result.manifest.generators[0]["cpu_path"] == choose_path(model.path, model.sha256).path
 
 
 # Moments after the first finished request: at once, mid-decode, and later ones.
