@@ -29,7 +29,6 @@ import argparse
 import json
 import random
 import shutil
-import sqlite3
 import statistics
 import time
 from collections import defaultdict
@@ -44,7 +43,7 @@ from factory.embeddings import Embedder
 from factory.eval.evaluators import build_evaluator
 from factory.eval.metrics import mean_spread, scores
 from factory.records import Record
-from factory.run.store import RunStore
+from factory.run.store import RequestCache, RunStore
 from factory.spec import RecipeBase, load_recipe
 from factory.text import words
 
@@ -116,8 +115,11 @@ def without_filter(spec: RecipeBase, filter_type: str) -> RecipeBase:
 
 
 def cached_requests(run_dir: Path) -> int:
-    with sqlite3.connect(run_dir / "requests.sqlite") as db:
-        return db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+    cache = RequestCache(run_dir / "requests.sqlite")
+    try:
+        return len(cache)
+    finally:
+        cache.close()
 
 
 def leave_out(spec: RecipeBase, filter_types: list[str], requests_per_label: int, work: Path) -> dict[str, list[Record]]:

@@ -16,7 +16,7 @@ import pytest
 from conftest import classification_recipe, write_recipe
 
 from factory import build, load_recipe
-from factory.generators.catalog import resolve, resolve_model
+from factory.generators.catalog import resolve
 from factory.generators.llamacpp_probe import choose_path
 
 SMOL_NAME = "smollm2-135m-instruct"
@@ -36,8 +36,8 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("llama.cpp's default CPU path faults on this machine, and llama_cpp.server cannot avoid it")
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_model("smollm2-135m-instruct")),
-           "--model_alias", "smollm2-135m-instruct", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model.path),
+           "--model_alias", SMOL_NAME, "--host", "127.0.0.1", "--port", str(port),
            "--n_ctx", "2048", "--n_threads", "2"]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)

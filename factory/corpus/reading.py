@@ -110,13 +110,9 @@ def _table_documents(table: pd.DataFrame, name: str, spec: SourceSpec) -> Iterat
     if missing:
         raise ValueError(f"no column {missing[0]!r} ({'text_column' if missing[0] == spec.text_column else 'where'}); "
                          f"the table has {list(table.columns)}")
-    kept = [True] * len(table)
-    for column, values in spec.where.items():
-        allowed = set(values)
-        kept = [k and str(v) in allowed for k, v in zip(kept, table[column])]
-    for row, (value, keep) in enumerate(zip(table[spec.text_column], kept)):
-        if not keep:
-            continue
+    for column, values in spec.where.items():  # the readers give a 0..n-1 index: the row's position
+        table = table[table[column].astype(str).isin(values)]
+    for row, value in zip(table.index, table[spec.text_column]):
         text = "" if value is None else str(value)
         yield Document(f"{name}#{row}", text) if text.strip() else Problem(f"{name}#{row}", "empty")
 

@@ -44,7 +44,10 @@ def test_probe_picks_a_surviving_path_here_and_caches_it(cache_dir: Path, monkey
     model = resolve(SMOL)
     first = choose_path(model.path, model.sha256)
     assert first.path in ("default", "no_repack") and not first.cached
-    assert first.failures == {} if first.path == "default" else set(first.failures) == {"default"}
+    if first.path == "default":
+        assert first.failures == {}
+    else:
+        assert set(first.failures) == {"default"}
     again = choose_path(model.path, model.sha256)
     assert (again.path, again.cached) == (first.path, True)
     assert json.loads((cache_dir / "models" / "llamacpp-probe.json").read_text())
