@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, help="run directory (default: runs/<recipe name>)")
     build.add_argument("--per-label", type=_positive, help="override generate.per_label (classification)")
     build.add_argument("--count", type=_positive, help="override generate.count (instruction) or rows (table)")
-    build.add_argument("--seed", type=int, help="override the recipe's seed (a table program runs again with it, uncalled model)")
+    build.add_argument("--seed", type=int, help="override the recipe's seed (a table program runs again with it, "
+                                                "uncalled model; real_data.seed pins the split)")
     build.add_argument("--max-requests", type=_positive, help="override the request budget")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.add_argument("--no-push", action="store_true", help="skip the push that the recipe's hub: section asks for")

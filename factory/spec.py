@@ -54,6 +54,11 @@ class RealDataSpec(Strict):
         description="Hold out at most this many rows (a seeded sample) for validation; the other non-training rows are "
                     "left unused, so a `sources:` entry may read them as unlabelled text. Default: every non-training row.",
     )
+    seed: int | None = Field(
+        None,
+        description="Seed of the `max_rows` sample and of the split into training and validation rows. Default: the "
+                    "recipe's seed. Pin it to build with several recipe seeds and score every build on the same rows.",
+    )
 
 
 class GateSpec(Strict):

@@ -19,7 +19,7 @@ from conftest import CANARY_KEY, cached_requests, classification_recipe, resent,
 from factory import build, interrupts, load_recipe
 from factory.builder.builder import Builder
 from factory.cli import main
-from factory.data.real import load_real_rows, split_real
+from factory.data.real import load_real_rows, real_split, split_real
 from factory.filters.params import QualityParams
 from factory.tasks import make_recipe
 
@@ -142,6 +142,21 @@ def test_real_split_is_deterministic_and_disjoint(tmp_path: Path) -> None:
     assert [r.id for r in a.train] == [r.id for r in b.train]
     assert {r.text for r in a.train}.isdisjoint({r.text for r in a.validation})
     assert [r.id for r in split_real(rows, 3, 2).train] != [r.id for r in a.train]
+
+
+def test_pinned_real_data_seed_keeps_the_split_when_the_recipe_seed_changes(tmp_path: Path) -> None:
+    recipe = classification_recipe("http://127.0.0.1:9/v1")
+    recipe["real_data"] = {"path": real_csv(tmp_path).name, "columns": {"text": "review", "label": "verdict"},
+                           "label_map": {"pos": "positive", "neg": "negative"}, "train_per_label": 3,
+                           "validation_rows": 6, "max_rows": 20}
+
+    def split(seed: int, pinned: int | None) -> tuple[list[str], list[str]]:
+        data = {**recipe, "seed": seed, "real_data": {**recipe["real_data"], "seed": pinned}}
+        real = real_split(load_recipe(write_recipe(tmp_path / "r.yaml", data)))
+        return [r.id for r in real.train], [r.id for r in real.validation]
+
+    assert split(1, 5) == split(2, 5) == split(5, None), "a pinned seed picks the rows the recipe seed would have"
+    assert split(1, None) != split(2, None), "unpinned, the recipe seed moves the split (as it always did)"
 
 
 @pytest.mark.parametrize(

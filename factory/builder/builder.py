@@ -19,7 +19,7 @@ from factory.builder.planner import fixed_round, plan_round, top_up_focus, trim_
 from factory.builder.progress import BuildProgress
 from factory.corpus import Corpus, load_corpus
 from factory.corpus.selection import PassagePicker
-from factory.data.real import real_split
+from factory.data.real import real_split, split_seed
 from factory.embeddings import Embedder
 from factory.engines import make_engine
 from factory.errors import FactoryError
@@ -354,7 +354,7 @@ class Builder:
             if eval_spec is not None:
                 manifest.eval = evaluate(
                     eval_spec, list(self.targets), self.real.train, self.real.validation, stages,
-                    embedder=self.context.embeddings(), seed=self.spec.seed,
+                    embedder=self.context.embeddings(), seed=split_seed(self.spec),
                     save_dir=self.run_dir / "models" if eval_spec.save_models else None,
                 )
                 interrupts.check()

@@ -67,7 +67,13 @@ def real_split(recipe: RecipeBase) -> RealSplit:
     spec = recipe.real_rows()
     if spec is None:
         return RealSplit([], [])
-    return split_real(load_real_rows(recipe), spec.train_per_label, recipe.seed, spec.validation_rows)
+    return split_real(load_real_rows(recipe), spec.train_per_label, split_seed(recipe), spec.validation_rows)
+
+
+def split_seed(recipe: RecipeBase) -> int:
+    """The seed that picks the real rows: `real_data.seed` when the recipe pins it, else the recipe's seed."""
+    spec = recipe.real_rows()
+    return recipe.seed if spec is None or spec.seed is None else spec.seed
 
 
 def load_real_rows(recipe: RecipeBase) -> list[Record]:
@@ -109,7 +115,7 @@ def load_real_rows(recipe: RecipeBase) -> list[Record]:
     if missing:
         raise DataError(f"real_data: no rows for label(s) {missing}")
     if spec.max_rows and len(rows) > spec.max_rows:
-        rows = random.Random(recipe.seed).sample(rows, spec.max_rows)
+        rows = random.Random(split_seed(recipe)).sample(rows, spec.max_rows)
     return rows
 
 

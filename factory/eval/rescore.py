@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from factory.data.real import real_split
+from factory.data.real import real_split, split_seed
 from factory.embeddings import Embedder
 from factory.errors import FactoryError
 from factory.eval.runner import evaluate
@@ -44,7 +44,7 @@ def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[i
             raise FactoryError(f"{run_dir}: {len(missing)} rows named in stages.json are not in generated.jsonl")
         staged: list[tuple[str, list[Record]]] = [(name, [by_id[i] for i in ids]) for name, ids in stages.items()]
         embedder = Embedder(cache=run_dir / "embeddings.sqlite")
-        results = evaluate(eval_spec, list(spec.buckets()), real.train, real.validation, staged, seed=spec.seed,
+        results = evaluate(eval_spec, list(spec.buckets()), real.train, real.validation, staged, seed=split_seed(spec),
                            embedder=embedder, save_dir=run_dir / "models" if eval_spec.save_models else None)
         manifest.eval = results
         manifest.passing = results["gate"]["passed"]
