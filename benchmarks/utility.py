@@ -11,6 +11,11 @@ regression on frozen MiniLM embeddings) on:
 and scores it on the same held-out real rows (those that are validation rows of every recipe, sampled to
 `--validation`). The first recipe's real data is the set; every recipe must read the same real file.
 
+With `--builds N`, each recipe is built N times with seeds seed, seed+1, ... (its real rows split as with
+its own seed, so every build is scored on the same held-out rows). Every figure is then over draws x
+builds, and the spread from one build to the next is printed: one build cannot rank two recipes that
+differ by a few points.
+
 With `--leave-out TYPE ...`, it also scores real + <recipe> rows filtered by its chain without that filter type
 (re-filtered from a copy of the run directory: no request is sent again). What a stage did is then
 printed paired per draw: the same real rows and classifier seed, with and without the stage.
@@ -38,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from factory import build
-from factory.data.real import load_real_rows, real_split
+from factory.data.real import load_real_rows, real_split, split_seed
 from factory.embeddings import Embedder
 from factory.eval.evaluators import build_evaluator
 from factory.eval.metrics import mean_spread, scores
@@ -98,15 +103,30 @@ def describe(rows: list[Record], real: list[Record], embedder: Embedder, size: i
     return figures
 
 
-def build_all(recipes: list[RecipeBase], requests_per_label: int, work: Path) -> dict[str, dict[str, list[Record]]]:
-    stages: dict[str, dict[str, list[Record]]] = {}
+def reseeded(spec: RecipeBase, build_index: int) -> tuple[RecipeBase, str]:
+    """The recipe for one of several builds, and its run directory's name. Build 0 is the recipe as
+    written; build k has seed + k, with the real rows still split by the recipe's own seed."""
+    if build_index == 0:
+        return spec, spec.name
+    seed = spec.seed + build_index
+    real = spec.real_data.model_copy(update={"seed": split_seed(spec)})
+    return spec.model_copy(update={"seed": seed, "real_data": real}), f"{spec.name}-seed{seed}"
+
+
+def build_all(recipes: list[RecipeBase], builds: int, requests_per_label: int,
+              work: Path) -> dict[str, list[tuple[RecipeBase, str, dict[str, list[Record]]]]]:
+    """Each recipe built `builds` times: (recipe, run directory name, rows after each stage) per build."""
+    built: dict[str, list[tuple[RecipeBase, str, dict[str, list[Record]]]]] = defaultdict(list)
     for spec in recipes:
-        started = time.perf_counter()
-        result = build(spec, work / spec.name, progress=False, requests_per_bucket=requests_per_label)
-        stages[spec.name] = stage_rows(result.run_dir)
-        print(f"built {spec.name}: {result.manifest.budget.used} requests, {len(stages[spec.name]['parse'])} parsed, "
-              f"{result.manifest.rows} final rows ({time.perf_counter() - started:.0f} s)", flush=True)
-    return stages
+        for index in range(builds):
+            variant, name = reseeded(spec, index)
+            started = time.perf_counter()
+            result = build(variant, work / name, progress=False, requests_per_bucket=requests_per_label)
+            stages = stage_rows(result.run_dir)
+            built[spec.name].append((variant, name, stages))
+            print(f"built {name}: {result.manifest.budget.used} requests, {len(stages['parse'])} parsed, "
+                  f"{result.manifest.rows} final rows ({time.perf_counter() - started:.0f} s)", flush=True)
+    return built
 
 
 def without_filter(spec: RecipeBase, filter_type: str) -> RecipeBase:
@@ -122,21 +142,21 @@ def cached_requests(run_dir: Path) -> int:
         cache.close()
 
 
-def leave_out(spec: RecipeBase, filter_types: list[str], requests_per_label: int, work: Path) -> dict[str, list[Record]]:
+def leave_out(spec: RecipeBase, name: str, filter_types: list[str], requests_per_label: int, work: Path) -> dict[str, list[Record]]:
     """For each of `filter_types` in the recipe's chain: the final rows of the chain without it. Each
     variant re-filters a copy of the recipe's run directory, so its requests are all answered from cache."""
     finals: dict[str, list[Record]] = {}
     for filter_type in filter_types:
         if not any(f.type == filter_type for f in spec.filters):
             continue
-        run_dir = work / f"{spec.name}-without-{filter_type}"
+        run_dir = work / f"{name}-without-{filter_type}"
         if not run_dir.exists():
-            shutil.copytree(work / spec.name, run_dir)
+            shutil.copytree(work / name, run_dir)
         before = cached_requests(run_dir)
         build(without_filter(spec, filter_type), run_dir, progress=False, requests_per_bucket=requests_per_label)
         sent = cached_requests(run_dir) - before
         finals[filter_type] = stage_rows(run_dir)["final"]
-        print(f"built {spec.name} without {filter_type}: {len(finals[filter_type])} final rows, {sent} requests sent", flush=True)
+        print(f"built {name} without {filter_type}: {len(finals[filter_type])} final rows, {sent} requests sent", flush=True)
     return finals
 
 
@@ -158,6 +178,7 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=2000, help="held-out real rows scored (at least 1,000 asked)")
     parser.add_argument("--work", type=Path, default=Path("runs/utility"), help="run directories and the embedding cache")
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--builds", type=int, default=1, help="builds of each recipe, with seeds seed, seed+1, ...")
     parser.add_argument("--leave-out", nargs="*", default=[], metavar="TYPE",
                         help="filter types to score each recipe without, one at a time (e.g. confidence critic)")
     args = parser.parse_args()
@@ -165,8 +186,10 @@ def main() -> None:
     recipes = [load_recipe(path) for path in args.recipes]
     first = recipes[0]
     labels = list(first.buckets())
-    stages = build_all(recipes, args.requests_per_label, args.work)
-    without = {spec.name: leave_out(spec, args.leave_out, args.requests_per_label, args.work) for spec in recipes}
+    built = build_all(recipes, args.builds, args.requests_per_label, args.work)
+    without = {spec.name: [leave_out(variant, name, args.leave_out, args.requests_per_label, args.work)
+                           for variant, name, _ in built[spec.name]] for spec in recipes}
+    stage_names = {spec.name: list(built[spec.name][0][2]) for spec in recipes}
 
     real = load_real_rows(first)
     # Held out: rows that are validation rows of every recipe (a grounded recipe may hold out fewer).
@@ -188,17 +211,18 @@ def main() -> None:
         few = [r for label in labels for r in rng.sample(pool[label], args.real_per_label)]
         reference = [r for label in labels for r in rng.sample(pool[label], min(args.reference, len(pool[label])))]
         conditions: list[tuple[str, list[Record]]] = [("real only", few), (f"real, {args.reference} per label", reference)]
-        for spec in recipes:
-            named = stages[spec.name]
-            conditions += [(f"real + {spec.name} [{stage}]", [*rows, *few]) for stage, rows in named.items()]
-            conditions += [(f"real + {spec.name} [without {kind}]", [*rows, *few]) for kind, rows in without[spec.name].items()]
-            conditions.append((f"{spec.name} only [final]", named["final"]))
+        for spec in recipes:  # one score per build, in build order, so figures pair by (draw, build)
+            for (_, _, named), left_out in zip(built[spec.name], without[spec.name]):
+                conditions += [(f"real + {spec.name} [{stage}]", [*rows, *few]) for stage, rows in named.items()]
+                conditions += [(f"real + {spec.name} [without {kind}]", [*rows, *few]) for kind, rows in left_out.items()]
+                conditions.append((f"{spec.name} only [final]", named["final"]))
         for name, train in conditions:
             predicted = evaluator.predict(train, validation, labels, seed=draw).predicted
             table[name].append(scores(predicted, gold, labels)["macro_f1"])
 
     summary = {name: mean_spread(values) | {"runs": values} for name, values in table.items()}
     print(f"\nset: {first.real_rows().path}; labels {labels}; {args.real_per_label} real rows per label, {args.draws} draws; "
+          f"{args.builds} build(s) of each recipe; "
           f"{len(validation)} held-out real rows; linear evaluator; {args.requests_per_label} requests per label per recipe\n")
     for name, s in summary.items():
         print(f"  {name:<58} macro-F1 {s['mean']:.3f} ± {s['std']:.3f}  ({', '.join(f'{v:.3f}' for v in s['runs'])})")
@@ -208,31 +232,39 @@ def main() -> None:
     capped = f" (capped: only {short} real rows lie outside the validation set)" if short else ""
     print(f"\n  reference to beat (real, {args.reference} per label{capped}): "
           f"{summary[f'real, {args.reference} per label']['mean']:.3f}")
+    by_build: dict[str, list[float]] = {}
     for spec in recipes:
-        final = summary[f"real + {spec.name} [final]"]["mean"]
-        print(f"  real + {spec.name} (filtered) vs real only: {100 * (final - real_only):+.1f} points")
+        runs = table[f"real + {spec.name} [final]"]
+        by_build[spec.name] = [statistics.mean(runs[k:: args.builds]) for k in range(args.builds)]
+        print(f"  real + {spec.name} (filtered) vs real only: {100 * (statistics.mean(runs) - real_only):+.1f} points")
+    if args.builds > 1:
+        print("\n  real + rows (filtered), each build's mean over the draws: the spread is the build-to-build noise")
+        for name, means in by_build.items():
+            print(f"  {name:<40} {', '.join(f'{m:.3f}' for m in means)}  (std over builds {statistics.stdev(means):.3f})")
 
     print("\nwhat each stage did, paired per draw (real + rows after the stage minus before it; left out: with minus without)")
     for spec in recipes:
-        names = [f"real + {spec.name} [{stage}]" for stage in stages[spec.name]]
+        names = [f"real + {spec.name} [{stage}]" for stage in stage_names[spec.name]]
         for before, after in zip(names, names[1:]):
             print(f"  {after:<58} {paired(table, after, before)}")
         final = f"real + {spec.name} [final]"
-        for kind in without[spec.name]:
+        for kind in without[spec.name][0]:
             print(f"  {f'{final} with {kind}':<58} {paired(table, final, f'real + {spec.name} [without {kind}]')}")
 
     print("\nwhy: rows compared on equal numbers (distinct n-grams and spread depend on the count)")
-    size = min(len(stages[s.name]["final"]) for s in recipes)
+    size = min(len(named["final"]) for spec in recipes for _, _, named in built[spec.name])
     real_pool = [r for rows in pool.values() for r in rows]
     figures = {"real (outside validation)": describe(real_pool, real_pool, embedder, size, 0, critic=False)}
-    figures |= {spec.name: describe(stages[spec.name]["final"], real_pool, embedder, size, 0) for spec in recipes}
+    for spec in recipes:  # each figure is its mean over the builds
+        each = [describe(named["final"], real_pool, embedder, size, 0) for _, _, named in built[spec.name]]
+        figures[spec.name] = {key: statistics.mean(f[key] for f in each) for key in each[0]}
     for name, f in figures.items():
         auc = f"critic AUC {f['critic_auc']:.3f}" if "critic_auc" in f else "critic AUC -"
         print(f"  {name:<34} {f['compared_rows']:>4} rows  distinct-1 {f['distinct_1']:.3f}  distinct-2 {f['distinct_2']:.3f}  "
               f"spread {f['spread']:.3f}  median words {f['median_words']:.0f}  {auc}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"summary": summary, "figures": figures, "validation_rows": len(validation),
+        args.json.write_text(json.dumps({"summary": summary, "by_build": by_build, "figures": figures, "validation_rows": len(validation),
                                          "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
 
 
