@@ -12,8 +12,8 @@ and scores it on the same held-out real rows (those that are validation rows of 
 `--validation`). The first recipe's real data is the set; every recipe must read the same real file.
 
 With `--builds N`, each recipe is built N times with seeds seed, seed+1, ... (its real rows split as with
-its own seed, so every build is scored on the same held-out rows). Every figure is then over draws x
-builds, and the spread from one build to the next is printed: one build cannot rank two recipes that
+its own seed, so every build is scored on the same held-out rows). Each recipe's figures are then over
+draws x builds, and the spread from one build to the next is printed: one build cannot rank two recipes that
 differ by a few points.
 
 With `--leave-out TYPE ...`, it also scores real + <recipe> rows filtered by its chain without that filter type
