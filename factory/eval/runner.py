@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -48,6 +49,10 @@ class EvalRun:
         self.validation = rows
         self.gold = [r.label or "" for r in rows]
         self.seed = seed
+
+    def fingerprint(self) -> str:
+        """A short hash of the scored rows' ids: two runs' scores compare only where it is the same."""
+        return hashlib.sha256("\n".join(r.id for r in self.validation).encode()).hexdigest()[:16]
 
     def _evaluator(self, name: str):  # noqa: ANN202 - an Evaluator
         from factory.eval.evaluators import build_evaluator
@@ -125,7 +130,8 @@ def evaluate(spec: EvalSpec, labels: Sequence[str], real_train: Sequence[Record]
     final = stages[-1][1]
     names = list(dict.fromkeys([*spec.evaluators, *([spec.gate.evaluator] if spec.gate else [])]))
     results: dict[str, Any] = {
-        "validation_rows": len(run.validation), "real_train_rows": len(run.real_train), "synthetic_rows": len(final),
+        "validation_rows": len(run.validation), "validation_sample": run.fingerprint(),
+        "real_train_rows": len(run.real_train), "synthetic_rows": len(final),
         "seeds": spec.seeds, "evaluators": {name: run.headline(name, final, save_dir) for name in names},
     }
     if spec.ablation:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from conftest import classification_recipe, real_rows, scripted, write_recipe
 
 from factory.cli import main
@@ -71,3 +72,22 @@ def test_eval_of_a_run_without_real_data_fails_clearly(tmp_path: Path, loopback,
     assert main(["eval", str(out)]) == 1
     assert "no real_data" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nothing")]) == 1
+
+
+def test_pinned_real_data_seed_scores_every_build_on_the_same_validation_sample(tmp_path: Path, loopback, canary_key: str) -> None:
+    """`factory build --seed S` with `real_data.seed` pinned: same split *and* same `max_validation` sample."""
+    server = loopback(script=scripted)
+    path = recipe(tmp_path, server, {"min_macro_f1": 0.0})
+    data = yaml.safe_load(path.read_text())
+    data["eval"]["max_validation"] = 30  # of the 72 validation rows: the sample is seeded too
+
+    def sample(seed: int, pinned: int | None) -> str:
+        data["real_data"]["seed"] = pinned
+        out = tmp_path / f"run-{seed}-{pinned}"
+        assert main(["build", str(write_recipe(tmp_path / "r.yaml", data)), "--out", str(out), "--seed", str(seed), "--no-progress"]) == 0
+        ev = json.loads((out / "manifest.json").read_text())["eval"]
+        assert ev["validation_rows"] == 30
+        return ev["validation_sample"]
+
+    assert sample(1, 5) == sample(2, 5), "a pinned seed scores every build on the same rows"
+    assert sample(2, None) != sample(2, 5), "unpinned, the recipe seed picks the rows"
