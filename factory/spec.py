@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -446,6 +447,18 @@ def _describe(error: dict[str, Any]) -> str:
     return expected
 
 
+_BLAMED = re.compile(r"^[a-z_]+(?:\.[a-z_]+|\[\d+\])*(?=[: ])")
+
+
+def _blamed_field(message: str, data: dict[str, Any]) -> tuple[Any, ...]:
+    """("grounding", "mode") for "grounding.mode: ..." or "grounding.mode needs ...", when the recipe has
+    that top-level key; () when the message does not start with one of its fields."""
+    match = _BLAMED.match(message)
+    if not match or match[0].split(".")[0].split("[")[0] not in data:
+        return ()
+    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[a-z_]+|\d+", match[0]))
+
+
 @cache
 def _adapter() -> TypeAdapter[RecipeBase]:
     """One validator for every registered task kind, chosen by `task:`."""
@@ -477,10 +490,13 @@ def parse_recipe(data: Any, path: str = "<recipe>", root: yaml.Node | None = Non
             loc = tuple(p for p in error["loc"] if p not in tasks
                         and not (isinstance(p, str) and (p in {"openai", "llamacpp", "transformers"} or p.startswith("function-"))))
             loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
+            described = _describe(error)
+            blamed = () if loc else _blamed_field(described, data)
             field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top level)"
-            line = _line_of(root, loc)
+            line = _line_of(root, loc or blamed)
             where = f"line {line}: " if line else ""
-            problems.append(f"{where}{field}: {_describe(error)}")
+            # A check across fields names the field it blames first: the line is that field's.
+            problems.append(f"{where}{described}" if blamed else f"{where}{field}: {described}")
         raise RecipeError(path, problems) from None
 
 

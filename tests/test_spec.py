@@ -58,7 +58,10 @@ def bad(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
         ("name: x\ntask: summarise\n", ["task", "'classification'", "'instruction'"]),
         ("- just\n- a list\n", ["YAML mapping"]),
         (GOOD.replace("  tone:", "  length: [short, long]\n  tone:") + "generate: {match_real_length: true}\n",
-         ["match_real_length", "remove the `length` axis"]),
+         ["line 10: generate.match_real_length sets", "remove the `length` axis"]),
+        # A check across fields points at the line of the field it blames, not at the top of the file.
+        (GOOD + "sources: [{path: notes.txt}]\ngrounding: {mode: summarize}\n",
+         ["line 10: grounding.mode: 'summarize' is not a mode", "known: topic, rewrite"]),
     ],
 )
 def test_bad_recipes_fail_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: list[str]) -> None:
