@@ -454,9 +454,8 @@ def _blamed_field(message: str, data: dict[str, Any]) -> tuple[Any, ...]:
     """("grounding", "mode") for "grounding.mode: ..." or "grounding.mode needs ...", when the recipe has
     that top-level key; () when the message does not start with one of its fields."""
     match = _BLAMED.match(message)
-    if not match or match[0].split(".")[0].split("[")[0] not in data:
-        return ()
-    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[a-z_]+|\d+", match[0]))
+    path = tuple(int(p) if p.isdigit() else p for p in re.findall(r"[a-z_]+|\d+", match[0])) if match else ()
+    return path if path and path[0] in data else ()
 
 
 @cache
