@@ -1,19 +1,34 @@
-"""Run code a model wrote, isolated: bubblewrap namespaces, resource limits, a seccomp filter, audit hooks.
+"""Run code a model wrote, isolated: bubblewrap namespaces, an unprivileged user, limits, seccomp, audit hooks.
 
 What one run gets (`run_python`):
-- **bubblewrap** (`bwrap`, Debian's `bubblewrap`): new user, PID, network, IPC and UTS namespaces (no
-  network at all, not even the host's loopback); the whole filesystem read-only; `/home`, `/root` and
-  `/tmp` replaced by empty in-memory folders (the Python runtime is bound back read-only when it lives
-  in a home folder); a throwaway working directory, the only writable place, deleted afterwards; an
-  empty environment (no keys, no tokens; HOME is the working directory).
+- **bubblewrap** (`bwrap`, Debian's `bubblewrap`): new PID, network, IPC and UTS namespaces (no
+  network at all, not even the host's loopback). The filesystem is built, not inherited: the system
+  folders (`/usr`, `/bin`, `/lib*`, `/sbin`, `/etc`) and the Python runtime's own folders, read-only;
+  an empty `/tmp`; a fresh `/proc` and a minimal `/dev`; and a throwaway working directory, seen as
+  `/sandbox`, the only writable place, deleted afterwards. Nothing else of the host exists inside:
+  no home folder, no `/var`, `/srv`, `/opt` or `/mnt`, no run directory. The environment is empty (no
+  keys, no tokens; HOME is the working directory).
+- **an unprivileged user.** Run by root (Docker, Colab, CI), bubblewrap would keep root's
+  capabilities inside: the launcher instead drops to uid/gid 65534 (`nobody`) with no supplementary
+  groups before the program starts, which clears every capability, and checks that none is left.
+  The program is then an ordinary user of the host's kernel: it cannot mount, unmount or remount
+  anything, and cannot read a file that only root (or any real user) may read, such as a 0600 file
+  in the bound runtime folders. Run by a user, bubblewrap maps that user into a user namespace with
+  no capabilities; the program keeps that user's uid, so a file of the user's inside the bound
+  runtime folders is readable (the runtime is the only place of the user's that is bound).
 - **limits** set by a launcher before the program runs: wall-clock time (the whole namespace is
   killed), CPU seconds, address space (memory), file size, no core dumps, and no new processes
-  (a seccomp filter refuses fork, vfork and clone without CLONE_THREAD; threads still work).
+  (a seccomp filter refuses fork, vfork and clone without CLONE_THREAD; threads still work). The
+  same filter refuses the calls that change mounts, namespaces and other processes (mount, umount2,
+  pivot_root, unshare, setns, ptrace, ...), a second wall behind the missing capabilities.
 - **audit hooks** turn the attempts the walls stop anyway (a socket, a subprocess, a write outside the
   working directory) into a clear `sandbox: ... blocked` error, so the reason can be reported.
+- **no leftovers**: a small reaper runs bubblewrap as a child subreaper and collects every process
+  of the run, so no defunct `bwrap` is left for an init process that a container may not have.
 
-What it does not isolate: the program can read world-readable files outside the home folders
-(`/etc`, `/usr`, the Python installation), and it shares the kernel (a kernel exploit escapes it).
+What it does not isolate: the program can read world-readable files in the system folders (`/etc`,
+`/usr`) and the Python installation, it sees the host's CPU and kernel, and it shares the kernel (a
+kernel exploit escapes it).
 """
 
 from __future__ import annotations
@@ -22,23 +37,30 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from factory.errors import FactoryError
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
+REAPER = Path(__file__).with_name("reaper.py")
+TIMED_OUT = 124  # the reaper's exit status when the wall-clock limit ended the run (reaper.py)
+BACKSTOP_SECONDS = 15  # past the limit, the runner kills the reaper itself
+NOBODY = 65534  # the uid and gid a program runs as when the factory runs as root
+# Bound read-only into every sandbox; the rest of the host's filesystem is not there.
+SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 # The run's outcome, from the most specific evidence: a blocked action, the limits, then the exit.
 OK, TIMEOUT, MEMORY, BLOCKED, CRASHED = "ok", "timeout", "memory_limit", "blocked", "crashed"
 _BLOCKED = re.compile(r"sandbox: ([a-z ]+) (?:is|are) blocked")
-UNAVAILABLE = 86  # the launcher's exit code when it cannot set the limits (launcher.py)
-OUTPUT_CHARS = 8000
-WORKDIR_SHOWN = "/sandbox"  # how outputs name the working directory  # stdout and stderr kept per run (the tail: a traceback ends there)
+OUTPUT_CHARS = 8000  # stdout and stderr kept per run (the tail: a traceback ends there)
+WORKDIR_SHOWN = "/sandbox"  # where the program sees its working directory
 
 
 class SandboxUnavailable(FactoryError):
@@ -100,32 +122,62 @@ def bwrap() -> str:
     return found
 
 
-def _runtime_binds() -> list[str]:
-    """Read-only binds that bring the Python runtime back when it lives under a hidden folder."""
-    hidden = ("/home", "/root", "/tmp")
-    roots = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.executable)}
-    roots |= {Path(p).resolve() for p in sys.path if p and Path(p).is_dir() and "site-packages" in p}
+def privileged() -> bool:
+    """True when the factory runs as root: the program then runs as NOBODY, not in a user namespace."""
+    return os.geteuid() == 0
+
+
+def _runtime_roots() -> list[str]:
+    """Folders that hold the Python runtime and its packages, outside the system folders, outermost only."""
+    roots = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    roots |= {Path(sys.executable).parent, Path(sys.executable).resolve().parent}
+    roots |= {Path(p).resolve() for p in sys.path if p and "site-packages" in p and Path(p).is_dir()}
+    outside = [r for r in roots if not any(r == Path(s) or r.is_relative_to(s) for s in SYSTEM_FOLDERS)]
+    return sorted({str(r) for r in outside if not any(r != o and r.is_relative_to(o) for o in outside)})
+
+
+def _filesystem(workdir: Path) -> list[str]:
+    """The program's view: the system folders and the runtime read-only, the working directory, nothing else.
+
+    Not the host's `/` with a few folders hidden: a file left in /var, /srv, /opt or a home folder
+    is simply not there."""
     args: list[str] = []
-    for root in sorted(roots):
-        if root.is_file():
-            root = root.parent
-        if any(str(root).startswith(h + "/") for h in hidden):
-            args += ["--ro-bind", str(root), str(root)]
-    return args
+    for folder in SYSTEM_FOLDERS:
+        path = Path(folder)
+        if path.is_symlink():  # merged /usr: /bin -> usr/bin
+            args += ["--symlink", os.readlink(path), folder]
+        elif path.is_dir():
+            args += ["--ro-bind", folder, folder]
+    args += ["--perms", "0755", "--tmpfs", "/tmp"]  # before the runtime: a virtual environment may live under /tmp
+    made: set[Path] = set()
+    for root in _runtime_roots():
+        for parent in reversed(Path(root).parents[:-1]):  # bubblewrap would copy the host's modes (/root: 0700)
+            if parent not in made:
+                args += ["--perms", "0755", "--dir", str(parent)]
+                made.add(parent)
+        args += ["--ro-bind", root, root]
+    return args + ["--bind", str(workdir), WORKDIR_SHOWN, "--proc", "/proc", "--dev", "/dev",
+                   "--chdir", WORKDIR_SHOWN]
 
 
-def _command(workdir: Path, script: str, limits: Limits) -> list[str]:
-    python = str(Path(sys.executable))
-    env = {"HOME": str(workdir), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
+def _command(workdir: Path, script: str, limits: Limits, status_fd: int) -> list[str]:
+    env = {"HOME": WORKDIR_SHOWN, "TMPDIR": WORKDIR_SHOWN, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
            # One thread per math library: the address-space limit counts every thread's reserved stack.
            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [bwrap(), "--ro-bind", "/", "/", "--tmpfs", "/home", "--tmpfs", "/root", "--tmpfs", "/tmp",
-               *_runtime_binds(), "--bind", str(workdir), str(workdir), "--proc", "/proc", "--dev", "/dev",
-               "--chdir", str(workdir), "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
+    if privileged():
+        # bubblewrap run by root keeps root's capabilities inside and makes no user namespace: keep only
+        # what the launcher needs to become NOBODY (which clears them all), and no namespace of users.
+        isolation = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+                     "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        run_as = str(NOBODY)
+    else:  # a user namespace mapped to the invoking user, with no capabilities in it
+        isolation, run_as = ["--unshare-all", "--cap-drop", "ALL"], "-"
+    command = [bwrap(), *_filesystem(workdir), *isolation, "--die-with-parent", "--new-session", "--clearenv"]
     for name, value in env.items():
         command += ["--setenv", name, value]
-    return command + [python, "-I", str(workdir / "_launcher.py"), str(int(limits.memory_mb)),
-                      str(int(limits.seconds) + 1), str(int(limits.file_mb)), script]
+    launcher = [str(Path(sys.executable)), "-I", f"{WORKDIR_SHOWN}/_launcher.py", str(int(limits.memory_mb)),
+                str(int(limits.seconds) + 1), str(int(limits.file_mb)), run_as, str(status_fd), script]
+    return [str(Path(sys.executable)), "-I", "-S", str(REAPER), str(limits.seconds), *command, *launcher]
 
 
 def run_python(files: Mapping[str, str | bytes], script: str, *, limits: Limits = Limits(),
@@ -139,30 +191,85 @@ def run_python(files: Mapping[str, str | bytes], script: str, *, limits: Limits 
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
         shutil.copyfile(LAUNCHER, workdir / "_launcher.py")
+        if privileged():  # NOBODY may write here and nowhere else; root (without CAP_DAC_OVERRIDE) reads the launcher
+            os.chown(workdir, NOBODY, 0)
+            workdir.chmod(0o750)
         started = time.monotonic()
-        process = subprocess.Popen(_command(workdir, script, limits), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   stdin=subprocess.DEVNULL, start_new_session=True, env={"PATH": os.environ.get("PATH", "")})
-        timed_out = False
+        status_read, status_write = os.pipe()
         try:
-            out, err = process.communicate(timeout=limits.seconds)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(process.pid, signal.SIGKILL)  # bwrap is PID 1's parent: the namespace goes with it
-            out, err = process.communicate()
+            process = subprocess.Popen(_command(workdir, script, limits, status_write), stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
+                                       pass_fds=(status_write,), env={"PATH": os.environ.get("PATH", "")})
+            os.close(status_write)
+            status_write = -1
+            try:  # the reaper enforces the limit; this is the backstop should the reaper itself hang
+                out, err = process.communicate(timeout=limits.seconds + BACKSTOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                out, err = process.communicate()
+            os.set_blocking(status_read, False)  # a writer still alive after the backstop must not hang the runner
+            try:
+                came_up = os.read(status_read, 64) == b"started\n"
+            except BlockingIOError:
+                came_up = False
+        finally:
+            for fd in (status_read, status_write):
+                if fd >= 0:
+                    os.close(fd)
         seconds = time.monotonic() - started
         # The throwaway folder's random name is not the program's business: a traceback that names it
         # would make every repair prompt built from it new, and a resumed build would re-send them.
         stdout = out.decode("utf-8", "replace").replace(str(workdir), WORKDIR_SHOWN)[-OUTPUT_CHARS:]
         stderr = err.decode("utf-8", "replace").replace(str(workdir), WORKDIR_SHOWN)[-OUTPUT_CHARS:]
-        if not (workdir / ".started").exists() or (process.returncode == UNAVAILABLE and "sandbox unavailable:" in stderr):
-            raise SandboxUnavailable(f"the sandbox could not start: {stderr.strip()[:300]}")
-        status = _status(process.returncode, stderr, timed_out)
-        found = {name: (workdir / name).read_bytes() for name in outputs if (workdir / name).is_file()}
+        if not came_up:
+            raise SandboxUnavailable(_unavailable(stderr))
+        status = _status(process.returncode, stderr)
+        found = {name: data for name in outputs if (data := _read_output(workdir, name)) is not None}
         return SandboxResult(status, process.returncode, stdout, stderr, seconds, found)
 
 
-def _status(returncode: int | None, stderr: str, timed_out: bool) -> str:
-    if timed_out or returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+def _read_output(workdir: Path, name: str) -> bytes | None:
+    """The bytes of a regular file the program wrote, or None. Never through a link: the program could
+    leave `out.csv` pointing at any file of the host, which the runner, maybe root, would read for it."""
+    if "/" in name or name in (".", ".."):
+        raise ValueError(f"an output is a file name in the working directory, not a path: {name!r}")
+    folder = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        handle = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    except OSError:  # missing, or a link (ELOOP)
+        return None
+    finally:
+        os.close(folder)
+    with os.fdopen(handle, "rb") as stream:
+        return stream.read() if stat.S_ISREG(os.fstat(stream.fileno()).st_mode) else None
+
+
+def _unavailable(stderr: str) -> str:
+    why = stderr.strip()[-300:] or "no error message"
+    if "namespace" in stderr.lower():
+        why += (" (user namespaces are off for unprivileged users: enable them, e.g. `sudo sysctl -w "
+                "kernel.unprivileged_userns_clone=1` on Debian, or the AppArmor profile for bwrap on Ubuntu 24.04)")
+    return f"the sandbox could not start: {why}"
+
+
+@cache
+def _checked() -> bool:
+    result = run_python({"check.py": "print('ok')"}, "check.py", limits=Limits(seconds=30, memory_mb=1024))
+    if not result.ok or result.stdout.strip() != "ok":
+        raise SandboxUnavailable(f"the sandbox could not run a trivial program: {result.reason}")
+    return True
+
+
+def check() -> None:
+    """Raise SandboxUnavailable, saying what to do, unless a trivial program runs in the sandbox here.
+
+    A recipe that needs the sandbox calls it before its first request (none is paid for in vain);
+    the answer is kept for the process once it is yes."""
+    _checked()
+
+
+def _status(returncode: int | None, stderr: str) -> str:
+    if returncode in (TIMED_OUT, -signal.SIGXCPU, 128 + signal.SIGXCPU):
         return TIMEOUT
     if returncode == 0:
         return OK

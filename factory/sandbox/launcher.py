@@ -2,7 +2,10 @@
 
 Standalone on purpose (it runs with `python -I` in a namespace where the factory's own source may be
 hidden): the standard library and pyseccomp only.
-Usage: python -I launcher.py MEMORY_MB CPU_SECONDS FILE_MB SCRIPT
+Usage: python -I launcher.py MEMORY_MB CPU_SECONDS FILE_MB RUN_AS STATUS_FD SCRIPT
+RUN_AS: the uid (and gid) to become before the program runs, or "-" to stay (a user namespace already
+holds no capabilities). STATUS_FD: a pipe to the runner; "started" goes there once every wall is up,
+and it is closed before the program runs, so the program can neither fake nor erase that signal.
 """
 
 import errno
@@ -19,8 +22,27 @@ def limit(memory_mb: int, cpu_seconds: int, file_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def no_new_processes() -> None:
-    """A seccomp filter: fork, vfork and clone without CLONE_THREAD fail (threads still work).
+# Calls that change mounts, namespaces, other processes or the kernel's keyrings: the missing
+# capabilities refuse them already; the filter refuses them again, whatever the uid.
+PRIVILEGED_CALLS = ("mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "ptrace", "process_vm_writev",
+                    "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+                    "add_key", "request_key", "keyctl", "bpf", "userfaultfd", "perf_event_open")
+
+
+def become(uid: int) -> None:
+    """Drop to `uid`/`uid` with no supplementary groups; fail unless no capability is left."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)  # from root to another uid: the kernel clears every capability
+    with open("/proc/self/status", encoding="ascii") as status:
+        held = {k: v.strip() for k, v in (line.split(":", 1) for line in status if line.startswith("Cap"))}
+    if os.getuid() != uid or os.geteuid() != uid or int(held.get("CapEff", "1"), 16) or int(held.get("CapPrm", "1"), 16):
+        raise OSError(f"still privileged after dropping to {uid}: {held}")
+
+
+def seccomp_filter() -> None:
+    """A seccomp filter: fork, vfork and clone without CLONE_THREAD fail (threads still work), and so
+    does every call in PRIVILEGED_CALLS.
 
     Unlike RLIMIT_NPROC it also holds when the caller is root, whose process count is never limited."""
     import pyseccomp as seccomp
@@ -31,6 +53,11 @@ def no_new_processes() -> None:
     clone_thread = 0x00010000
     rules.add_rule(seccomp.ERRNO(errno.EAGAIN), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, clone_thread, 0))
     rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")  # its flags are out of a filter's reach; libc falls back to clone
+    for call in PRIVILEGED_CALLS:
+        try:
+            rules.add_rule(seccomp.ERRNO(errno.EPERM), call)
+        except (ValueError, RuntimeError):  # a call this libseccomp does not know: the capabilities still refuse it
+            pass
     rules.load()
 
 
@@ -64,15 +91,19 @@ def audit(workdir: str):  # noqa: ANN201
 
 
 def main() -> None:
-    memory_mb, cpu_seconds, file_mb, script = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    memory_mb, cpu_seconds, file_mb = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    run_as, status_fd, script = sys.argv[4], int(sys.argv[5]), sys.argv[6]
     workdir = os.getcwd()
-    open(".started", "w").close()  # tells the runner that the sandbox itself came up
-    limit(memory_mb, cpu_seconds, file_mb)
+    limit(memory_mb, cpu_seconds, file_mb)  # as root: the hard limits cannot be raised again once dropped
     try:
-        no_new_processes()
-    except (ImportError, OSError) as exc:  # fail closed: no program runs without its process limit
-        print(f"sandbox unavailable: the seccomp filter could not be loaded ({exc})", file=sys.stderr)
+        if run_as != "-":
+            become(int(run_as))
+        seccomp_filter()
+    except (ImportError, OSError) as exc:  # fail closed: no program runs with privileges or without its walls
+        print(f"sandbox unavailable: {exc}", file=sys.stderr)
         sys.exit(UNAVAILABLE)
+    os.write(status_fd, b"started\n")  # tells the runner that the sandbox itself came up
+    os.close(status_fd)
     sys.path.insert(0, workdir)
     sys.argv = [script]
     sys.addaudithook(audit(workdir))

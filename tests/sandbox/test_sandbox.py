@@ -5,14 +5,19 @@ reason, the namespace, the read-only filesystem and the seccomp filter are what 
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from factory.sandbox import BLOCKED, CRASHED, MEMORY, OK, TIMEOUT, Limits, run_python
+from factory.sandbox import BLOCKED, CRASHED, MEMORY, NOBODY, OK, TIMEOUT, Limits, run_python
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 QUICK = Limits(seconds=5, memory_mb=1024)
@@ -96,3 +101,137 @@ def test_the_working_directory_is_thrown_away_and_not_named(tmp_path: Path) -> N
     assert canary.name not in result.stdout  # the host's /tmp is not there
     assert result.stdout.splitlines()[-1] == "/sandbox" and "/sandbox/_launcher.py" in result.stderr
     assert "factory-sandbox-" not in result.stdout + result.stderr  # its random name would change every repair prompt
+
+
+# -- as root: the program is an unprivileged user, not root with a few folders hidden ------------------------------
+
+LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+SITE_PACKAGES = Path(pytest.importorskip("pandas").__file__).resolve().parent.parent  # bound into every sandbox
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the factory does not run as root here")
+
+
+def test_the_program_holds_no_capability_and_is_not_root() -> None:
+    result = run("import os\nstatus = dict(l.split(':', 1) for l in open('/proc/self/status') if l.startswith('Cap'))\n"
+                 "print(os.getuid(), os.geteuid(), int(status['CapEff'], 16), int(status['CapPrm'], 16))")
+    uid, euid, effective, permitted = result.stdout.split()
+    assert (effective, permitted) == ("0", "0")
+    if os.geteuid() == 0:
+        assert uid == euid == str(NOBODY)
+
+
+def test_the_filesystem_cannot_be_remounted_to_write_into_site_packages() -> None:
+    target = SITE_PACKAGES / f"factory-escape-{uuid.uuid4().hex}.pth"
+    result = run(LIBC + "MS_REMOUNT, MS_BIND = 32, 4096\n"
+                 "print(libc.mount(None, b'/', None, MS_REMOUNT | MS_BIND, None), ctypes.get_errno())\n"
+                 f"print(libc.mount(None, {str(SITE_PACKAGES).encode()!r}, None, MS_REMOUNT | MS_BIND, None), ctypes.get_errno())\n"
+                 f"print(libc.open({str(target).encode()!r}, 0o101, 0o644), ctypes.get_errno())")
+    try:
+        lines = [line.split() for line in result.stdout.splitlines()]
+        assert [line[0] for line in lines] == ["-1", "-1", "-1"], result.stdout  # EPERM, EPERM, EROFS or EACCES
+        assert not target.exists()
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def test_the_hidden_folders_cannot_be_unmounted_to_reach_the_home_folder() -> None:
+    secret = Path.home() / f".factory-sandbox-canary-{uuid.uuid4().hex}"
+    secret.write_text("the user's private notes")
+    try:
+        result = run(LIBC + "MNT_DETACH = 2\n"
+                     f"for folder in (b'/root', b'/home', b'/tmp', b'/', {str(Path.home()).encode()!r}):\n"
+                     "    print(libc.umount2(folder, MNT_DETACH), ctypes.get_errno())\n"
+                     f"print(open({str(secret)!r}).read())")
+    finally:
+        secret.unlink()
+    assert all(line.split()[0] == "-1" for line in result.stdout.splitlines()[:5]), result.stdout
+    assert result.status == CRASHED and ("FileNotFoundError" in result.reason or "PermissionError" in result.reason)
+    assert "private notes" not in result.stdout
+
+
+def test_a_root_only_file_outside_the_bound_folders_is_not_there(tmp_path: Path) -> None:
+    secret = Path("/var/tmp") / f"factory-canary-{uuid.uuid4().hex}"
+    secret.write_text("root's private notes")
+    secret.chmod(0o600)
+    try:
+        result = run(f"print(open({str(secret)!r}).read())")
+    finally:
+        secret.unlink()
+    assert result.status == CRASHED and "FileNotFoundError" in result.reason
+    assert "private notes" not in result.stdout
+
+
+@as_root
+def test_a_root_only_file_inside_a_bound_folder_cannot_be_read() -> None:
+    """The runtime's folders are bound: a 0600 file of root's there is visible, and refused to NOBODY."""
+    secret = SITE_PACKAGES / f"factory-canary-{uuid.uuid4().hex}"
+    secret.write_text("root's private notes")
+    secret.chmod(0o600)
+    try:
+        result = run(f"print(open({str(secret)!r}).read())")
+        raw = run(LIBC + f"print(libc.open({str(secret).encode()!r}, 0), ctypes.get_errno())")
+    finally:
+        secret.unlink()
+    assert result.status == CRASHED and "PermissionError" in result.reason
+    assert "private notes" not in result.stdout
+    assert raw.stdout.split() == ["-1", "13"]  # EACCES, also past the audit hooks
+
+
+def test_an_output_that_links_to_a_host_file_is_not_read_back() -> None:
+    """The runner reads the outputs, maybe as root: a link named like an output must not lend it root's eyes."""
+    secret = Path.home() / f".factory-sandbox-canary-{uuid.uuid4().hex}"
+    secret.write_text("the user's private notes")
+    try:
+        result = run(f"import os\nos.symlink({str(secret)!r}, 'out.csv')\nos.symlink('/etc/hostname', 'host.txt')",
+                     outputs=("out.csv", "host.txt"))
+    finally:
+        secret.unlink()
+    assert result.status == OK and result.files == {}
+
+
+def _defunct_bwraps() -> set[int]:
+    found = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("Name") == "bwrap" and fields.get("State", "").startswith("Z"):
+            found.add(int(status.parent.name))
+    return found
+
+
+def test_no_process_outlives_a_run_not_even_a_defunct_bwrap() -> None:
+    before = _defunct_bwraps()
+    run("print('done')")
+    run("while True:\n    pass", Limits(seconds=1, memory_mb=1024))
+    run("import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=False).start()\nprint('left a thread')")
+    time.sleep(0.5)
+    assert _defunct_bwraps() - before == set()
+
+
+def test_as_an_unprivileged_user_the_same_walls_hold(tmp_path: Path) -> None:
+    """Run the whole sandbox from a process of an ordinary user (NOBODY), where the machine lets that user run
+    this Python and make user namespaces."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start a process as another user")
+    try:
+        probe = subprocess.run([sys.executable, "-c", "import factory.sandbox, pyseccomp"], user=NOBODY, group=NOBODY,
+                               extra_groups=[], capture_output=True, cwd="/")
+        refused = probe.stderr.decode()[-200:] if probe.returncode else ""
+    except PermissionError as exc:
+        refused = str(exc)
+    if refused:
+        pytest.skip(f"this Python cannot run as uid {NOBODY} here: {refused}")
+    program = (LIBC + "print(libc.mount(None, b'/', None, 32 | 4096, None))\n"
+               "status = dict(l.split(':', 1) for l in open('/proc/self/status') if l.startswith('Cap'))\n"
+               "print(int(status['CapEff'], 16))\n"
+               "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=2)")
+    script = ("import json, sys\nfrom factory.sandbox import run_python, Limits\n"
+              f"r = run_python({{'p.py': {program!r}}}, 'p.py', limits=Limits(seconds=10, memory_mb=1024))\n"
+              "print(json.dumps([r.status, r.stdout, r.reason]))")
+    done = subprocess.run([sys.executable, "-c", script], user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True,
+                          cwd="/", env={"PATH": os.environ["PATH"], "TMPDIR": "/tmp"}, text=True)
+    if "SandboxUnavailable" in done.stderr:
+        pytest.skip(f"no user namespaces for an ordinary user here: {done.stderr[-300:]}")
+    status, stdout, reason = json.loads(done.stdout.splitlines()[-1])
+    assert stdout.split()[:2] == ["-1", "0"] and status == BLOCKED and "network access" in reason
