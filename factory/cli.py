@@ -212,6 +212,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     spec = _load(args)
     print(yaml.safe_dump(spec.resolved(), sort_keys=False, allow_unicode=True), end="")
     print(f"# ok: {args.recipe} (hash {spec.hash()})", file=sys.stderr)
+    if spec.needs_sandbox:
+        from factory.sandbox import SandboxUnavailable, check
+
+        try:
+            check()
+        except SandboxUnavailable as exc:
+            print(f"warning: {exc}; a build of this recipe would stop before its first request", file=sys.stderr)
     return 0
 
 

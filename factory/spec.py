@@ -368,6 +368,11 @@ class RecipeBase(Strict):
     def budget(self) -> int:
         return self.generate.max_requests or 4 * sum(self.buckets().values()) + 16
 
+    @property
+    def needs_sandbox(self) -> bool:
+        """True when the recipe runs model-written code: the sandbox is checked before the first request."""
+        return False
+
     def resolved(self) -> dict[str, Any]:
         """The recipe with defaults filled in, as plain data (no secrets: recipes only name env vars)."""
         return self.model_dump(mode="json")

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from factory import interrupts
+from factory import interrupts, sandbox
 from factory.builder.planner import fixed_round, plan_round, top_up_focus, trim_to_target
 from factory.builder.progress import BuildProgress
 from factory.corpus import Corpus, load_corpus
@@ -325,6 +325,8 @@ class Builder:
 
     def run(self) -> BuildResult:
         started = time.time()
+        if self.spec.needs_sandbox:  # no request is paid for when the code it brings back cannot run here
+            sandbox.check()
         with RunStore(self.run_dir) as store, BuildProgress(self.targets, enabled=self.show_progress) as progress:
             self._prepare()
             with interrupts.asyncio_handles_ctrl_c():

@@ -6,7 +6,9 @@ its name: the corpus reports them, never skips them silently.
 
 from __future__ import annotations
 
+import errno
 import glob
+import os
 import random
 import re
 from collections.abc import Iterator
@@ -22,6 +24,9 @@ from factory.spec import SourceSpec
 if TYPE_CHECKING:
     import pandas as pd
 
+# Among legacy encodings that read a file equally well, the most widespread wins (Windows' Western
+# European code page, then ISO Latin-1 and Latin-9); a tie among others is reported, not guessed.
+PREFERRED_LEGACY = ("cp1252", "latin_1", "iso8859_15")
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
 HTML_SUFFIXES = (".html", ".htm")
 TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".csv.gz", ".csv.bz2", ".parquet")
@@ -117,8 +122,36 @@ def _table_documents(table: pd.DataFrame, name: str, spec: SourceSpec) -> Iterat
         yield Document(f"{name}#{row}", text) if text.strip() else Problem(f"{name}#{row}", "empty")
 
 
+def decode(data: bytes) -> str:
+    """The text of a file: UTF-8, or the encoding charset-normalizer detects with confidence.
+
+    UnicodeDecodeError when no encoding reads it, or when several read it equally well but differently."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        failure = exc
+    from charset_normalizer import from_bytes  # only for the rare file that is not UTF-8
+
+    matches = list(from_bytes(data))
+    if not matches:
+        raise UnicodeDecodeError("utf-8", data, failure.start, failure.end, "not UTF-8, and no encoding reads it as text")
+    best = matches[0]
+    tied = [m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
+    if len({str(m) for m in tied}) > 1:
+        preferred = [m for e in PREFERRED_LEGACY for m in tied if m.encoding == e]
+        if not preferred:
+            raise UnicodeDecodeError("utf-8", data, failure.start, failure.end, "not UTF-8, and its encoding is ambiguous ("
+                                     + ", ".join(m.encoding for m in tied) + " read it differently)")
+        best = preferred[0]
+    return str(best)
+
+
 def _file_documents(path: Path, name: str, spec: SourceSpec) -> Iterator[Document | Problem]:
     lower = path.name.lower()
+    link = _broken_link(path)
+    if link is not None:
+        yield Problem(name, link)
+        return
     pdf_reader = _pdf_reader() if lower.endswith(".pdf") else None
     try:
         if lower.endswith(TABLE_SUFFIXES):
@@ -130,15 +163,33 @@ def _file_documents(path: Path, name: str, spec: SourceSpec) -> Iterator[Documen
         if pdf_reader is not None:
             text = "\n\n".join(page.extract_text() or "" for page in pdf_reader(path).pages)
         else:
-            raw = path.read_text(encoding="utf-8")
+            raw = decode(path.read_bytes())
             text = html_text(raw) if lower.endswith(HTML_SUFFIXES) else markdown_text(raw) if lower.endswith((".md", ".markdown")) else raw
-    except UnicodeDecodeError:
-        yield Problem(name, "not UTF-8 text")
+    except UnicodeDecodeError as exc:
+        yield Problem(name, exc.reason if exc.reason.startswith("not UTF-8") else "not UTF-8 text")
         return
     except Exception as exc:  # noqa: BLE001 - read_table, pypdf and the OS raise many types; the reason is reported
         yield Problem(name, f"unreadable: {type(exc).__name__}: {str(exc)[:200]}")
         return
     yield Document(name, text) if text.strip() else Problem(name, "empty")
+
+
+def _broken_link(path: Path) -> str | None:
+    """Why `path` is a symbolic link that leads to no file (dangling, or a loop), or None."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"a dangling symbolic link (to {os.readlink(path)})"
+    return None
+
+
+def _listed(path: Path) -> bool:
+    """A file to read, or a link that should have been one (reported, never skipped silently)."""
+    return path.is_file() or (path.is_symlink() and _broken_link(path) is not None)
 
 
 def source_files(spec: SourceSpec, base_dir: Path) -> list[tuple[Path, str]]:
@@ -150,14 +201,14 @@ def source_files(spec: SourceSpec, base_dir: Path) -> list[tuple[Path, str]]:
     if any(ch in spec.path for ch in "*?["):
         fixed = pattern.split("*")[0].split("?")[0].split("[")[0]  # the part before the first wildcard
         root = Path(fixed) if fixed.endswith(("/", "\\")) else Path(fixed).parent
-        found = [Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]
+        found = [Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if _listed(Path(p))]
     elif Path(pattern).is_dir():
         root = Path(pattern)
-        found = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES))
+        found = sorted(p for p in root.rglob("*") if _listed(p) and p.name.lower().endswith(SUFFIXES))
     else:
         root = Path(pattern).parent
         found = [Path(pattern)]
-    if not found or not found[0].exists():
+    if not found or not (found[0].exists() or found[0].is_symlink()):
         raise DataError(f"sources: {spec.path!r} matches no file")
     return [(p, str(p.relative_to(root)) if p.is_relative_to(root) else p.name) for p in found]
 

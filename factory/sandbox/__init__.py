@@ -253,7 +253,7 @@ def _unavailable(stderr: str) -> str:
 
 
 @cache
-def _checked() -> bool:
+def _checked(binary: str) -> bool:  # noqa: ARG001 - the cache's key: another bubblewrap is checked anew
     result = run_python({"check.py": "print('ok')"}, "check.py", limits=Limits(seconds=30, memory_mb=1024))
     if not result.ok or result.stdout.strip() != "ok":
         raise SandboxUnavailable(f"the sandbox could not run a trivial program: {result.reason}")
@@ -265,7 +265,7 @@ def check() -> None:
 
     A recipe that needs the sandbox calls it before its first request (none is paid for in vain);
     the answer is kept for the process once it is yes."""
-    _checked()
+    _checked(bwrap())
 
 
 def _status(returncode: int | None, stderr: str) -> str:

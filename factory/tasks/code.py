@@ -61,6 +61,10 @@ class CodeSpec(CountSpec):
     response_includes_tests: bool = Field(False, description="The dataset's response is the solution followed by its tests.")
     run: CodeRunSpec = Field(default_factory=CodeRunSpec, description="The sandboxed test runs.")
 
+    @property
+    def needs_sandbox(self) -> bool:
+        return True
+
     @model_validator(mode="after")
     def _defaults(self) -> CodeSpec:
         if not self.filters:  # task statements: exact and Self-Instruct novelty; solutions: near copies

@@ -194,6 +194,10 @@ class TableSpec(RecipeBase):
         if count is not None:
             self.rows = count
 
+    @property
+    def needs_sandbox(self) -> bool:
+        return self.method == "program"
+
     def budget(self) -> int:
         if self.generate.max_requests:
             return self.generate.max_requests
