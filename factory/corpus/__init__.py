@@ -28,7 +28,7 @@ from factory.spec import RecipeBase, SourceSpec
 from factory.text import normalize
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: files in other encodings are decoded, links that lead nowhere are reported
 
 
 @dataclass(slots=True, frozen=True)
@@ -80,12 +80,20 @@ def source_label(spec: SourceSpec, index: int) -> str:
 
 def _fingerprint(recipe: RecipeBase) -> str:
     """Changes when the sources, the chunking or any file they name changes (size or modification time)."""
-    files = [(str(path), (stat := path.stat()).st_size, stat.st_mtime_ns)
-             for spec in recipe.sources if not spec.path.startswith("hf:")
+    files = [(str(path), *_state(path)) for spec in recipe.sources if not spec.path.startswith("hf:")
              for path, _ in source_files(spec, recipe.base_dir)]
     data = {"version": CACHE_VERSION, "sources": [s.model_dump() for s in recipe.sources],
             "chunking": recipe.grounding.chunking.model_dump(), "seed": recipe.seed, "files": files}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _state(path: Path) -> tuple[int, int] | tuple[str, str]:
+    """A file's size and modification time; for a link that leads nowhere, where it points."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return "link", os.readlink(path)
+    return stat.st_size, stat.st_mtime_ns
 
 
 def load_corpus(recipe: RecipeBase, cache_dir: Path, validation: Sequence[Record] = ()) -> Corpus:
