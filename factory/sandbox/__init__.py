@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import stat
@@ -86,6 +87,7 @@ class SandboxResult:
     stderr: str
     seconds: float
     files: dict[str, bytes] = field(default_factory=dict)
+    report: str | None = None  # what the factory's own script reported (a run with workers), None if nothing
 
     @property
     def ok(self) -> bool:
@@ -160,7 +162,7 @@ def _filesystem(workdir: Path) -> list[str]:
                    "--chdir", WORKDIR_SHOWN]
 
 
-def _command(workdir: Path, script: str, limits: Limits, status_fd: int) -> list[str]:
+def _command(workdir: Path, script: str, limits: Limits, status_fd: int, workers: tuple[str, ...]) -> list[str]:
     env = {"HOME": WORKDIR_SHOWN, "TMPDIR": WORKDIR_SHOWN, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
            # One thread per math library: the address-space limit counts every thread's reserved stack.
            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -176,14 +178,19 @@ def _command(workdir: Path, script: str, limits: Limits, status_fd: int) -> list
     for name, value in env.items():
         command += ["--setenv", name, value]
     launcher = [str(Path(sys.executable)), "-I", f"{WORKDIR_SHOWN}/_launcher.py", str(int(limits.memory_mb)),
-                str(int(limits.seconds) + 1), str(int(limits.file_mb)), run_as, str(status_fd), script]
+                str(int(limits.seconds) + 1), str(int(limits.file_mb)), run_as, str(status_fd), script, *workers]
     return [str(Path(sys.executable)), "-I", "-S", str(REAPER), str(limits.seconds), *command, *launcher]
 
 
 def run_python(files: Mapping[str, str | bytes], script: str, *, limits: Limits = Limits(),
-               outputs: tuple[str, ...] = ()) -> SandboxResult:
+               outputs: tuple[str, ...] = (), workers: tuple[str, ...] = ()) -> SandboxResult:
     """Write `files` into a fresh working directory, run `script` (one of them) there, isolated, and
-    return how it ended with the `outputs` files it wrote. Never raises for anything the program does."""
+    return how it ended with the `outputs` files it wrote. Never raises for anything the program does.
+
+    With `workers` (scripts among `files`), `script` is the factory's own and trusted: each worker runs
+    in a process of its own beside it (launcher.py), and `script` may report over the status pipe,
+    a line "TOKEN TEXT" with the token it finds in `.report-token` (which it must delete before any
+    worker runs untrusted code); the result's `report` is that TEXT. Nothing else is taken as a report."""
     with tempfile.TemporaryDirectory(prefix="factory-sandbox-") as folder:
         workdir = Path(folder).resolve()
         for name, content in files.items():
@@ -191,13 +198,16 @@ def run_python(files: Mapping[str, str | bytes], script: str, *, limits: Limits 
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
         shutil.copyfile(LAUNCHER, workdir / "_launcher.py")
+        token = secrets.token_hex(16) if workers else ""
+        if workers:
+            (workdir / ".report-token").write_text(token)
         if privileged():  # NOBODY may write here and nowhere else; root (without CAP_DAC_OVERRIDE) reads the launcher
             os.chown(workdir, NOBODY, 0)
             workdir.chmod(0o750)
         started = time.monotonic()
         status_read, status_write = os.pipe()
         try:
-            process = subprocess.Popen(_command(workdir, script, limits, status_write), stdout=subprocess.PIPE,
+            process = subprocess.Popen(_command(workdir, script, limits, status_write, workers), stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
                                        pass_fds=(status_write,), env={"PATH": os.environ.get("PATH", "")})
             os.close(status_write)
@@ -208,10 +218,7 @@ def run_python(files: Mapping[str, str | bytes], script: str, *, limits: Limits 
                 os.killpg(process.pid, signal.SIGKILL)
                 out, err = process.communicate()
             os.set_blocking(status_read, False)  # a writer still alive after the backstop must not hang the runner
-            try:
-                came_up = os.read(status_read, 64) == b"started\n"
-            except BlockingIOError:
-                came_up = False
+            status = _read_all(status_read).decode("utf-8", "replace").split("\n")
         finally:
             for fd in (status_read, status_write):
                 if fd >= 0:
@@ -221,11 +228,26 @@ def run_python(files: Mapping[str, str | bytes], script: str, *, limits: Limits 
         # would make every repair prompt built from it new, and a resumed build would re-send them.
         stdout = out.decode("utf-8", "replace").replace(str(workdir), WORKDIR_SHOWN)[-OUTPUT_CHARS:]
         stderr = err.decode("utf-8", "replace").replace(str(workdir), WORKDIR_SHOWN)[-OUTPUT_CHARS:]
-        if not came_up:
+        if status[0] != "started":
             raise SandboxUnavailable(_unavailable(stderr))
-        status = _status(process.returncode, stderr)
+        reports = [line[len(token) + 1:] for line in status[1:] if token and line.startswith(token + " ")]
         found = {name: data for name in outputs if (data := _read_output(workdir, name)) is not None}
-        return SandboxResult(status, process.returncode, stdout, stderr, seconds, found)
+        return SandboxResult(_status(process.returncode, stderr), process.returncode, stdout, stderr, seconds, found,
+                             reports[0] if len(reports) == 1 else None)
+
+
+def _read_all(fd: int) -> bytes:
+    """What the pipe holds now; its writers have exited, or (after the backstop) may never write again."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _read_output(workdir: Path, name: str) -> bytes | None:

@@ -2,16 +2,23 @@
 
 Standalone on purpose (it runs with `python -I` in a namespace where the factory's own source may be
 hidden): the standard library and pyseccomp only.
-Usage: python -I launcher.py MEMORY_MB CPU_SECONDS FILE_MB RUN_AS STATUS_FD SCRIPT
+Usage: python -I launcher.py MEMORY_MB CPU_SECONDS FILE_MB RUN_AS STATUS_FD SCRIPT [WORKER ...]
 RUN_AS: the uid (and gid) to become before the program runs, or "-" to stay (a user namespace already
 holds no capabilities). STATUS_FD: a pipe to the runner; "started" goes there once every wall is up,
 and it is closed before the program runs, so the program can neither fake nor erase that signal.
+
+With WORKERs, SCRIPT is the factory's own (the code harness), and each WORKER a process of its own that
+runs code the factory does not trust: forked before any wall is up, it raises its own walls, keeps only
+its end of a socket to SCRIPT (and stdout, stderr), and runs `WORKER FD`. SCRIPT then runs as
+`SCRIPT STATUS_FD FD:PID ...`, keeps the status pipe to report on, and is not dumpable, so that no
+worker, though of the same uid, can reach its memory or descriptors through /proc.
 """
 
 import errno
 import os
 import resource
 import runpy
+import socket
 import sys
 
 
@@ -90,22 +97,78 @@ def audit(workdir: str):  # noqa: ANN201
     return hook
 
 
-def main() -> None:
-    memory_mb, cpu_seconds, file_mb = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    run_as, status_fd, script = sys.argv[4], int(sys.argv[5]), sys.argv[6]
-    workdir = os.getcwd()
-    limit(memory_mb, cpu_seconds, file_mb)  # as root: the hard limits cannot be raised again once dropped
+def walls(run_as: str) -> None:
+    """The user and the seccomp filter; on failure, exit saying the sandbox is unavailable (fail closed:
+    no program runs with privileges or without its walls)."""
     try:
         if run_as != "-":
             become(int(run_as))
         seccomp_filter()
-    except (ImportError, OSError) as exc:  # fail closed: no program runs with privileges or without its walls
+    except (ImportError, OSError) as exc:
         print(f"sandbox unavailable: {exc}", file=sys.stderr)
-        sys.exit(UNAVAILABLE)
+        sys.stdout.flush()
+        os._exit(UNAVAILABLE)
+
+
+def non_dumpable() -> None:
+    """No process of the same uid may read or write this one's memory, files or descriptors through /proc."""
+    import ctypes
+
+    pr_set_dumpable = 4
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+        raise OSError("prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def start_worker(script: str, run_as: str, workdir: str, keep: int) -> int:
+    """Fork a worker that runs `script` with its end of a socket (fd `keep`) and nothing else of ours."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 1 << 16)
+        walls(run_as)
+        non_dumpable()
+        sys.path.insert(0, workdir)
+        sys.argv = [script, str(keep)]
+        sys.addaudithook(audit(workdir))
+        runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - the worker's end, never the launcher's code after it
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def main() -> None:
+    memory_mb, cpu_seconds, file_mb = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    run_as, status_fd, script, workers = sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7:]
+    workdir = os.getcwd()
+    limit(memory_mb, cpu_seconds, file_mb)  # as root: the hard limits cannot be raised again once dropped
+    # Workers first, each forked before any wall is up (the filter refuses fork) and raising its own.
+    channels = []
+    for worker in workers:
+        ours, theirs = (end.detach() for end in socket.socketpair())  # raw descriptors: os.read and os.write
+        pid = start_worker(worker, run_as, workdir, theirs)
+        os.close(theirs)
+        channels.append(f"{ours}:{pid}")
+    walls(run_as)
+    if workers:  # the factory's own script: it keeps the status pipe for its report, and its memory to itself
+        non_dumpable()
     os.write(status_fd, b"started\n")  # tells the runner that the sandbox itself came up
-    os.close(status_fd)
-    sys.path.insert(0, workdir)
-    sys.argv = [script]
+    if workers:
+        sys.argv = [script, str(status_fd), *channels]
+    else:
+        os.close(status_fd)
+        sys.path.insert(0, workdir)
+        sys.argv = [script]
     sys.addaudithook(audit(workdir))
     runpy.run_path(script, run_name="__main__")
 

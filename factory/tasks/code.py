@@ -4,8 +4,9 @@ Each prompt asks for a task statement, a Python solution and assert-based tests 
 The reply's code runs in the sandbox (factory/code/verify.py) in a worker thread per core, so the
 build goes on generating while solutions run. A failure goes back to the model with its trimmed
 traceback as a chat continuation (`repair_rounds` times, each a follow-up request through the cache);
-what still fails is a rejected row with reason tests_failed, crashed, timeout or no_tests and the
-output as its detail. Tests that assert nothing or also pass for a stub of the solution are no_tests.
+what still fails is a rejected row with its reason (tests_failed, crashed, early_exit, untrusted_value,
+timeout or no_tests: verify.py) and the output as its detail. Tests that assert nothing or also pass
+for a stub of the solution are no_tests.
 """
 
 from __future__ import annotations
@@ -216,8 +217,13 @@ class CodeRecipe(Recipe[CodeSpec]):
         n = code["prompts"]
         rejected = ", ".join(f"{k}: {v}" for k, v in code["rejected"].items()) or "none"
         return ("## Verified by execution\n\n"
-                f"Every kept solution passed its own tests in a sandbox (no network, no environment, time, memory and "
-                f"process limits), and those tests fail for a stub of the solution. Of {n} tasks, "
+                f"Every kept solution passed its own tests in a sandbox (no network, no environment, an unprivileged "
+                f"user, time, memory and process limits), and those tests fail for a stub of the solution. The tests "
+                f"ran in a process of their own and the solution answered their calls from another, with plain values "
+                f"only: it could not write its own verdict, change the tests or the test runner, read the expected "
+                f"values, end its process early or return an object that claims to equal anything. What this does "
+                f"not guarantee: that the tests are thorough. They are the model's own; a stub failing them shows "
+                f"that they check something, not that they check enough. Of {n} tasks, "
                 f"{code['passed_first_try']} ({code['passed_first_try'] / n:.0%}) passed on the first try and "
                 f"{code['passed_after_repair']} ({code['passed_after_repair'] / n:.0%}) after up to {code['repair_rounds']} "
                 f"repair round(s) with the error shown to the model; the rest were rejected ({rejected}). Median run: "
