@@ -14,12 +14,14 @@ from factory.spec import RecipeBase
 
 
 def build(spec: RecipeBase, run_dir: str | Path | None = None, *, progress: bool = True,
-          only_generator: str | None = None, requests_per_bucket: int | None = None) -> BuildResult:
+          only_generator: str | None = None, requests_per_bucket: int | None = None, replace: bool = False) -> BuildResult:
     """Run a validated recipe into `run_dir` (default runs/<name>), then write its card and report.
 
     Re-running resumes from the request cache. `only_generator` and `requests_per_bucket` are the
     fixed-request mode that `factory compare` uses: one generator, exactly N prompts per bucket.
+    `replace`: build even into a folder that holds another recipe's run, replacing that run.
     """
     builder = Builder(spec, Path(run_dir) if run_dir else default_run_dir(spec), progress=progress,
-                      only_generator=only_generator, requests_per_bucket=requests_per_bucket, after=(write_documents,))
+                      only_generator=only_generator, requests_per_bucket=requests_per_bucket, after=(write_documents,),
+                      replace=replace)
     return builder.run()

@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--max-requests", type=_positive, help="override the request budget")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.add_argument("--no-push", action="store_true", help="skip the push that the recipe's hub: section asks for")
-    build.add_argument("--force", action="store_true", help="push even when the eval gate fails")
+    build.add_argument("--force", action="store_true", help="push even when the eval gate fails; build even into a "
+                       "folder that holds another recipe's run, replacing that run (its cached replies stay)")
     build.add_argument("--engine", choices=["local", "ray"], help="where the build runs: its requests, large filter "
                        "passes and embeddings (default: the recipe's engine, else local)")
     build.add_argument("--address", help="--engine ray: the cluster, auto or ray://host:port (default: start one here)")
@@ -137,9 +138,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     from factory.api import build
 
     spec = _load(args)
-    result = build(spec, args.out, progress=not args.no_progress)
+    result = build(spec, args.out, progress=not args.no_progress, replace=args.force)
     manifest = result.manifest
+    if result.replaced:
+        print(f"--force: replaced {result.replaced}", file=sys.stderr)
     print(f"run directory: {result.run_dir}")
+    if manifest.cache and (manifest.cache["reused"] or manifest.cache["unused"]):
+        print(f"  cache: {manifest.cache['reused']} replies reused" + (
+            f", {manifest.cache['unused']} cached replies not used by this recipe (an edit changed their prompts)"
+            if manifest.cache["unused"] else ""))
     for bucket, state in manifest.progress.items():
         print(f"  {bucket}: {state.kept}/{state.target}")
     print_engine(manifest)
@@ -151,8 +158,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     if manifest.exports is not None:
         print_exports(manifest.exports)
     if not result.complete:
-        print(f"budget exhausted after {manifest.budget.used} requests: not every label reached its target "
-              "(raise generate.max_requests or --max-requests)", file=sys.stderr)
+        print(f"stopped before every target was reached: {manifest.stopped}", file=sys.stderr)
+        if result.kept_previous:
+            from factory.run.manifest import load_manifest
+
+            previous = load_manifest(result.run_dir)
+            print(f"the complete dataset of the previous build ({previous.rows} rows, {previous.timings.started}) stays in "
+                  f"{result.run_dir / 'dataset'}; this build's {manifest.rows} rows are in {result.output_dir / 'dataset'}",
+                  file=sys.stderr)
+        else:
+            print(f"everything made so far is written ({manifest.rows} rows); run the same command again to resume",
+                  file=sys.stderr)
         return EXIT_INCOMPLETE
     if spec.hub is not None and not args.no_push:
         if result.passing or args.force:

@@ -256,6 +256,7 @@ class RecipeBase(Strict):
     export_formats: ClassVar[tuple[str, ...]] = EXPORT_FORMATS
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _source: Path | None = PrivateAttr(default=None)  # the recipe file, when it was read from one
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; also the default run directory runs/<name>.")
     seed: int = Field(0, description="Seed for every random choice: labels, axes, few-shot picks, sampling.")
@@ -341,6 +342,11 @@ class RecipeBase(Strict):
     def grounded(self) -> bool:
         """True when prompts are seeded with passages from the user's documents."""
         return bool(self.sources)
+
+    @property
+    def source(self) -> Path | None:
+        """The recipe file this spec was read from (None when it was built in code)."""
+        return self._source
 
     @property
     def base_dir(self) -> Path:
@@ -528,6 +534,7 @@ def load_recipe(path: str | Path) -> RecipeBase:
         raise RecipeError(str(path), [f"{where}YAML syntax error: {problem}"]) from None
     spec = parse_recipe(data, str(path), root)
     spec._base_dir = path.resolve().parent
+    spec._source = path.resolve()
     return spec
 
 

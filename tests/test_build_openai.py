@@ -160,7 +160,9 @@ def test_budget_exhausted_is_reported(tmp_path: Path, loopback, canary_key: str,
     assert manifest["budget"] == {"max_requests": 8, "used": 8}
     assert len(server.log) == 8
     assert manifest["progress"]["positive"]["reached"] is False
-    assert "budget exhausted" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "the request budget ran out (8 of 8 requests): 8 reply(ies) rejected (refusal 8)" in error
+    assert manifest["stopped"].startswith("the request budget ran out")
 
 
 def test_generators_share_prompts_by_weight(tmp_path: Path, loopback, canary_key: str) -> None:

@@ -52,7 +52,10 @@ def test_a_torn_last_line_is_set_aside_and_every_command_goes_on(built, name: st
     (out / "README.md").unlink()
     assert main(["eval", str(out)]) in (0, 4)
     assert (out / "README.md").is_file() and (out / "report.html").is_file()
-    assert any("torn line" in r.getMessage() for r in caplog.records)
+    # generated.jsonl is appended to, so its torn tail is set aside; rejected.jsonl is written whole at the
+    # end of each build, so readers skip the torn line and the next build writes the file anew.
+    said = "torn line" if name == "generated.jsonl" else "unreadable line"
+    assert any(said in r.getMessage() for r in caplog.records)
 
     sent = len(server.log)
     assert main(["build", str(recipe), "--out", str(out), "--no-progress"]) == 0
@@ -60,7 +63,7 @@ def test_a_torn_last_line_is_set_aside_and_every_command_goes_on(built, name: st
     rows = _strict_rows(out / name)
     assert [r["id"] for r in rows] == [r["id"] for r in before]
     aside = read_jsonl(out / TORN_LINES)
-    assert [(a["file"], a["fragment"]) for a in aside] == [(name, FRAGMENT)]
+    assert [(a["file"], a["fragment"]) for a in aside] == ([(name, FRAGMENT)] if name == "generated.jsonl" else [])
 
     # A build that adds rows appends them on lines of their own.
     generated = len(_strict_rows(out / "generated.jsonl"))

@@ -28,8 +28,10 @@ from factory.export import EXPORT_DIR, export_run
 from factory.filters import build_filter
 from factory.filters.base import Filter, FilterContext, FilterResult
 from factory.generators import Generator
+from factory.generators.failures import ADVICE, describe, failure_kind
 from factory.records import STAGE_FINAL, STAGE_PARSE, STAGE_TARGET, Completion, Prompt, Record, Rejected
-from factory.run.manifest import Manifest
+from factory.run.claim import claim
+from factory.run.manifest import Manifest, ManifestError, load_manifest
 from factory.run.store import RunStore, atomic_write_text, request_key
 from factory.secrets import name_secret_variables, recipe_secret_variables
 from factory.spec import RecipeBase
@@ -54,11 +56,14 @@ class GeneratorStats:
     completion_tokens: int = 0
     seconds: float = 0.0
     models: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)  # failed requests by kind (generators/failures.py)
 
     def add(self, completion: Completion) -> None:
         self.requests += 1
         self.cached += completion.cached
         self.failed += completion.error is not None
+        if completion.error is not None:
+            self.failures[failure_kind(completion.error)] += 1
         self.prompt_tokens += completion.prompt_tokens
         self.completion_tokens += completion.completion_tokens
         if not completion.cached:
@@ -83,6 +88,13 @@ class BuildResult:
 
     run_dir: Path
     manifest: Manifest
+    output_dir: Path | None = None  # where this build's dataset went: run_dir, or run_dir/partial beside a complete one
+    replaced: str | None = None  # the other recipe's run that --force replaced
+
+    @property
+    def kept_previous(self) -> bool:
+        """True when the build fell short and the run directory keeps the previous complete dataset."""
+        return self.output_dir is not None and self.output_dir != self.run_dir
 
     @property
     def complete(self) -> bool:
@@ -100,15 +112,17 @@ class Builder:
     def __init__(self, spec: RecipeBase, run_dir: Path, *, progress: bool = True, only_generator: str | None = None,
                  requests_per_bucket: int | None = None, after: Sequence[AfterBuild] = (),
                  generators: Mapping[str, Generator] | None = None, filters: Sequence[Filter] | None = None,
-                 embedder: Embedder | None = None) -> None:
+                 embedder: Embedder | None = None, replace: bool = False) -> None:
         """Store the settings; nothing is read, loaded or fitted until `run()` holds the run's lock.
 
         `generators` (by name), `filters` (unfitted, in order) and `embedder` replace what the
-        recipe would make, for callers that bring their own.
+        recipe would make, for callers that bring their own. `replace`: build even into a run
+        directory that holds another recipe's run, replacing it (run/claim.py).
         """
         self.spec = spec
         self.run_dir = Path(run_dir)
         self.only_generator = only_generator
+        self.replace = replace
         self.requests_per_bucket = requests_per_bucket
         self.after = tuple(after)
         self.show_progress = progress
@@ -128,6 +142,7 @@ class Builder:
         self.parsed: dict[tuple[str, int], list[Record | Rejected]] = {}  # a reply may hold several rows (a table batch)
         self.issued: Counter[str] = Counter()
         self._loaded: set[str] = set()
+        self.used_keys: set[str] = set()  # request keys this build answered from the cache or stored in it
 
     def _prepare(self) -> None:
         """Read the real rows, make the recipe and fit the filters (bad data fails here, before any model loads)."""
@@ -170,6 +185,7 @@ class Builder:
     async def _run_wave(self, store: RunStore, prompts: list[Prompt], progress: BuildProgress) -> list[Prompt]:
         keyed = [(request_key(self.generators[p.generator].identity(), p), p) for p in prompts]
         cached = store.cache.get_many(k for k, _ in keyed)
+        self.used_keys.update(cached)
         pending: dict[str, list[tuple[str, Prompt]]] = defaultdict(list)
         follow_ups: list[Prompt] = []
         hits = [(key, prompt) for key, prompt in keyed if key in cached]
@@ -211,6 +227,7 @@ class Builder:
             if completion.error is None:
                 # Persist before anything else: a finished request is never sent again.
                 store.cache.put(key, prompt, identity, completion)
+                self.used_keys.add(key)
             yield key, prompt, completion
 
     def _accept(self, key: str, prompt: Prompt, completion: Completion, progress: BuildProgress,
@@ -226,8 +243,7 @@ class Builder:
 
     @staticmethod
     def _flush(store: RunStore, rows: Sequence[Record | Rejected]) -> None:
-        store.add_records(r for r in rows if isinstance(r, Record))
-        store.add_rejected(r for r in rows if isinstance(r, Rejected))
+        store.add_records(r for r in rows if isinstance(r, Record))  # rejected rows are written once, at the end
 
     # -- filtering ------------------------------------------------------------------------------
 
@@ -267,6 +283,7 @@ class Builder:
                     wanted[prompt.generator][key] = prompt
         for name, items in wanted.items():
             cached = store.cache.get_many(items)
+            self.used_keys.update(cached)
             for key, completion in cached.items():
                 self.answers[key] = completion
                 self.stats[name].add(completion)
@@ -320,14 +337,28 @@ class Builder:
                             for k, i in enumerate(range(start, start + n))]
                 self.issued[bucket] += n
             progress.plan(len(prompts))
+            sent, failed = self._sent_and_failed()
             # One stream per round: the generator keeps its concurrency full; rows flush per batch.
             await self._run_prompts(store, prompts, progress)
+            sent_now, failed_now = self._sent_and_failed()
+            if sent_now > sent and failed_now - failed == sent_now - sent:
+                # Every request of the round failed: the next round would fail the same way, and cost.
+                chain = await self._filter(store, self._records_in_order())
+                return "requests_failed", chain
+
+    def _sent_and_failed(self) -> tuple[int, int]:
+        """Requests sent to a generator so far (not answered from the cache), and those that failed."""
+        return (sum(s.requests - s.cached for s in self.stats.values()), sum(s.failed for s in self.stats.values()))
 
     def run(self) -> BuildResult:
         started = time.time()
         if self.spec.needs_sandbox:  # no request is paid for when the code it brings back cannot run here
             sandbox.check()
-        with RunStore(self.run_dir) as store, BuildProgress(self.targets, enabled=self.show_progress) as progress:
+
+        def make_ours(root: Path) -> str | None:  # refuses another recipe's run directory (run/claim.py)
+            return claim(root, self.spec.name, self.spec.task, self.spec.source, replace=self.replace)
+
+        with RunStore(self.run_dir, make_ours) as store, BuildProgress(self.targets, enabled=self.show_progress) as progress:
             self._prepare()
             with interrupts.asyncio_handles_ctrl_c():
                 status, chain = asyncio.run(self._generate(store, progress))
@@ -342,15 +373,26 @@ class Builder:
                 stage, kept, dropped = last_check
                 funnel.append(FilterResult(kept, dropped).funnel(stage, len(final)))
                 final, surplus = kept, surplus + dropped
-            store.add_rejected(chain.dropped + surplus)
-            split_report = self._write_dataset(store, final)
-            exports = export_run(self.run_dir, self.spec.export, self.spec.resolved()) if self.spec.export else None
+            # A build that fell short never replaces a complete dataset: its own goes beside it, in partial/.
+            out = self.run_dir / PARTIAL_DIR if status != "complete" and _complete_run(self.run_dir) else self.run_dir
+            if out == self.run_dir:
+                shutil.rmtree(self.run_dir / PARTIAL_DIR, ignore_errors=True)
+            out.mkdir(exist_ok=True)
+            store.write_rejected([*self._parse_rejections(), *chain.dropped, *surplus], out)
+            split_report = self._write_dataset(store, final, out)
+            stages = [(STAGE_PARSE, records), *chain.stages, (STAGE_FINAL, final)]
+            store.write_stages({name: [r.id for r in rows] for name, rows in stages}, out)
+            manifest = self._manifest(status, records, final, funnel, started, generated_s)
+            manifest.stopped = self._stopped(manifest)
+            manifest.cache = {"reused": sum(s.cached for s in self.stats.values()),
+                              "unused": store.unused_cache_entries(self.used_keys)}
+            manifest.splits = split_report
+            if out != self.run_dir:  # no export, eval, card or report: those in the run directory stay the complete build's
+                store.write_manifest(manifest, out)
+                return BuildResult(self.run_dir, manifest, out, store.claimed)
+            manifest.exports = export_run(self.run_dir, self.spec.export, self.spec.resolved()) if self.spec.export else None
             for name, text in self.recipe.artifacts().items():  # e.g. a table's accepted program
                 atomic_write_text(self.run_dir / name, text)
-            stages = [(STAGE_PARSE, records), *chain.stages, (STAGE_FINAL, final)]
-            store.write_stages({name: [r.id for r in rows] for name, rows in stages})
-            manifest = self._manifest(status, records, final, funnel, started, generated_s)
-            manifest.splits, manifest.exports = split_report, exports
             store.write_manifest(manifest)
             eval_spec = self.spec.evaluation()
             if eval_spec is not None:
@@ -366,18 +408,48 @@ class Builder:
             for step in self.after:  # e.g. the card and the report: the build itself renders nothing
                 step(self.run_dir, self.context.embedder)
             interrupts.check()
-        return BuildResult(self.run_dir, manifest)
+        return BuildResult(self.run_dir, manifest, self.run_dir, store.claimed)
 
-    def _write_dataset(self, store: RunStore, final: list[Record]) -> dict[str, Any] | None:
+    def _parse_rejections(self) -> list[Rejected]:
+        """The rows this build's replies gave that parsing rejected, in the order of their prompts."""
+        order = {b: i for i, b in enumerate(self.targets)}
+        keys = sorted(self.parsed, key=lambda k: (k[1], order.get(k[0], len(order))))
+        return [row for k in keys for row in self.parsed[k] if isinstance(row, Rejected)]
+
+    def _stopped(self, manifest: Manifest) -> str | None:
+        """Why a build that is not complete stopped: failed requests by kind, rejected replies, or the budget."""
+        if manifest.complete:
+            return None
+        failures: Counter[str] = Counter()
+        for stats in self.stats.values():
+            failures.update(stats.failures)
+        rejected = {k: v for k, v in manifest.funnel[0].dropped.items() if k != "request_failed"}
+        parts = []
+        if failures:
+            parts.append(f"{sum(failures.values())} request(s) failed ({describe(failures)}): "
+                         f"{ADVICE[failures.most_common(1)[0][0]]}")
+        if rejected:
+            parts.append(f"{sum(rejected.values())} reply(ies) rejected ({', '.join(f'{k} {v}' for k, v in rejected.items())})")
+        filtered = sum(sum(stage.dropped.values()) for stage in manifest.funnel[1:] if stage.stage != STAGE_TARGET)
+        if filtered:
+            parts.append(f"the filters dropped {filtered} row(s)")
+        detail = "; ".join(parts)
+        if manifest.status == "requests_failed":
+            return f"every request of the last round failed, so the build stopped early: {detail}"
+        return (f"the request budget ran out ({manifest.budget.used} of {manifest.budget.max_requests} requests)"
+                + (f": {detail}" if detail else "") + "; raise generate.max_requests or --max-requests")
+
+    def _write_dataset(self, store: RunStore, final: list[Record], out: Path) -> dict[str, Any] | None:
         """The dataset, in the recipe's splits (train only without `splits:`); the splits' report."""
         held_out = self.spec.splits
         split_of, report = ({}, None) if held_out is None else assign_splits(
             final, self.recipe.bucket, held_out.held_out(), held_out.group_threshold, self.spec.seed)
         parts = {split: [r for r in final if split_of.get(r.id, TRAIN) == split] for split in SPLITS}
         by_split = {split: self.recipe.dataset_configs(rows) for split, rows in parts.items() if rows or split == TRAIN}
-        store.write_dataset({config: {split: tables[config] for split, tables in by_split.items()}
-                             for config in by_split[TRAIN]})
-        shutil.rmtree(self.run_dir / EXPORT_DIR, ignore_errors=True)  # files of an earlier dataset would mislead
+        schemas = self.recipe.dataset_schemas()
+        store.write_dataset({config: {split: tables[config] for split, tables in by_split.items()} for config in schemas},
+                            schemas, out)
+        shutil.rmtree(out / EXPORT_DIR, ignore_errors=True)  # files of an earlier dataset would mislead
         return report
 
     def _manifest(self, status: str, records: list[Record], final: list[Record], funnel: list[dict[str, Any]],
@@ -429,7 +501,7 @@ class Builder:
 
 def _stats_json(stats: GeneratorStats) -> dict[str, Any]:
     return {
-        "requests": stats.requests, "cached": stats.cached, "failed": stats.failed,
+        "requests": stats.requests, "cached": stats.cached, "failed": stats.failed, "failures": dict(stats.failures),
         "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
         "seconds": round(stats.seconds, 3), "models_reported": dict(stats.models),
     }
@@ -443,6 +515,17 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+PARTIAL_DIR = "partial"  # a build that fell short, beside the complete dataset it did not replace
+
+
+def _complete_run(run_dir: Path) -> bool:
+    """True when the run directory holds the dataset of a complete build."""
+    try:
+        return load_manifest(run_dir).complete and (run_dir / "dataset").is_dir()
+    except ManifestError:
+        return False
 
 
 def default_run_dir(spec: RecipeBase) -> Path:

@@ -16,6 +16,20 @@ from factory.generators.params import OpenAIParams
 from factory.records import Completion, Prompt
 
 _JSON_MODES = ("json_schema", "json_object", "none")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def endpoint(base_url: str) -> str:
+    """The server a base_url names, as the request cache keys it: host, port and path, never credentials.
+
+    Spellings of one server give one endpoint (every loopback name is 127.0.0.1, a scheme's default port
+    and a trailing slash are dropped), so that rewriting the URL does not make cached replies unusable."""
+    parts = urlsplit(base_url.strip())
+    host = (parts.hostname or "").lower()
+    if host in ("localhost", "ip6-localhost", "::1") or host.startswith("127."):
+        host = "127.0.0.1"
+    port = parts.port if parts.port != _DEFAULT_PORTS.get(parts.scheme.lower()) else None
+    return f"{host}{':' + str(port) if port else ''}{parts.path.rstrip('/')}"
 
 
 class OpenAIGenerator(Generator):
@@ -36,10 +50,7 @@ class OpenAIGenerator(Generator):
         self._json_mode = params.json_mode
 
     def identity(self) -> dict[str, Any]:
-        # The host, not the full URL with credentials, and never the key.
-        parts = urlsplit(self.params.base_url)
-        host = f"{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path.rstrip('/')}"
-        return {**super().identity(), "endpoint": host, "extra_body": self.params.extra_body}
+        return {**super().identity(), "endpoint": endpoint(self.params.base_url), "extra_body": self.params.extra_body}
 
     def load(self) -> None:
         import openai

@@ -19,7 +19,9 @@ from factory.errors import FactoryError
 # 1: the first typed manifest (December 2026). Before it, manifests had no schema_version; they have
 # the same fields and load as version 1.
 SCHEMA_VERSION = 1
-Status = Literal["complete", "budget_exhausted", "requests_spent"]
+# requests_failed: every request of a round failed (the server is down, the key refused), so the build
+# stopped rather than spend its budget on a dead endpoint.
+Status = Literal["complete", "budget_exhausted", "requests_spent", "requests_failed"]
 
 
 class ManifestError(FactoryError):
@@ -106,6 +108,11 @@ class Manifest(_Part):
     kind_report: dict[str, Any] | None = None
     splits: dict[str, Any] | None = None  # the held-out splits' rows per bucket and groups (factory.splits)
     exports: dict[str, Any] | None = None  # the fine-tuning files written, per format (factory.export)
+    # Why a build that is not complete stopped, in a sentence (failed requests by kind, rejected replies).
+    stopped: str | None = None
+    # The request cache: replies this build reused, and replies in the cache it did not use (an edit
+    # changed their prompts, or they belong to targets no longer asked for).
+    cache: dict[str, int] | None = None
 
     @property
     def task(self) -> str:
@@ -123,7 +130,7 @@ class Manifest(_Part):
     def to_json(self) -> str:
         # Optional sections are left out rather than written as null, as they always were.
         data = self.model_dump(mode="json", by_alias=True)
-        for key in ("embeddings", "eval", "kind_report"):
+        for key in ("embeddings", "eval", "kind_report", "stopped"):
             if data[key] is None:
                 del data[key]
         for stage in data["funnel"]:

@@ -14,7 +14,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -293,9 +293,13 @@ class JsonlLog:
 class RunStore:
     """One run directory (DESIGN.md §4). Use as a context manager: it holds the run's lock."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, claim: Callable[[Path], Any] | None = None) -> None:
+        """`claim`, called with the root once the lock is held and before any file is opened (a build
+        makes the directory its recipe's: run/claim.py); what it returns is kept as `claimed`."""
         self.root = Path(root)
         self._lock = FileLock(str(self.root / ".lock"), timeout=0)
+        self._claim = claim
+        self.claimed: Any = None
 
     def __enter__(self) -> RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -306,53 +310,76 @@ class RunStore:
                 f"{self.root} is in use by another `factory build` (lock file {self.root / '.lock'}); "
                 "wait for it to finish or use another --out directory"
             ) from None
+        if self._claim is not None:
+            try:
+                self.claimed = self._claim(self.root)
+            except BaseException:
+                self._lock.release()
+                raise
         self.cache = RequestCache(self.root / "requests.sqlite")
         self.generated = JsonlLog(self.root / "generated.jsonl")
-        self.rejected = JsonlLog(self.root / "rejected.jsonl", key=("id", "stage"))
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.cache.close()
         self.generated.close()
-        self.rejected.close()
         self._lock.release()
 
     def add_records(self, records: Iterable[Record]) -> int:
         return self.generated.append(r.to_json() for r in records)
 
-    def add_rejected(self, rows: Iterable[Rejected]) -> int:
-        return self.rejected.append(r.to_json() for r in rows)
-
     def records(self) -> Iterator[Record]:
         return (Record.from_json(row) for row in self.generated.rows())
 
-    def write_stages(self, stages: dict[str, list[str]]) -> None:
+    def write_rejected(self, rows: Iterable[Rejected], into: Path | None = None) -> None:
+        """rejected.jsonl: this build's dropped rows, and only these (each (id, stage) once). Written whole
+        at the end: rows an earlier version of the recipe dropped are not this run's to show or push,
+        and a resumed build finds its own again from the request cache."""
+        seen: set[tuple[str, str]] = set()
+        lines = []
+        for row in rows:
+            if (row.id, row.stage) not in seen:
+                seen.add((row.id, row.stage))
+                lines.append(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
+        atomic_write_text((into or self.root) / "rejected.jsonl", "".join(lines))
+
+    def write_stages(self, stages: dict[str, list[str]], into: Path | None = None) -> None:
         """stages.json: the ids that stood after each stage, so `factory eval` can re-score the ablation."""
-        atomic_write_text(self.root / "stages.json", json.dumps(stages) + "\n")
+        atomic_write_text((into or self.root) / "stages.json", json.dumps(stages) + "\n")
 
-    def write_manifest(self, manifest: Manifest) -> None:
+    def write_manifest(self, manifest: Manifest, into: Path | None = None) -> None:
         # redact(): a safety net, should a secret ever reach a recipe field that is not a variable's name.
-        atomic_write_text(self.root / "manifest.json", redact(manifest.to_json()))
+        atomic_write_text((into or self.root) / "manifest.json", redact(manifest.to_json()))
 
-    def write_dataset(self, configs: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
+    def unused_cache_entries(self, used: set[str]) -> int:
+        """Replies in the request cache that are not among `used` (request keys)."""
+        with self.cache._errors():
+            keys = [k for (k,) in self.cache._db.execute("SELECT key FROM requests")]
+        return sum(1 for k in keys if k not in used)
+
+    def write_dataset(self, configs: dict[str, dict[str, list[dict[str, Any]]]],
+                      schemas: dict[str, dict[str, str]] | None = None, into: Path | None = None) -> None:
         """dataset/ as a Hugging Face dataset (save_to_disk) plus data/<split>.parquet, swapped in atomically.
 
         `configs` is {config: {split: rows}}. With held-out splits the saved dataset is a DatasetDict.
         Several configs (related tables) are one saved dataset each, dataset/<config>/, with their
-        parquet in data/<config>/<split>.parquet and their names, in order, in dataset/configs.json."""
+        parquet in data/<config>/<split>.parquet and their names, in order, in dataset/configs.json.
+        A table with no rows gets the columns and types of `schemas[config]` ({column: dtype}), so it
+        loads like any other."""
         import datasets
 
-        build = self.root / ".dataset.partial"
+        root = into or self.root
+        build = root / ".dataset.partial"
         shutil.rmtree(build, ignore_errors=True)
         bars = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()  # the build has its own progress bar
         single = list(configs) == [DEFAULT_CONFIG]
         try:
             for name, splits in configs.items():
-                tables = {split: datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({"id": [], "text": []})
+                tables = {split: datasets.Dataset.from_list(rows) if rows else _empty(datasets, (schemas or {}).get(name))
                           for split, rows in splits.items()}
                 saved = tables[TRAIN] if list(tables) == [TRAIN] else datasets.DatasetDict(tables)
-                saved.save_to_disk(str(build if single else build / name))
+                saved.save_to_disk(str(build if single else build / name), **_shards(tables))
                 for split, table in tables.items():
                     parquet = build / "data" / (f"{split}.parquet" if single else f"{name}/{split}.parquet")
                     parquet.parent.mkdir(parents=True, exist_ok=True)
@@ -362,5 +389,23 @@ class RunStore:
         finally:
             if bars:
                 datasets.enable_progress_bars()
-        replace_dir(build, self.root / "dataset")
+        replace_dir(build, root / "dataset")
+
+
+def _shards(tables: dict[str, Any]) -> dict[str, Any]:
+    """save_to_disk's num_shards where a table is empty: datasets writes an empty table as no shard at all,
+    which load_from_disk cannot read back (IndexError); one empty shard reads back as zero rows."""
+    if all(len(t) for t in tables.values()):
+        return {}
+    if list(tables) == [TRAIN]:
+        return {"num_shards": 1}
+    shard = 500 << 20  # datasets' own default max_shard_size
+    return {"num_shards": {split: max(1, -(-t.data.nbytes // shard)) for split, t in tables.items()}}
+
+
+def _empty(datasets: Any, schema: dict[str, str] | None) -> Any:
+    """A table with no rows and the given columns ({name: dtype}; id and text when none is given)."""
+    schema = schema or {"id": "string", "text": "string"}
+    return datasets.Dataset.from_dict({c: [] for c in schema},
+                                      features=datasets.Features({c: datasets.Value(t) for c, t in schema.items()}))
 

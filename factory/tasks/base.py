@@ -99,6 +99,7 @@ class Recipe(ABC, Generic[SpecT]):
     Spec: ClassVar[type[RecipeBase]]  # the kind's recipe fields
     task_categories: ClassVar[tuple[str, ...]]  # Hugging Face task categories, for the dataset card
     columns: ClassVar[tuple[str, ...]]  # the kind's own dataset columns, in order
+    column_types: ClassVar[dict[str, str]] = {}  # the datasets dtype of each of them that is not a string
 
     def __init__(self, spec: SpecT, real_train: Sequence[Record] = (), passages: PassagePicker | None = None) -> None:
         self.spec = spec
@@ -202,6 +203,17 @@ class Recipe(ABC, Generic[SpecT]):
     def export_columns(cls, row: dict[str, Any]) -> dict[str, Any]:
         """A finished dataset row as the `columns` export writes it: the kind's own columns (all, when it declares none)."""
         return {c: row[c] for c in cls.columns} if cls.columns else dict(row)
+
+    def dataset_schemas(self) -> dict[str, dict[str, str]]:
+        """Each config's columns and their datasets dtypes, as `dataset_row` writes them: a build that kept
+        no row still writes a dataset that loads, with every column."""
+        columns = {"id": "string", **{c: self.column_types.get(c, "string") for c in self.columns},
+                   "generator": "string", "model": "string", **{f"axis_{a}": "string" for a in self.spec.axes}}
+        if self.spec.generate.reasoning:
+            columns["rationale"] = "string"
+        if self.spec.grounded:
+            columns["source_passage"] = "string"
+        return {DEFAULT_CONFIG: columns}
 
     def dataset_configs(self, final: Sequence[Record]) -> dict[str, list[dict[str, Any]]]:
         """The dataset's configs (name -> rows): one, "default", unless the kind makes several tables."""

@@ -20,7 +20,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from factory.filters import TABLE
 from factory.filters.params import ExactDedupParams
-from factory.records import STAGE_PARSE, Completion, Message, Prompt, Record, Rejected
+from factory.records import DEFAULT_CONFIG, STAGE_PARSE, Completion, Message, Prompt, Record, Rejected
 from factory.sandbox import Limits
 from factory.spec import RecipeBase, Strict
 from factory.tables.checks import Check, parse_checks
@@ -435,6 +435,12 @@ class TableRecipe(Recipe[TableSpec]):
             else:
                 kept.append(record)
         return FOREIGN_KEYS, kept, dropped
+
+    def dataset_schemas(self) -> dict[str, dict[str, str]]:
+        dtypes = {"int": "int64", "float": "float64", "bool": "bool"}  # dates, categories and strings are strings
+        tables = {name: {c: dtypes.get(column.type, "string") for c, column in definition.columns.items()}
+                  for name, definition in self.defs.items()}
+        return tables if self.spec.method == "related" else {DEFAULT_CONFIG: tables[BUCKET]}
 
     def dataset_configs(self, final: Sequence[Record]) -> dict[str, list[dict[str, Any]]]:
         if self.spec.method != "related":
