@@ -19,7 +19,8 @@ class Prompt:
 
     `bucket` is what the per-bucket target counts: the label for classification, "all" for
     instruction recipes. `(bucket, index)` identifies the prompt within a run; the prompt is a pure
-    function of (recipe hash, seed, bucket, index), so any worker can rebuild it.
+    function of (recipe hash, seed, bucket, index), so any worker can rebuild it. The build then
+    settles its `seed` from its messages (run/store.py: settle_seeds), which the request key holds.
     """
 
     bucket: str

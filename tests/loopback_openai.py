@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import re
 import threading
 import time
@@ -61,7 +62,7 @@ def default_text(body: dict[str, Any]) -> str:
     seed = body.get("seed", 0)
     if '"instruction"' in user:
         # Distinct wording per seed, so Self-Instruct's ROUGE-L novelty check keeps them.
-        words = [WORDS[(seed * k + k * k) % len(WORDS)] for k in range(1, 7)]
+        words = random.Random(seed).sample(WORDS, 6)
         return json.dumps({"instruction": f"Describe the {' '.join(words)} for shoppers.",
                            "response": f"It is {words[0]} and {words[1]}, built for {words[2]} days."})
     return json.dumps({"label": label.group(1) if label else "unknown",

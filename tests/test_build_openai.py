@@ -62,9 +62,10 @@ def test_faults_are_bounded_and_become_rejected_rows(tmp_path: Path, loopback, c
     """429 with Retry-After, 500, a hang past the timeout, a malformed body, refusals and bad JSON."""
     retry_after_seen: list[float] = []
 
+    kinds: dict[str, int] = {}  # each distinct request gets the next fault in turn: every fault occurs
+
     def script(body: dict, n: int) -> Action:
-        seed = body["seed"]
-        kind = seed % 7
+        kind = kinds.setdefault(json.dumps([body["messages"], body["seed"]]), len(kinds) % 7)
         if kind == 0 and n == 0:
             retry_after_seen.append(time.time())
             return Action(status=429, headers={"Retry-After": "0.2"})

@@ -6,6 +6,7 @@ endpoints share their cached replies."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import datasets
@@ -117,3 +118,24 @@ def test_equivalent_endpoints_share_their_cached_replies_and_a_rerun_counts_them
     assert _build(write_recipe(path, {**recipe, "generate": {"per_label": 2}}), out) == 0
     said = capsys.readouterr().out
     assert "cached replies not used by this recipe" in said
+
+
+def test_an_edit_that_leaves_a_prompts_messages_as_they_were_leaves_its_reply_usable(
+        tmp_path: Path, loopback, canary_key) -> None:
+    """One more value on an axis moves prompts: the same messages come up at other indexes. Their seeds come
+    from their messages (and their rank among identical ones), so their cached replies still answer them."""
+    server = loopback(script=scripted)
+    recipe = classification_recipe(server.base_url, generate={"per_label": 10})
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    out = tmp_path / "run"
+    assert _build(path, out) == 0
+    first = Counter(json.dumps(r.body["messages"]) for r in server.log)
+    sent = len(server.log)
+    assert _build(write_recipe(path, {**recipe, "axes": {**recipe["axes"], "product": [*recipe["axes"]["product"], "desk"]}}),
+                  out) == 0
+    again = Counter(json.dumps(r.body["messages"]) for r in server.log[sent:])
+    reused = json.loads((out / "manifest.json").read_text())["cache"]["reused"]
+    # Keyed by their place in the run, only the prompts that kept both their messages and their index were
+    # reused (5 here); keyed by their messages, every prompt the first build had already asked for is.
+    assert reused >= 8, f"only {reused} replies reused"
+    assert not {m for m in again if first[m] >= 3}, "messages the first build sent three times were sent again"

@@ -32,7 +32,7 @@ from factory.generators.failures import ADVICE, describe, failure_kind
 from factory.records import STAGE_FINAL, STAGE_PARSE, STAGE_TARGET, Completion, Prompt, Record, Rejected
 from factory.run.claim import claim
 from factory.run.manifest import Manifest, ManifestError, load_manifest
-from factory.run.store import RunStore, atomic_write_text, request_key
+from factory.run.store import RunStore, atomic_write_text, request_key, settle_seeds
 from factory.secrets import name_secret_variables, recipe_secret_variables
 from factory.spec import RecipeBase
 from factory.splits import SPLITS, TRAIN, assign_splits
@@ -143,6 +143,7 @@ class Builder:
         self.issued: Counter[str] = Counter()
         self._loaded: set[str] = set()
         self.used_keys: set[str] = set()  # request keys this build answered from the cache or stored in it
+        self.seen_prompts: Counter[str] = Counter()  # identical prompts so far, for their seeds (settle_seeds)
 
     def _prepare(self) -> None:
         """Read the real rows, make the recipe and fit the filters (bad data fails here, before any model loads)."""
@@ -180,7 +181,9 @@ class Builder:
     async def _run_prompts(self, store: RunStore, prompts: list[Prompt], progress: BuildProgress) -> None:
         """Answer `prompts`, then the follow-ups their replies call for (a conversation's next turns), wave by wave."""
         while prompts:
-            prompts = await self._run_wave(store, prompts, progress)
+            settle_seeds(prompts, self.seen_prompts, self.recipe.seed_salt)
+            # Follow-ups come back in the order their replies finished: sorted, their seeds settle the same on every run.
+            prompts = sorted(await self._run_wave(store, prompts, progress), key=lambda p: (p.bucket, p.index))
 
     async def _run_wave(self, store: RunStore, prompts: list[Prompt], progress: BuildProgress) -> list[Prompt]:
         keyed = [(request_key(self.generators[p.generator].identity(), p), p) for p in prompts]

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from factory.generators import build_generator
 from factory.generators.base import GeneratorParams
 from factory.records import STAGE_FINAL, Completion, Prompt, Record, Rejected
 from factory.run.manifest import Manifest, load_manifest
-from factory.run.store import RequestCache, request_key
+from factory.run.store import RequestCache, request_key, settle_seeds
 from factory.spec import RecipeBase
 from factory.tasks import Recipe
 
@@ -52,7 +53,9 @@ def chosen_generators(spec: RecipeBase, names: Sequence[str] | None) -> list[Gen
 
 def fixed_prompts(recipe: Recipe, spec: RecipeBase, generator: str, requests: int) -> list[Prompt]:
     """The prompts fixed-request mode sends: 0..N-1 of every bucket, in one round and so with no top-up focus."""
-    return [recipe.prompt(bucket, i, generator) for bucket in spec.buckets() for i in range(requests)]
+    prompts = [recipe.prompt(bucket, i, generator) for bucket in spec.buckets() for i in range(requests)]
+    settle_seeds(prompts, Counter(), recipe.seed_salt)  # as the build settles them: one wave, in this order
+    return prompts
 
 
 @dataclass

@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -46,14 +47,28 @@ def dataset_files(run_dir: Path, config: str = DEFAULT_CONFIG) -> dict[str, Path
 
 
 def request_key(identity: dict[str, Any], prompt: Prompt) -> str:
-    """Stable key of one request: generator identity, messages, schema, seed and sample index.
+    """Stable key of one request: generator identity, messages, schema and seed: what makes the reply.
 
+    Not the prompt's place in the run (its bucket and index): a prompt whose messages an edit left as
+    they were, at whatever index, finds its reply (its seed comes from its messages: `settle_seeds`).
     Nothing process- or machine-specific goes in, so any worker computes the same key; nothing
     secret goes in either (identities carry the endpoint host, never a key).
     """
-    payload = {"generator": identity, "messages": prompt.messages, "schema": prompt.schema,
-               "seed": prompt.seed, "sample": prompt.uid}
+    payload = {"generator": identity, "messages": prompt.messages, "schema": prompt.schema, "seed": prompt.seed}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def settle_seeds(prompts: Iterable[Prompt], seen: Counter[str], salt: int | None) -> None:
+    """Give each prompt a seed drawn from its own generator, messages and schema, the recipe's seed
+    (`salt`: Recipe.seed_salt) and how many prompts with the same ones came before it in the run (`seen`, updated):
+    an edit that leaves a prompt's messages as they were leaves its seed, and so its cached reply,
+    usable; two identical prompts of one run still get two seeds, and two replies."""
+    for prompt in prompts:
+        same = hashlib.sha256(json.dumps([prompt.generator, prompt.messages, prompt.schema], sort_keys=True,
+                                         ensure_ascii=False).encode()).hexdigest()
+        occurrence = seen[same]
+        seen[same] += 1
+        prompt.seed = int(hashlib.sha256(f"{salt}/{same}/{occurrence}".encode()).hexdigest()[:8], 16) % 2**31
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -132,7 +147,7 @@ class RequestCache:
         return found
 
     def put(self, key: str, prompt: Prompt, identity: dict[str, Any], completion: Completion) -> None:
-        request = {"generator": identity, "messages": prompt.messages, "seed": prompt.seed, "sample": prompt.uid}
+        request = {"generator": identity, "messages": prompt.messages, "seed": prompt.seed, "prompt": prompt.uid}
         with self._errors():
             self._db.execute(
                 "INSERT OR REPLACE INTO requests (key, request, completion, created) VALUES (?, ?, ?, ?)",

@@ -112,6 +112,12 @@ class Recipe(ABC, Generic[SpecT]):
     def rng(self, bucket: str, index: int, stream: str = "prompt") -> random.Random:
         return random.Random(f"{self.spec.seed}/{bucket}/{index}/{stream}")
 
+    @property
+    def seed_salt(self) -> int | None:
+        """What a prompt's request seed comes from besides its messages (run/store.py: settle_seeds): the
+        recipe's seed, so that another `seed:` draws new replies. None where replies must not depend on it."""
+        return self.spec.seed
+
     def assign_generator(self, bucket: str, index: int) -> str:
         """Weighted choice of generator, on its own random stream so prompts do not depend on it."""
         rng = self.rng(bucket, index, "generator")

@@ -317,6 +317,10 @@ class TableRecipe(Recipe[TableSpec]):
                       generator=generator or self.assign_generator(bucket, index), seed=rng.randrange(2**31),
                       schema=self.reply_schema(bucket), target={"axes": axes, "examples": [json.dumps(s) for s in shots]})
 
+    @property
+    def seed_salt(self) -> int | None:
+        return None if self.spec.method == "program" else self.spec.seed  # a program takes the seed as an argument
+
     def _program_prompt(self, bucket: str, index: int, generator: str | None) -> Prompt:
         """Attempt `index`: the task, or (after a failed attempt) the task, that program and its errors.
 

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.skipif(os.system("command -v bwrap >/dev/null") != 0, r
 LIMITS = Limits(seconds=4, memory_mb=512)
 WRONG = "def add(a, b):\n    return a - b\n"  # plainly wrong: every trick below rides on it
 TESTS = "assert add(1, 2) == 3\nassert add(2, 2) == 4\n"
-VERDICT = "{'phase': 'stub', 'ok': True, 'error': '', 'tests': 3, 'stub_passed': False, 'stub_checked': True, 'early_exit': '', 'untrusted': ''}"
+VERDICT = ("{'phase': 'stub', 'ok': True, 'error': '', 'tests': 3, 'stub_passed': False, 'stub_checked': True, "
+           "'early_exit': '', 'untrusted': ''}")
 FORGE_FILE = f"import json, os\njson.dump({VERDICT}, open('result.json', 'w'))\n"
 
 
@@ -36,10 +37,12 @@ FORGE_FILE = f"import json, os\njson.dump({VERDICT}, open('result.json', 'w'))\n
                  TESTS_FAILED, "-1 != 3", id="patch-unittest-and-builtins"),
     pytest.param("import sys, gc\nfor thing in gc.get_objects():\n    if callable(thing) and getattr(thing, '__name__', '') in "
                  "('run_tests', 'phase', 'verify'):\n        thing.__code__ = (lambda *a, **k: 1).__code__\n"
-                 "for name in list(sys.modules):\n    if name in ('harness', '__main__', 'wire'):\n        sys.modules[name].run_tests = lambda *a: 1\n"
+                 "for name in list(sys.modules):\n    if name in ('harness', '__main__', 'wire'):\n"
+                 "        sys.modules[name].run_tests = lambda *a: 1\n"
                  + WRONG, TESTS, TESTS_FAILED, "AssertionError", id="patch-the-harness"),
     pytest.param("import re\ndef add(a, b):\n    try:\n        source = open('test_solution.py').read()\n"
-                 "        return int(re.search(rf'add\\({a}, {b}\\) == (\\d+)', source).group(1))\n    except Exception:\n        return a - b\n",
+                 "        return int(re.search(rf'add\\({a}, {b}\\) == (\\d+)', source).group(1))\n"
+                 "    except Exception:\n        return a - b\n",
                  TESTS, TESTS_FAILED, "AssertionError", id="read-the-expected-values"),
     pytest.param("import os, time\ndef add(a, b):\n    if os.path.exists('harness.py'):\n        time.sleep(100)\n    return a + b\n",
                  TESTS, TIMED_OUT, "time limit", id="sleep-only-when-tested"),
@@ -72,13 +75,15 @@ HONEST = [
                  "assert list(count(3)) == [0, 1, 2]\nassert sum(count(4)) == 6\n", id="a-generator"),
     pytest.param("def sort_by(xs, key):\n    return sorted(xs, key=key)\n", "assert sort_by([3, 1, 2], key=lambda x: -x) == [3, 2, 1]\n",
                  id="a-callback"),
-    pytest.param("from collections import Counter, namedtuple\nPoint = namedtuple('Point', 'x y')\ndef words(t):\n    return Counter(t.split())\n"
+    pytest.param("from collections import Counter, namedtuple\nPoint = namedtuple('Point', 'x y')\n"
+                 "def words(t):\n    return Counter(t.split())\n"
                  "def origin():\n    return Point(0, 0)\n",
                  "assert words('a a b') == {'a': 2, 'b': 1}\nassert origin() == (0, 0) and origin().x == 0\n", id="counter-and-namedtuple"),
     pytest.param("from datetime import date, timedelta\ndef next_day(d):\n    return d + timedelta(days=1)\n",
                  "from datetime import date\nassert next_day(date(2024, 2, 28)) == date(2024, 2, 29)\n", id="dates"),
     pytest.param("from dataclasses import dataclass\n@dataclass\nclass Point:\n    x: int\n    y: int\n    def norm1(self):\n"
-                 "        return abs(self.x) + abs(self.y)\n", "p = Point(1, -2)\nassert p.norm1() == 3 and p.x == 1\nassert p == Point(1, -2)\n",
+                 "        return abs(self.x) + abs(self.y)\n", "p = Point(1, -2)\nassert p.norm1() == 3 and p.x == 1\n"
+                 "assert p == Point(1, -2)\n",
                  id="a-dataclass"),
     pytest.param("import math\ndef area(r):\n    return math.pi * r * r\n", "assert abs(area(1) - math.pi) < 1e-9\n",
                  id="the-solution's-imports"),
