@@ -8,8 +8,14 @@ repair, why the rest fail; and rows/s with and without the parallel runner.
    completion the model gave it, after a fixed latency, one request at a time like the local model), built
    with `run.workers: 0` (each solution runs inline and generation waits: the baseline) and with the
    default (a worker per core, generation goes on while solutions run). Same rows, different rows/s.
+3. Verification: every solution and tests the model wrote (first tries and repairs, from the run's
+   request cache), verified by the split harness (the tests in one process, the solution in another,
+   plain values between them: factory/code/harness.py) and by the baseline, the same tests run in the
+   solution's own process (the design before, which a solution could fool): seconds per solution and
+   how often the two verdicts agree on pass or fail; then the cached re-run of the recipe, which must
+   send no request: its wall time.
 
-    python benchmarks/code_pairs.py [--count 8] [--latency 1.0] [--work /tmp/code-pairs]
+    python benchmarks/code_pairs.py [--count 8] [--latency 1.0] [--work /tmp/code-pairs] [--run DIR]
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from loopback_openai import Action, LoopbackOpenAI  # noqa: E402
 
 from factory import build, load_recipe  # noqa: E402
+from factory.code.verify import static_problem, stub_of, verify  # noqa: E402
+from factory.sandbox import Limits, run_python  # noqa: E402
 from factory.spec import parse_recipe  # noqa: E402
+from factory.tasks.code import strip_fence  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "python-functions.yaml"
 
@@ -94,6 +103,81 @@ def replayed(run: Path, work: Path, latency: float) -> None:
             server.log.clear()
 
 
+# The baseline: the solution, its tests and the stub's run in one sandboxed process, as before the split.
+IN_PROCESS = """import json, types, sys
+def run(path):
+    module = types.ModuleType('solution'); sys.modules['solution'] = module
+    exec(compile(open(path).read(), path, 'exec'), module.__dict__)
+    namespace = dict(vars(module)); namespace['__name__'] = 'test_solution'
+    exec(compile(open('test_solution.py').read(), 'test_solution.py', 'exec'), namespace)
+    for name, value in list(namespace.items()):
+        if name.startswith('test') and callable(value) and not isinstance(value, type):
+            value()
+ok = stub_passed = False
+try:
+    run('solution.py'); ok = True
+    try:
+        run('stub.py'); stub_passed = True
+    except BaseException:
+        pass
+except BaseException:
+    pass
+json.dump({'passed': ok and not stub_passed}, open('result.json', 'w'))
+"""
+
+
+def in_process(solution: str, tests: str, limits: Limits) -> bool:
+    files = {"solution.py": solution, "test_solution.py": tests, "stub.py": stub_of(solution), "check.py": IN_PROCESS}
+    result = run_python(files, "check.py", limits=limits, outputs=("result.json",))
+    return "result.json" in result.files and json.loads(result.files["result.json"])["passed"]
+
+
+def written_code(run: Path) -> list[tuple[str, str]]:
+    """Every (solution, tests) in the run's replies that parses (first tries and repairs alike)."""
+    pairs = []
+    for text in replies(run).values():
+        try:
+            reply = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(reply, dict) or not isinstance(reply.get("solution"), str) or not isinstance(reply.get("tests"), str):
+            continue
+        solution, tests = strip_fence(reply["solution"]), strip_fence(reply["tests"])
+        if static_problem(solution, tests) is None:
+            pairs.append((solution, tests))
+    return pairs
+
+
+def verification(run: Path) -> None:
+    limits = Limits(**{k: v for k, v in load_recipe(RECIPE).run.model_dump().items() if k in ("seconds", "memory_mb")})
+    pairs = written_code(run)
+    split_s = baseline_s = 0.0
+    agree, reasons = 0, {}
+    for solution, tests in pairs:
+        started = time.perf_counter()
+        outcome = verify(solution, tests, limits)
+        split_s += time.perf_counter() - started
+        started = time.perf_counter()
+        before = in_process(solution, tests, limits)
+        baseline_s += time.perf_counter() - started
+        agree += outcome.passed == before
+        reasons[outcome.reason] = reasons.get(outcome.reason, 0) + 1
+    print(json.dumps({"phase": "verification", "solutions": len(pairs), "split_s_per_solution": round(split_s / len(pairs), 3),
+                      "in_process_s_per_solution": round(baseline_s / len(pairs), 3), "same_verdict": agree,
+                      "split_reasons": reasons}), flush=True)
+    spec = load_recipe(RECIPE)
+    spec.resize(count=load_recipe_count(run))
+    with sqlite3.connect(run / "requests.sqlite") as db:
+        before_requests = db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+    started = time.perf_counter()
+    result = build(spec, run, progress=False)
+    wall = time.perf_counter() - started
+    with sqlite3.connect(run / "requests.sqlite") as db:
+        after_requests = db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+    print(json.dumps({"phase": "cached_rerun", "requests_sent": after_requests - before_requests, "rows": result.manifest.rows,
+                      "wall_seconds": round(wall, 2)}), flush=True)
+
+
 def load_recipe_count(run: Path) -> int:
     return json.loads((run / "manifest.json").read_text())["recipe"]["generate"]["count"]
 
@@ -103,10 +187,14 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=8, help="verified rows wanted from the model")
     parser.add_argument("--latency", type=float, default=1.0, help="seconds per replayed request")
     parser.add_argument("--work", type=Path, default=Path("/tmp/code-pairs"))
+    parser.add_argument("--run", type=Path, help="a finished model run of the recipe to reuse (skips step 1)")
+    parser.add_argument("--only-verification", action="store_true", help="step 3 only")
     args = parser.parse_args()
     os.environ.setdefault("LOOPBACK_KEY", "loopback-key-not-secret")
-    run = model_run(args.count, args.work)
-    replayed(run, args.work, args.latency)
+    run = args.run or model_run(args.count, args.work)
+    if not args.only_verification:
+        replayed(run, args.work, args.latency)
+    verification(run)
 
 
 if __name__ == "__main__":
