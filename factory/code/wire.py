@@ -107,6 +107,22 @@ def _b64(data):
     return base64.b64encode(bytes(data)).decode("ascii")
 
 
+# Exact types that cross by value, and how (a subclass of any of them crosses by reference).
+SCALARS = {
+    type(None): lambda v: ["N"], bool: lambda v: ["B", v], int: lambda v: ["I", str(v)], float: lambda v: ["F", repr(v)],
+    complex: lambda v: ["C", repr(v.real), repr(v.imag)], str: lambda v: ["S", v], bytes: lambda v: ["Y", _b64(v)],
+    bytearray: lambda v: ["YA", _b64(v)], decimal.Decimal: lambda v: ["DEC", str(v)],
+    fractions.Fraction: lambda v: ["FR", str(v.numerator), str(v.denominator)],
+    datetime.datetime: lambda v: ["DT", v.isoformat()], datetime.date: lambda v: ["DA", v.isoformat()],
+    datetime.time: lambda v: ["TM", v.isoformat()], datetime.timedelta: lambda v: ["TD", v.days, v.seconds, v.microseconds],
+    range: lambda v: ["RG", v.start, v.stop, v.step],
+}
+SEQUENCES = {list: "L", tuple: "T", set: "E", frozenset: "FE", collections.deque: "Q"}
+MAPPINGS = {dict: "D", collections.OrderedDict: "OD", collections.Counter: "CT", collections.defaultdict: "DD"}
+SEQUENCE_TYPES = {tag: kind for kind, tag in SEQUENCES.items()}
+MAPPING_TYPES = {tag: kind for kind, tag in MAPPINGS.items()}  # each built from a dict (a Counter would count pairs)
+
+
 def _is_namedtuple(kind):
     return (kind.__bases__ == (tuple,) and isinstance(getattr(kind, "_fields", None), tuple)
             and all(type(f) is str for f in kind._fields) and kind.__eq__ is tuple.__eq__)
@@ -132,43 +148,15 @@ class Peer:
 
     def encode(self, value, depth=0):
         kind = type(value)
-        if value is None:
-            return ["N"]
-        if kind is bool:
-            return ["B", value]
-        if kind is int:
-            return ["I", str(value)]
-        if kind is float:
-            return ["F", repr(value)]
-        if kind is complex:
-            return ["C", repr(value.real), repr(value.imag)]
-        if kind is str:
-            return ["S", value]
-        if kind is bytes:
-            return ["Y", _b64(value)]
-        if kind is bytearray:
-            return ["YA", _b64(value)]
-        if kind is decimal.Decimal:
-            return ["DEC", str(value)]
-        if kind is fractions.Fraction:
-            return ["FR", str(value.numerator), str(value.denominator)]
-        if kind in (datetime.datetime, datetime.date, datetime.time):
-            return [{datetime.datetime: "DT", datetime.date: "DA", datetime.time: "TM"}[kind], value.isoformat()]
-        if kind is datetime.timedelta:
-            return ["TD", value.days, value.seconds, value.microseconds]
-        if kind is range:
-            return ["RG", value.start, value.stop, value.step]
+        if kind in SCALARS:
+            return SCALARS[kind](value)
         if isinstance(value, Remote) and value._peer is self:
             return ["P", value._number]  # theirs, going home
         if depth < MAX_DEPTH:
-            items = None
-            if kind in (list, tuple, set, frozenset, collections.deque):
-                items = [self.encode(v, depth + 1) for v in value]
-                tag = {list: "L", tuple: "T", set: "E", frozenset: "FE", collections.deque: "Q"}[kind]
-                return [tag, items]
-            if kind in (dict, collections.OrderedDict, collections.Counter, collections.defaultdict):
-                tag = {dict: "D", collections.OrderedDict: "OD", collections.Counter: "CT", collections.defaultdict: "DD"}[kind]
-                return [tag, [[self.encode(k, depth + 1), self.encode(v, depth + 1)] for k, v in value.items()]]
+            if kind in SEQUENCES:
+                return [SEQUENCES[kind], [self.encode(v, depth + 1) for v in value]]
+            if kind in MAPPINGS:
+                return [MAPPINGS[kind], [[self.encode(k, depth + 1), self.encode(v, depth + 1)] for k, v in value.items()]]
             if issubclass(kind, tuple) and _is_namedtuple(kind):
                 return ["NT", kind.__name__, list(kind._fields), [self.encode(v, depth + 1) for v in value]]
         return self.refer(value)
@@ -215,16 +203,11 @@ class Peer:
             if tag in ("B", "S") and type(rest[0]) is not {"B": bool, "S": str}[tag]:
                 raise TypeError(f"{tag} holds {type(rest[0]).__name__}")
             return plain[tag]()
-        if tag in ("L", "T", "E", "FE", "Q"):
-            items = [self._decode(v) for v in rest[0]]
-            return {"L": list, "T": tuple, "E": set, "FE": frozenset, "Q": collections.deque}[tag](items)
-        if tag in ("D", "OD", "CT", "DD"):
-            pairs = [(self._decode(k), self._decode(v)) for k, v in rest[0]]
-            if tag == "DD":
-                return collections.defaultdict(None, pairs)
-            if tag == "CT":
-                return collections.Counter(dict(pairs))  # from pairs, a Counter would count the pairs
-            return {"D": dict, "OD": collections.OrderedDict}[tag](pairs)
+        if tag in SEQUENCE_TYPES:
+            return SEQUENCE_TYPES[tag](self._decode(v) for v in rest[0])
+        if tag in MAPPING_TYPES:
+            pairs = dict((self._decode(k), self._decode(v)) for k, v in rest[0])
+            return collections.defaultdict(None, pairs) if tag == "DD" else MAPPING_TYPES[tag](pairs)
         if tag == "NT":
             return collections.namedtuple(str(rest[0]), [str(f) for f in rest[1]])(*(self._decode(v) for v in rest[2]))
         if tag == "P":

@@ -13,6 +13,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -53,13 +55,26 @@ def test_environment_secrets_do_not_reach_the_program(monkeypatch: pytest.Monkey
     assert "OPENAI_API_KEY" not in result.stdout and key not in result.stdout + result.stderr
 
 
-def test_a_file_in_the_home_folder_cannot_be_read() -> None:
-    secret = Path.home() / f".factory-sandbox-canary-{uuid.uuid4().hex}"
-    secret.write_text("the user's private notes")
+@contextmanager
+def planted(folder: Path, mode: int = 0o644) -> Iterator[Path]:
+    """A file of private notes in `folder` (with `mode`) for the length of the block."""
+    secret = folder / f".factory-sandbox-canary-{uuid.uuid4().hex}"
+    secret.write_text("private notes")
+    secret.chmod(mode)
     try:
-        result = run(f"print(open({str(secret)!r}).read())")
+        yield secret
     finally:
-        secret.unlink()
+        secret.unlink(missing_ok=True)
+
+
+def read_back(folder: Path, mode: int = 0o644):  # noqa: ANN201
+    """A program that prints a file planted in `folder`: how it ended."""
+    with planted(folder, mode) as secret:
+        return run(f"print(open({str(secret)!r}).read())")
+
+
+def test_a_file_in_the_home_folder_cannot_be_read() -> None:
+    result = read_back(Path.home())
     assert result.status == CRASHED and "FileNotFoundError" in result.reason
     assert "private notes" not in result.stdout
 
@@ -134,28 +149,18 @@ def test_the_filesystem_cannot_be_remounted_to_write_into_site_packages() -> Non
 
 
 def test_the_hidden_folders_cannot_be_unmounted_to_reach_the_home_folder() -> None:
-    secret = Path.home() / f".factory-sandbox-canary-{uuid.uuid4().hex}"
-    secret.write_text("the user's private notes")
-    try:
+    with planted(Path.home()) as secret:
         result = run(LIBC + "MNT_DETACH = 2\n"
                      f"for folder in (b'/root', b'/home', b'/tmp', b'/', {str(Path.home()).encode()!r}):\n"
                      "    print(libc.umount2(folder, MNT_DETACH), ctypes.get_errno())\n"
                      f"print(open({str(secret)!r}).read())")
-    finally:
-        secret.unlink()
     assert all(line.split()[0] == "-1" for line in result.stdout.splitlines()[:5]), result.stdout
     assert result.status == CRASHED and ("FileNotFoundError" in result.reason or "PermissionError" in result.reason)
     assert "private notes" not in result.stdout
 
 
-def test_a_root_only_file_outside_the_bound_folders_is_not_there(tmp_path: Path) -> None:
-    secret = Path("/var/tmp") / f"factory-canary-{uuid.uuid4().hex}"
-    secret.write_text("root's private notes")
-    secret.chmod(0o600)
-    try:
-        result = run(f"print(open({str(secret)!r}).read())")
-    finally:
-        secret.unlink()
+def test_a_root_only_file_outside_the_bound_folders_is_not_there() -> None:
+    result = read_back(Path("/var/tmp"), 0o600)
     assert result.status == CRASHED and "FileNotFoundError" in result.reason
     assert "private notes" not in result.stdout
 
@@ -163,14 +168,9 @@ def test_a_root_only_file_outside_the_bound_folders_is_not_there(tmp_path: Path)
 @as_root
 def test_a_root_only_file_inside_a_bound_folder_cannot_be_read() -> None:
     """The runtime's folders are bound: a 0600 file of root's there is visible, and refused to NOBODY."""
-    secret = SITE_PACKAGES / f"factory-canary-{uuid.uuid4().hex}"
-    secret.write_text("root's private notes")
-    secret.chmod(0o600)
-    try:
+    with planted(SITE_PACKAGES, 0o600) as secret:
         result = run(f"print(open({str(secret)!r}).read())")
         raw = run(LIBC + f"print(libc.open({str(secret).encode()!r}, 0), ctypes.get_errno())")
-    finally:
-        secret.unlink()
     assert result.status == CRASHED and "PermissionError" in result.reason
     assert "private notes" not in result.stdout
     assert raw.stdout.split() == ["-1", "13"]  # EACCES, also past the audit hooks
@@ -178,13 +178,9 @@ def test_a_root_only_file_inside_a_bound_folder_cannot_be_read() -> None:
 
 def test_an_output_that_links_to_a_host_file_is_not_read_back() -> None:
     """The runner reads the outputs, maybe as root: a link named like an output must not lend it root's eyes."""
-    secret = Path.home() / f".factory-sandbox-canary-{uuid.uuid4().hex}"
-    secret.write_text("the user's private notes")
-    try:
+    with planted(Path.home()) as secret:
         result = run(f"import os\nos.symlink({str(secret)!r}, 'out.csv')\nos.symlink('/etc/hostname', 'host.txt')",
                      outputs=("out.csv", "host.txt"))
-    finally:
-        secret.unlink()
     assert result.status == OK and result.files == {}
 
 
