@@ -250,10 +250,14 @@ class Builder:
 
     # -- filtering ------------------------------------------------------------------------------
 
-    def _records_in_order(self) -> list[Record]:
+    def _parsed_in_order(self) -> list[Record | Rejected]:
+        """Every parsed row, in the order of the prompts that gave them (index, then bucket)."""
         order = {b: i for i, b in enumerate(self.targets)}
         keys = sorted(self.parsed, key=lambda k: (k[1], order[k[0]]))
-        return [row for k in keys for row in self.parsed[k] if isinstance(row, Record)]
+        return [row for k in keys for row in self.parsed[k]]
+
+    def _records_in_order(self) -> list[Record]:
+        return [row for row in self._parsed_in_order() if isinstance(row, Record)]
 
     async def _filter(self, store: RunStore, records: list[Record]) -> ChainResult:
         chain = ChainResult(records, [], [], [])
@@ -381,7 +385,8 @@ class Builder:
             if out == self.run_dir:
                 shutil.rmtree(self.run_dir / PARTIAL_DIR, ignore_errors=True)
             out.mkdir(exist_ok=True)
-            store.write_rejected([*self._parse_rejections(), *chain.dropped, *surplus], out)
+            parse_drops = [row for row in self._parsed_in_order() if isinstance(row, Rejected)]
+            store.write_rejected([*parse_drops, *chain.dropped, *surplus], out)
             split_report = self._write_dataset(store, final, out)
             stages = [(STAGE_PARSE, records), *chain.stages, (STAGE_FINAL, final)]
             store.write_stages({name: [r.id for r in rows] for name, rows in stages}, out)
@@ -413,12 +418,6 @@ class Builder:
             interrupts.check()
         return BuildResult(self.run_dir, manifest, self.run_dir, store.claimed)
 
-    def _parse_rejections(self) -> list[Rejected]:
-        """The rows this build's replies gave that parsing rejected, in the order of their prompts."""
-        order = {b: i for i, b in enumerate(self.targets)}
-        keys = sorted(self.parsed, key=lambda k: (k[1], order.get(k[0], len(order))))
-        return [row for k in keys for row in self.parsed[k] if isinstance(row, Rejected)]
-
     def _stopped(self, manifest: Manifest) -> str | None:
         """Why a build that is not complete stopped: failed requests by kind, rejected replies, or the budget."""
         if manifest.complete:
@@ -439,6 +438,8 @@ class Builder:
         detail = "; ".join(parts)
         if manifest.status == "requests_failed":
             return f"every request of the last round failed, so the build stopped early: {detail}"
+        if manifest.status == "requests_spent":  # compare's fixed number of requests per bucket
+            return "every fixed request was sent" + (f": {detail}" if detail else "")
         return (f"the request budget ran out ({manifest.budget.used} of {manifest.budget.max_requests} requests)"
                 + (f": {detail}" if detail else "") + "; raise generate.max_requests or --max-requests")
 
