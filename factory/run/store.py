@@ -160,6 +160,10 @@ class RequestCache:
         with self._errors():
             return self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
 
+    def keys(self) -> Iterator[str]:
+        with self._errors():
+            yield from (key for (key,) in self._db.execute("SELECT key FROM requests"))
+
     def close(self) -> None:
         self._db.close()
 
@@ -368,9 +372,7 @@ class RunStore:
 
     def unused_cache_entries(self, used: set[str]) -> int:
         """Replies in the request cache that are not among `used` (request keys)."""
-        with self.cache._errors():
-            keys = [k for (k,) in self.cache._db.execute("SELECT key FROM requests")]
-        return sum(1 for k in keys if k not in used)
+        return sum(1 for key in self.cache.keys() if key not in used)
 
     def write_dataset(self, configs: dict[str, dict[str, list[dict[str, Any]]]],
                       schemas: dict[str, dict[str, str]] | None = None, into: Path | None = None) -> None:
