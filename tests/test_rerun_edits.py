@@ -11,7 +11,9 @@ from pathlib import Path
 
 import datasets
 import pandas as pd
+import pytest
 from conftest import classification_recipe, scripted, write_recipe
+from loopback_openai import Action
 
 from factory.cli import main
 
@@ -139,3 +141,20 @@ def test_an_edit_that_leaves_a_prompts_messages_as_they_were_leaves_its_reply_us
     # reused (5 here); keyed by their messages, every prompt the first build had already asked for is.
     assert reused >= 8, f"only {reused} replies reused"
     assert not {m for m in again if first[m] >= 3}, "messages the first build sent three times were sent again"
+
+
+@pytest.mark.parametrize(("action", "kind", "advice"), [
+    (Action(status=401, text="invalid api key"), "(auth ", "api_key_env"),
+    (Action(status=429, body=b'{"error": {"code": "insufficient_quota", "message": "You exceeded your quota"}}'),
+     "(quota ", "quota or credit is spent"),
+])
+def test_a_refused_key_or_a_spent_quota_stops_the_build_after_one_round(
+        tmp_path: Path, loopback, canary_key, capsys, action: Action, kind: str, advice: str) -> None:
+    server = loopback(script=lambda body, n: action)
+    recipe = classification_recipe(server.base_url, generate={"per_label": 2, "max_requests": 40})
+    assert _build(write_recipe(tmp_path / "r.yaml", recipe), tmp_path / "run") == 3
+    error = capsys.readouterr().err
+    assert "every request of the last round failed" in error and kind in error and advice in error
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "requests_failed" and manifest["budget"]["used"] <= 8  # one round, not 40
+    assert len(server.log) == manifest["budget"]["used"]  # neither is retried: waiting cures neither

@@ -125,6 +125,8 @@ class OpenAIGenerator(Generator):
                     attempt -= 1
                     continue
                 last_error = f"http_{exc.status_code}"
+                if getattr(exc, "code", None) == "insufficient_quota":  # a 429 that waiting does not cure
+                    return self._failed(f"{last_error}: insufficient_quota: {_short(exc)}", started)
                 if exc.status_code not in (408, 409, 429) and exc.status_code < 500:
                     return self._failed(f"{last_error}: {_short(exc)}", started)
                 await self._backoff(attempt, exc.response.headers.get("retry-after"))
