@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import CANARY_KEY, cached_requests, classification_recipe, resent, write_recipe
+from conftest import CANARY_KEY, cached_requests, classification_recipe, resent, scripted, write_recipe
 
 from factory import build, interrupts, load_recipe
 from factory.builder.builder import Builder
@@ -218,3 +218,14 @@ def test_builder_takes_its_generators_filters_and_embedder_from_the_caller(tmp_p
     assert [s.stage for s in result.manifest.funnel] == ["parse", "exact_dedup", "target"]
     assert builder.context.embedder is embedder and builder.generators["loop"] is generator
     assert result.complete and result.manifest.rows == 6
+
+
+def test_the_labels_fill_together(tmp_path: Path, loopback, canary_key: str) -> None:
+    """A round's prompts are sent in turns across labels, so a build stopped half-way is not one-sided."""
+    server = loopback(script=scripted)
+    recipe = classification_recipe(server.base_url, generate={"per_label": 6})
+    recipe["generators"][0]["concurrency"] = 1  # one at a time, as the local model answers them
+    assert main(["build", str(write_recipe(tmp_path / "r.yaml", recipe)), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    labels = [re.search(r'"label": "([^"]+)"', r.body["messages"][-1]["content"]).group(1) for r in server.log]
+    first_half = labels[: len(labels) // 2]
+    assert abs(first_half.count("positive") - first_half.count("negative")) <= 1, labels

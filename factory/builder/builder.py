@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import platform
 import shutil
@@ -336,13 +337,15 @@ class Builder:
                 if not plan:
                     return "budget_exhausted", chain
             focus = top_up_focus(chain.funnel)
-            prompts = []
+            per_bucket = []
             for bucket, n in plan.items():
                 start = self.issued[bucket]
                 aims = focus.get(bucket, [])
-                prompts += [self.recipe.prompt(bucket, i, self.only_generator, aims[k] if k < len(aims) else ())
-                            for k, i in enumerate(range(start, start + n))]
+                per_bucket.append([self.recipe.prompt(bucket, i, self.only_generator, aims[k] if k < len(aims) else ())
+                                   for k, i in enumerate(range(start, start + n))])
                 self.issued[bucket] += n
+            # Taken in turns, so that the labels fill together: a build stopped half-way is not one-sided.
+            prompts = [p for turn in itertools.zip_longest(*per_bucket) for p in turn if p is not None]
             progress.plan(len(prompts))
             sent, failed = self._sent_and_failed()
             # One stream per round: the generator keeps its concurrency full; rows flush per batch.
