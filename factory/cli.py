@@ -280,7 +280,10 @@ def cmd_models(_: argparse.Namespace) -> int:
     from factory.generators.catalog import list_models
 
     for model in list_models():
-        print(f"{model['name']:<32} {model['status']:<10} {model.get('description', '')}")
+        measured = model.get("measured")
+        speed = (f"; measured here: {measured['tokens_per_s']} tok/s generated ({measured['date']}, "
+                 f"{measured['tokens']} tokens)") if measured else ""
+        print(f"{model['name']:<32} {model['status']:<10} {model.get('description', '')}{speed}")
     return 0
 
 

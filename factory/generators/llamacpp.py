@@ -8,6 +8,7 @@ import time
 from typing import Any, ClassVar
 
 from factory.errors import GenerationError, ModelSourceError, require
+from factory.generators import speed
 from factory.generators.base import SequentialGenerator
 from factory.generators.catalog import ResolvedModel, model_sha256, resolve
 from factory.generators.llamacpp_probe import ProbeResult, choose_path, model_params_for
@@ -51,6 +52,7 @@ class LlamaCppGenerator(SequentialGenerator):
         self._lock = threading.Lock()
         self._abort = threading.Event()
         self._stop_hook: Any = None
+        self._decoded = [0, 0.0]  # completion tokens and seconds of this load's requests, for speed.record
 
     def load(self) -> None:
         if self.llm_ is not None:
@@ -86,6 +88,9 @@ class LlamaCppGenerator(SequentialGenerator):
             llm, self.llm_ = self.llm_, None
             if llm is not None and hasattr(llm, "close"):
                 llm.close()
+        if self.model_ is not None:
+            speed.record(self.model_name, *self._decoded)
+        self._decoded = [0, 0.0]
 
     def _stop_if_closing(self, input_ids: Any, scores: Any) -> Any:
         """A logits processor: the only hook llama.cpp's chat API calls once per generated token."""
@@ -147,6 +152,8 @@ class LlamaCppGenerator(SequentialGenerator):
             )
         choice = reply["choices"][0]
         usage = reply.get("usage") or {}
+        self._decoded[0] += int(usage.get("completion_tokens", 0))
+        self._decoded[1] += time.perf_counter() - start
         return Completion(
             text=choice["message"].get("content") or "",
             model=self.model_name,

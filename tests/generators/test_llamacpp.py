@@ -104,3 +104,20 @@ def test_identity_names_the_model_by_hash_not_by_path(monkeypatch: pytest.Monkey
     assert LlamaCppGenerator(params).identity() == ident
     other = LlamaCppGenerator(params.model_copy(update={"temperature": 0.6})).identity()
     assert other != ident
+
+
+def test_factory_models_shows_the_speed_measured_on_this_machine(tmp_path, monkeypatch, capsys) -> None:
+    """No promised tok/s: what a build with the model measured here, once it has run, or nothing."""
+    from factory.cli import main
+
+    monkeypatch.setenv("FACTORY_CACHE_DIR", str(tmp_path))
+    main(["models"])
+    assert "measured here" not in capsys.readouterr().out and "tok/s" not in CATALOG["qwen2.5-coder-1.5b-instruct"].description
+    gen = LlamaCppGenerator(LlamaCppParams(backend="llamacpp", name="smol", model="smollm2-135m-instruct",
+                                           temperature=0.9, max_tokens=120, n_ctx=1024, json_mode=False))
+    tokens = sum(gen.complete(prompt(seed, schema=None)).completion_tokens for seed in range(6))
+    gen.close()
+    assert tokens >= 200, "too few tokens for a measurement: the test would prove nothing"
+    main(["models"])
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("smollm2-135m-instruct"))
+    assert f"{tokens} tokens" in line and "measured here:" in line and "tok/s generated" in line
