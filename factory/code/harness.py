@@ -46,16 +46,6 @@ def take(name, delete=False):
     return text
 
 
-def load(peer, filename, source):
-    """The names the code defines, as this side sees them (plain data, references, mirrors)."""
-    peer.requests += 1
-    try:
-        wire.send(peer.fd, ["load", peer.requests, filename, source])
-        return peer.wait(peer.requests, (), {})
-    except wire.WireError as exc:
-        raise peer.lost(exc, "while loading") from None
-
-
 def run_tests(tests, names):
     """The number of test units run; raises at the first failure."""
     module = types.ModuleType("solution")
@@ -87,11 +77,19 @@ def trimmed():
     frames = [f for f in traceback.extract_tb(tb) if os.path.basename(f.filename) not in wire.PLUMBING]
     remote = getattr(error, "remote_trace", "")
     lines = "".join(traceback.format_list(frames)) + (remote or "".join(traceback.format_exception_only(kind, error)))
-    return "\n".join(lines.replace(os.getcwd(), "/sandbox").strip().splitlines()[-TRACE_LINES:])
+    return "\n".join(lines.strip().splitlines()[-TRACE_LINES:])
+
+
+def exits(peer, pid):
+    """How the worker ended itself, if it did: SystemExit raised, or its process gone (`pid` is this
+    process's child: the launcher forked it before becoming the harness)."""
+    if not peer.gone:
+        return "; ".join(peer.exits)
+    return "; ".join([*peer.exits, f"its process stopped answering {peer.gone}: {ended(pid)}"])
 
 
 def ended(pid):
-    """How a worker that stopped answering ended (it is this process's child: the launcher forked it)."""
+    """How a worker process ended."""
     try:
         _, status = os.waitpid(pid, 0)
     except ChildProcessError:
@@ -103,7 +101,7 @@ def ended(pid):
 def phase(peer, filename, source, tests):
     """Load the code in its worker and run the tests against it: (tests run, error or '', where it failed)."""
     try:
-        names = load(peer, filename, source)
+        names = peer.load(filename, source)
     except BaseException:  # noqa: BLE001 - whatever the code raised while loading
         return 0, "the solution does not load:\n" + trimmed(), "load"
     try:
@@ -114,7 +112,7 @@ def phase(peer, filename, source, tests):
 
 def main():
     status_fd = int(sys.argv[1])
-    (solution_fd, solution_pid), (stub_fd, _) = (map(int, channel.split(":")) for channel in sys.argv[2:4])
+    (solution_fd, solution_pid), (stub_fd, stub_pid) = (map(int, channel.split(":")) for channel in sys.argv[2:4])
     token = take(".report-token", delete=True).strip()
     tests = take("test_solution.py", delete=True)  # gone before the solution runs: it cannot read the expected values
     solution, stub = take("solution.py"), take("stub.py")
@@ -122,15 +120,13 @@ def main():
               "early_exit": "", "untrusted": ""}
     peer = wire.Peer(solution_fd, strict=True)
     ran, error, where = phase(peer, "solution.py", solution, tests)
-    if peer.gone:
-        peer.exits[-1] = f"{peer.exits[-1].split(':')[0]}: {ended(solution_pid)}"
-    result.update(tests=ran, error=error, phase=where or "stub", ok=not error,
-                  early_exit="; ".join(peer.exits), untrusted="; ".join(peer.untrusted))
-    if result["ok"] and not peer.exits and not peer.untrusted:
+    result.update(tests=ran, error=error, phase=where or "stub", ok=not error, early_exit=exits(peer, solution_pid),
+                  untrusted="; ".join(peer.untrusted))
+    if result["ok"] and not result["early_exit"] and not peer.untrusted:
         stub_peer = wire.Peer(stub_fd, strict=True)
         _, stub_error, stub_where = phase(stub_peer, "solution.py", stub, tests)
         # The stub counts only when it ran and failed a test: a stub process that died proves nothing.
-        result["stub_checked"] = stub_where != "load" and not stub_peer.exits
+        result["stub_checked"] = stub_where != "load" and not exits(stub_peer, stub_pid)
         result["stub_passed"] = not stub_error
         result["phase"] = "done"
     report = json.dumps(result)

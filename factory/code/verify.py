@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import json
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,7 @@ def verify(solution: str, tests: str, limits: Limits) -> Outcome:
     problem = static_problem(solution, tests)
     if problem is not None:
         return problem
-    files = {"solution.py": solution, "test_solution.py": tests, "stub.py": stub_of(solution)}
-    files |= {name: (HERE / name).read_text(encoding="utf-8") for name in HARNESS_FILES}
+    files = {"solution.py": solution, "test_solution.py": tests, "stub.py": stub_of(solution), **_harness()}
     run = run_python(files, "harness.py", limits=limits, workers=("worker.py", "worker.py"))
     seconds = round(run.seconds, 3)
     if run.status == TIMEOUT:
@@ -145,6 +145,12 @@ def verify(solution: str, tests: str, limits: Limits) -> Outcome:
     if result["stub_passed"]:
         return Outcome(NO_TESTS, "the tests also pass for a stub whose every function returns None: they check nothing", seconds)
     return Outcome(PASSED, "", seconds, result["tests"])
+
+
+@cache
+def _harness() -> dict[str, str]:
+    """The harness's own files, read once (verify runs once per reply, on a worker thread per core)."""
+    return {name: (HERE / name).read_text(encoding="utf-8") for name in HARNESS_FILES}
 
 
 def _verdict(report: str | None) -> dict[str, Any] | None:

@@ -1,7 +1,8 @@
 """The wire between the tests' process and the solution's: plain data by value, everything else by reference.
 
-Runs inside the sandbox on both sides (copied in, loaded by path with `python -I`): the standard
-library only. A message is a 4-byte length and a JSON array. A value crosses as tagged plain data
+Runs inside the sandbox on both sides (copied into the working directory; the harness loads it by
+path, since no writable folder is on its import path): the standard library only. A message is a
+4-byte length and a JSON array. A value crosses as tagged plain data
 when its type is exactly one of a fixed set of built-in and standard-library types (so a solution's
 object cannot pose as an int, a list or a dict on the other side); anything else stays in the process
 that made it and crosses as a reference, a number the other side can send operations on.
@@ -39,12 +40,11 @@ OPERATIONS = {
     "neg": operator.neg, "pos": operator.pos, "abs": abs, "invert": operator.invert,
     "enter": lambda target: target.__enter__(), "exit": lambda target: target.__exit__(None, None, None),
 }
+COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 ARITHMETIC = ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor", "lshift", "rshift")
 OPERATIONS |= {f"r{name}": (lambda op: lambda target, other: op(other, target))(OPERATIONS[name]) for name in ARITHMETIC}
 SERVED = frozenset(OPERATIONS) | {"call"}
 EXITS = ("SystemExit", "KeyboardInterrupt", "GeneratorExit")  # a process ending itself, not an error to catch
-MUTABLE = (list, dict, set, bytearray, collections.deque, collections.OrderedDict, collections.Counter,
-           collections.defaultdict)
 
 
 class WireError(Exception):
@@ -121,6 +121,24 @@ SEQUENCES = {list: "L", tuple: "T", set: "E", frozenset: "FE", collections.deque
 MAPPINGS = {dict: "D", collections.OrderedDict: "OD", collections.Counter: "CT", collections.defaultdict: "DD"}
 SEQUENCE_TYPES = {tag: kind for kind, tag in SEQUENCES.items()}
 MAPPING_TYPES = {tag: kind for kind, tag in MAPPINGS.items()}  # each built from a dict (a Counter would count pairs)
+# Plain types a call may change in place: their new contents go back to the caller (see `_update`).
+MUTABLE = (bytearray, *(kind for kind in (*SEQUENCES, *MAPPINGS) if kind not in (tuple, frozenset)))
+PLAIN = {  # tag -> the value from the rest of its array
+    "N": lambda r: None, "B": lambda r: _exact(r[0], bool), "I": lambda r: int(r[0]), "F": lambda r: float(r[0]),
+    "C": lambda r: complex(float(r[0]), float(r[1])), "S": lambda r: _exact(r[0], str),
+    "Y": lambda r: base64.b64decode(r[0]), "YA": lambda r: bytearray(base64.b64decode(r[0])),
+    "DEC": lambda r: decimal.Decimal(r[0]), "FR": lambda r: fractions.Fraction(int(r[0]), int(r[1])),
+    "DT": lambda r: datetime.datetime.fromisoformat(r[0]), "DA": lambda r: datetime.date.fromisoformat(r[0]),
+    "TM": lambda r: datetime.time.fromisoformat(r[0]),
+    "TD": lambda r: datetime.timedelta(days=r[0], seconds=r[1], microseconds=r[2]),
+    "RG": lambda r: range(int(r[0]), int(r[1]), int(r[2])),
+}
+
+
+def _exact(value, kind):
+    if type(value) is not kind:
+        raise TypeError(f"{kind.__name__} expected, not {type(value).__name__}")
+    return value
 
 
 def _is_namedtuple(kind):
@@ -141,8 +159,8 @@ class Peer:
         self.mirrors = {}  # number -> the local exception class standing for one of theirs
         self.requests = 0
         self.untrusted = []  # what the strict side refused to take on trust, in order
-        self.exits = []  # how the other side ended itself during a request (SystemExit(0), the process gone, ...)
-        self.gone = False  # the other side's process stopped answering
+        self.exits = []  # how the other side ended itself during a request: SystemExit(0), ...
+        self.gone = ""  # when the other side's process stopped answering ("while loading", ...), if it did
 
     # values -> wire
 
@@ -189,20 +207,8 @@ class Peer:
 
     def _decode(self, data):
         tag, rest = data[0], data[1:]
-        plain = {
-            "N": lambda: None, "B": lambda: bool(rest[0]), "I": lambda: int(rest[0]), "F": lambda: float(rest[0]),
-            "C": lambda: complex(float(rest[0]), float(rest[1])), "S": lambda: str(rest[0]),
-            "Y": lambda: base64.b64decode(rest[0]), "YA": lambda: bytearray(base64.b64decode(rest[0])),
-            "DEC": lambda: decimal.Decimal(rest[0]), "FR": lambda: fractions.Fraction(int(rest[0]), int(rest[1])),
-            "DT": lambda: datetime.datetime.fromisoformat(rest[0]), "DA": lambda: datetime.date.fromisoformat(rest[0]),
-            "TM": lambda: datetime.time.fromisoformat(rest[0]),
-            "TD": lambda: datetime.timedelta(days=rest[0], seconds=rest[1], microseconds=rest[2]),
-            "RG": lambda: range(int(rest[0]), int(rest[1]), int(rest[2])),
-        }
-        if tag in plain:
-            if tag in ("B", "S") and type(rest[0]) is not {"B": bool, "S": str}[tag]:
-                raise TypeError(f"{tag} holds {type(rest[0]).__name__}")
-            return plain[tag]()
+        if tag in PLAIN:
+            return PLAIN[tag](rest)
         if tag in SEQUENCE_TYPES:
             return SEQUENCE_TYPES[tag](self._decode(v) for v in rest[0])
         if tag in MAPPING_TYPES:
@@ -284,21 +290,22 @@ class Peer:
 
     def request(self, operation, target, *args, **kwargs):
         """Ask the other side to apply `operation` to `target` (a Remote) and return the result."""
-        self.requests += 1
-        number = self.requests
         arguments = [self.encode(a) for a in args]
         keywords = [[k, self.encode(v)] for k, v in kwargs.items()]
-        try:
-            send(self.fd, ["do", number, operation, target._number, arguments, keywords])
-            return self.wait(number, args, kwargs)
-        except WireError as exc:
-            raise self.lost(exc, "during the tests") from None
+        return self._ask("do", [operation, target._number, arguments, keywords], "during the tests", args, kwargs)
 
-    def lost(self, error, when):
-        """The EarlyExit to raise when the other side stopped answering (`error`, a WireError)."""
-        self.gone = True
-        self.exits.append(f"its process stopped answering {when}: {error}")
-        return EarlyExit(f"the solution's process stopped answering {when}: {error}")
+    def load(self, filename, source):
+        """Have the other side run `source` as the module `solution`: the names it defines, as seen here."""
+        return self._ask("load", [filename, source], "while loading", (), {})
+
+    def _ask(self, kind, body, when, args, kwargs):
+        self.requests += 1
+        try:
+            send(self.fd, [kind, self.requests, *body])
+            return self.wait(self.requests, args, kwargs)
+        except WireError as exc:  # the other side's process ended, or said something that is not the protocol
+            self.gone = when
+            raise EarlyExit(f"the solution's process stopped answering {when}: {exc}") from None
 
     def wait(self, number, args, kwargs):
         while True:
@@ -361,7 +368,7 @@ class UntrustedValue(TypeError):
 
 def _binary(name):
     def method(self, other):
-        if self._peer.strict and name in ("eq", "ne", "lt", "le", "gt", "ge") and not isinstance(other, Remote):
+        if self._peer.strict and name in COMPARISONS and not isinstance(other, Remote):
             return self._untrusted(f"compared with {type(other).__name__} data")
         return self._peer.request(name, self, other)
 
@@ -372,8 +379,8 @@ def _binary(name):
 class Remote:
     """Stands for an object of the other side's: attribute access, calls, indexing, iteration and
     arithmetic are requests. On the strict side (the tests'), comparing one with plain data, or asking
-    for its truth when its class decides it, raises UntrustedValue: an object whose `__eq__` or
-    `__bool__` always says yes must not pass a test that compares values."""
+    for its truth, raises UntrustedValue: an object whose `__eq__` or `__bool__` always says yes must
+    not pass a test that compares values."""
 
     __slots__ = ("_peer", "_number", "_type")
 
@@ -454,22 +461,8 @@ class Remote:
     def __subclasscheck__(self, sub):
         return self._peer.request("issubclass", self, sub) is True
 
-    __eq__, __ne__, __lt__, __le__, __gt__, __ge__ = (_binary(n) for n in ("eq", "ne", "lt", "le", "gt", "ge"))
-    __add__, __sub__, __mul__, __truediv__, __floordiv__, __mod__, __pow__, __matmul__ = (
-        _binary(n) for n in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul"))
-    __and__, __or__, __xor__, __lshift__, __rshift__ = (_binary(n) for n in ("and", "or", "xor", "lshift", "rshift"))
-    __radd__, __rsub__, __rmul__, __rtruediv__, __rfloordiv__, __rmod__, __rpow__, __rmatmul__ = (
-        _binary(f"r{n}") for n in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul"))
-    __rand__, __ror__, __rxor__, __rlshift__, __rrshift__ = (_binary(f"r{n}") for n in ("and", "or", "xor", "lshift", "rshift"))
 
-    def __neg__(self):
-        return self._peer.request("neg", self)
-
-    def __pos__(self):
-        return self._peer.request("pos", self)
-
-    def __abs__(self):
-        return self._peer.request("abs", self)
-
-    def __invert__(self):
-        return self._peer.request("invert", self)
+for _name in (*COMPARISONS, *ARITHMETIC, *(f"r{n}" for n in ARITHMETIC)):
+    setattr(Remote, f"__{_name}__", _binary(_name))
+for _name in ("neg", "pos", "abs", "invert"):
+    setattr(Remote, f"__{_name}__", (lambda op: lambda self: self._peer.request(op, self))(_name))

@@ -53,7 +53,7 @@ def claim(run_dir: Path, recipe: str, task: str, source: Path | None, *, replace
                 shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         replaced = f"{what} in {run_dir}"
         log.warning("--force: replaced %s", replaced)
-    if held is None and not (run_dir / OWNER_FILE).exists():
+    if held is None:
         _hint_renamed(run_dir, source)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / OWNER_FILE).write_text(json.dumps({"recipe": recipe, "task": task, "file": str(source) if source else None})

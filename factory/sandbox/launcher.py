@@ -63,12 +63,12 @@ def seccomp_filter() -> None:
     for call in PRIVILEGED_CALLS:
         try:
             rules.add_rule(seccomp.ERRNO(errno.EPERM), call)
-        except (ValueError, RuntimeError):  # a call this libseccomp does not know: the capabilities still refuse it
+        except OSError:  # a call this libseccomp does not know (EINVAL): the capabilities still refuse it
             pass
     rules.load()
 
 
-UNAVAILABLE = 86  # the exit code that tells the runner the sandbox, not the program, failed
+UNAVAILABLE = 86  # the exit code when a wall cannot be raised ("started" is then never sent: the runner's signal)
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 NETWORK_EVENTS = ("socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto")
 PROCESS_EVENTS = ("os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system", "subprocess.Popen")
