@@ -73,6 +73,7 @@ def test_rejected_rows_are_this_builds_only(tmp_path: Path, loopback, canary_key
     rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
     kept = set(_ids(out / "dataset" / "data" / "train.parquet"))
     assert not kept & {r["id"] for r in rejected}
+    assert any(r["label"] == "positive" for r in rejected), "no dropped row has the label: the rename check would be empty"
     # A renamed label: no rejected row carries the old name.
     labels = recipe["labels"]
     renamed = {**recipe, "generate": {"per_label": 5, "batch_size": 8},
@@ -158,3 +159,13 @@ def test_a_refused_key_or_a_spent_quota_stops_the_build_after_one_round(
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "requests_failed" and manifest["budget"]["used"] <= 8  # one round, not 40
     assert len(server.log) == manifest["budget"]["used"]  # neither is retried: waiting cures neither
+
+
+def test_a_renamed_recipe_says_where_its_old_run_is(tmp_path: Path, loopback, canary_key, caplog) -> None:
+    server = loopback(script=scripted)
+    recipe = classification_recipe(server.base_url)
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    assert _build(path, tmp_path / "runs" / "tiny") == 0
+    assert _build(write_recipe(path, {**recipe, "name": "tiny-v2"}), tmp_path / "runs" / "tiny-v2") == 0
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "was built before as recipe 'tiny'" in said and f"--out {tmp_path / 'runs' / 'tiny'}" in said
