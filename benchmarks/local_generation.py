@@ -179,7 +179,7 @@ def llama(args: argparse.Namespace) -> None:
 
 
 def transformers_comparison(n: int) -> None:
-    spec = spec_for("transformers", "smollm2-135m-instruct", n, 48, batch_size=n)
+    spec = spec_for("transformers", "smollm2-135m-instruct", n, 48, parallel=n)
     seed_s, seed_tok = pipeline_per_sample("smollm2-135m-instruct", prompts_of(spec, n), 48)
     tf_s, tf_tok, _ = factory_run(spec)
     print(f"transformers, smollm2-135m-instruct, {n} requests")

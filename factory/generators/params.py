@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from factory.generators.base import GeneratorParams
 from factory.secrets import EnvVarName
@@ -32,6 +32,10 @@ class OpenAIParams(GeneratorParams):
     price_per_1k_output: float | None = Field(None, ge=0, description="Price per 1k completion tokens, for cost reports.")
 
 
+# Measured with benchmarks/local_generation.py on a 2-core machine (docs/local-generation.md).
+PARALLEL_DEFAULT = 16
+
+
 class LlamaCppParams(GeneratorParams):
     """An in-process GGUF model through llama-cpp-python."""
 
@@ -44,6 +48,11 @@ class LlamaCppParams(GeneratorParams):
     n_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
     n_gpu_layers: int = Field(0, description="Layers to offload to a GPU (-1: all), when llama.cpp was built with one.")
     json_mode: bool = Field(True, description="Constrain the output to the reply's JSON schema with a grammar.")
+    parallel: int = Field(
+        PARALLEL_DEFAULT, ge=1, le=64,
+        description="Requests decoded together in one llama.cpp context (continuous batching); 1: one at a "
+                    "time through llama-cpp-python's chat API, as before 0.2. Each slot holds n_ctx tokens.",
+    )
 
 
 class TransformersParams(GeneratorParams):
@@ -52,7 +61,10 @@ class TransformersParams(GeneratorParams):
     backend: Literal["transformers"]
     model: str = Field(description="A Hub id, a local folder, or a catalog name (loaded from its GGUF file).")
     gguf_file: str | None = Field(None, description="GGUF file name inside `model`, when loading a GGUF checkpoint.")
-    batch_size: int = Field(8, ge=1, description="Prompts per generate() call.")
+    parallel: int = Field(
+        8, ge=1, validation_alias=AliasChoices("parallel", "batch_size"),
+        description="Prompts generated together in one generate() call (`batch_size` is accepted too).",
+    )
     device: str = Field("cpu", description="torch device.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Weights' dtype.")
 

@@ -26,9 +26,9 @@ def batch_seed(seeds: Sequence[int]) -> int:
 class TransformersGenerator(Generator):
     """A transformers causal LM: a Hub id, a local folder, or a catalog name loaded from its GGUF file.
 
-    Prompts run `batch_size` at a time through one left-padded `generate()` call. Sampling is seeded
+    Prompts run `parallel` at a time through one left-padded `generate()` call. Sampling is seeded
     per batch, so a run is reproducible for the same prompts in the same batches; a prompt's reply
-    depends on its batch-mates, which is why `batch_size` is part of the identity. There is no
+    depends on its batch-mates, which is why the batch size is part of the identity. There is no
     JSON-constrained decoding: the prompt asks for JSON and the recipe parses the text.
     """
 
@@ -99,7 +99,7 @@ class TransformersGenerator(Generator):
         ident: dict[str, Any] = {
             **super().identity(),
             "model": self.model_name,
-            "batch_size": self.params.batch_size,
+            "batch_size": self.params.parallel,  # the key keeps its old name: cached replies stay valid
             "dtype": self.params.dtype,
         }
         if self._uses_catalog():
@@ -114,7 +114,7 @@ class TransformersGenerator(Generator):
     async def stream(self, prompts: Sequence[Prompt]) -> AsyncIterator[tuple[Prompt, Completion]]:
         if self.model_ is None:
             await asyncio.to_thread(self.load)
-        size = self.params.batch_size
+        size = self.params.parallel
         for start in range(0, len(prompts), size):
             chunk = list(prompts[start:start + size])
             for pair in await asyncio.to_thread(self.generate_batch, chunk):

@@ -1,4 +1,8 @@
-"""The llama.cpp backend, running the packaged SmolLM2-135M in this process."""
+"""The llama.cpp backend, running the packaged SmolLM2-135M in this process.
+
+Every behaviour runs twice: one request at a time through llama-cpp-python's chat API
+(`parallel: 1`), and through the batched engine (`parallel: 4`).
+"""
 
 from __future__ import annotations
 
@@ -31,10 +35,11 @@ def prompt(seed: int, *, schema: dict | None = SCHEMA, messages: list | None = N
                   schema=schema)
 
 
-@pytest.fixture(scope="module")
-def smol() -> LlamaCppGenerator:
+@pytest.fixture(scope="module", params=[1, 4], ids=["sequential", "batched"])
+def smol(request: pytest.FixtureRequest) -> LlamaCppGenerator:
     gen = LlamaCppGenerator(LlamaCppParams(
         backend="llamacpp", name="smol", model="smollm2-135m-instruct", temperature=0.9, max_tokens=96, n_ctx=1024,
+        parallel=request.param,
     ))
     gen.load()
     yield gen
@@ -94,7 +99,7 @@ def test_generate_keeps_prompt_order(smol: LlamaCppGenerator) -> None:
 
 
 def test_identity_names_the_model_by_hash_not_by_path(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    params = LlamaCppParams(backend="llamacpp", model="smollm2-135m-instruct", temperature=0.5)
+    params = LlamaCppParams(backend="llamacpp", model="smollm2-135m-instruct", temperature=0.5, parallel=1)
     ident = LlamaCppGenerator(params).identity()
     assert ident["backend"] == "llamacpp" and ident["model"] == "smollm2-135m-instruct"
     assert ident["sha256"] == CATALOG["smollm2-135m-instruct"].sha256
@@ -104,6 +109,10 @@ def test_identity_names_the_model_by_hash_not_by_path(monkeypatch: pytest.Monkey
     assert LlamaCppGenerator(params).identity() == ident
     other = LlamaCppGenerator(params.model_copy(update={"temperature": 0.6})).identity()
     assert other != ident
+    # The batched engine samples differently (and its numbers may depend on its width): its own keys.
+    batched = LlamaCppGenerator(params.model_copy(update={"parallel": 4})).identity()
+    assert batched == {**ident, "engine": "batched", "parallel": 4}
+    assert LlamaCppGenerator(params.model_copy(update={"parallel": 8})).identity() != batched
 
 
 def test_factory_models_shows_the_speed_measured_on_this_machine(tmp_path, monkeypatch, capsys) -> None:
