@@ -1,7 +1,10 @@
-"""Local generation: tokens/s through `factory build` against a bare llama-cpp-python loop.
+"""Local generation: `factory build`, sequential and batched, against a bare llama-cpp-python loop.
 
-Both run the same model on the same prompts with the same seeds (the factory's own prompts for
-recipes/movie-reviews.yaml), so they produce the same tokens. Target: factory >= 0.9 x bare loop.
+All run the same model on the same prompts with the same seeds (the factory's own prompts for
+recipes/movie-reviews.yaml): (a) a bare sequential llama-cpp-python loop, (b) `factory build` with
+`parallel: 1`, (c) `factory build` batched at each width of --parallel. Each line prints tokens/s,
+rows/s, the parse rate and the time to the first row, with the ratio of its rows/s to the bare loop's.
+Targets: sequential build >= 0.9 x the bare loop's tokens/s; batched >= 2.5 x its rows/s.
 
 With --cpu-paths, also measures each of llama.cpp's CPU paths that the factory may fall back to
 (factory/generators/llamacpp_probe.py): prompt and generation tokens/s of `default` (llama.cpp as
@@ -11,7 +14,10 @@ A path that faults on this CPU is reported as such (each runs in its own process
 With --transformers, also compares the seed article's pattern, a `pipeline()` created for every
 sample, against the factory's transformers backend (loaded once, batched), on SmolLM2.
 
-    python benchmarks/local_generation.py [--model smollm2-135m-instruct] [--requests 24] [--cpu-paths] [--transformers]
+With --cpu-paths, each path's batched decoding is measured too (16 sequences per pass).
+
+    python benchmarks/local_generation.py [--model qwen2.5-coder-1.5b-instruct] [--requests 32]
+        [--parallel 2,4,8,16] [--cpu-paths] [--transformers]
 """
 
 from __future__ import annotations
@@ -22,11 +28,16 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from factory import build
 from factory.generators.catalog import resolve_model
+from factory.records import STAGE_PARSE
+from factory.run.store import settle_seeds
 from factory.spec import load_recipe
 from factory.tasks import make_recipe
 
@@ -38,37 +49,91 @@ def spec_for(backend: str, model: str, requests: int, max_tokens: int, **extra: 
     params = {"name": "bench", "backend": backend, "model": model, "temperature": 0.9, "max_tokens": max_tokens, **extra}
     # Generation only: no real data, no eval, the cheapest filter (those are measured elsewhere).
     data = spec.resolved() | {"generators": [params], "filters": [{"type": "exact_dedup"}], "real_data": None, "eval": None}
-    data["generate"] |= {"per_label": requests // 2, "max_requests": requests}
+    # batch_size 1: each row is written as it finishes, so the time to the first row shows.
+    data["generate"] |= {"per_label": requests // 2, "max_requests": requests, "batch_size": 1}
     return type(spec).model_validate(data)
 
 
 def prompts_of(spec, requests: int):
+    """The build's first round: the labels' prompts taken in turns, with the seeds the build gives them."""
     recipe = make_recipe(spec)
     labels = list(spec.labels)
-    # The build's first round asks for ceil(1.05 x target) per label, capped by the budget in label order.
-    return [recipe.prompt(label, i) for label in labels for i in range(requests // len(labels))]
+    prompts = [recipe.prompt(label, i) for i in range(requests // len(labels)) for label in labels]
+    settle_seeds(prompts, Counter(), recipe.seed_salt)
+    return prompts
 
 
-def factory_run(spec) -> tuple[float, int, dict]:
-    """Seconds of the build's generation phase (model load included, like the bare loop), tokens, manifest."""
+@dataclass
+class Run:
+    """One way of answering the prompts: wall seconds (model load included), tokens, rows, first row."""
+
+    seconds: float
+    tokens: int
+    requests: int
+    parsed: int
+    first_row_s: float | None
+
+    def line(self, name: str, baseline: Run | None) -> str:
+        ratio = f", x{(self.parsed / self.seconds) / (baseline.parsed / baseline.seconds):.2f} rows/s of the bare loop" if baseline else ""
+        first = f"{self.first_row_s:.1f} s" if self.first_row_s is not None else "-"
+        return (f"  {name:<28} {self.tokens / self.seconds:6.1f} tok/s  {self.parsed / self.seconds:6.3f} rows/s  "
+                f"parsed {self.parsed}/{self.requests}  first row {first}  ({self.seconds:.1f} s){ratio}")
+
+
+def factory_run(spec) -> Run:
+    """`factory build`'s generation phase (model load included, like the bare loop)."""
     with tempfile.TemporaryDirectory() as tmp:
-        result = build(spec, Path(tmp) / "run", progress=False)
-    return result.manifest.timings.generation_s, result.manifest.tokens.completion, result.manifest
+        run_dir = Path(tmp) / "run"
+        first = _watch_first_row(run_dir / "generated.jsonl")
+        started = time.monotonic()
+        result = build(spec, run_dir, progress=False)
+        first.stop.set()
+    manifest = result.manifest
+    parsed = next(stage.kept for stage in manifest.funnel if stage.stage == STAGE_PARSE)
+    return Run(manifest.timings.generation_s, manifest.tokens.completion, manifest.budget.used, parsed,
+               first.at - started if first.at else None)
 
 
-def bare_llama(model: str, prompts, max_tokens: int) -> tuple[float, int]:
+class _watch_first_row(threading.Thread):
+    """Notes when the first row reaches the run's generated.jsonl (rows flush as they finish)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path, self.at, self.stop = path, None, threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.stop.is_set() and self.at is None:
+            if self.path.exists() and self.path.stat().st_size > 0:
+                self.at = time.monotonic()
+            time.sleep(0.05)
+
+
+def bare_llama(model: str, prompts, max_tokens: int) -> Run:
     from llama_cpp import Llama
 
     start = time.perf_counter()
     llm = Llama(model_path=str(resolve_model(model)), n_ctx=2048, n_threads=os.cpu_count(), seed=0, verbose=False)
-    tokens = 0
+    tokens = parsed = 0
+    first = None
     for p in prompts:
         out = llm.create_chat_completion(
             messages=p.messages, temperature=0.9, top_p=0.95, max_tokens=max_tokens, seed=p.seed,
             response_format={"type": "json_object", "schema": p.schema},
         )
         tokens += out["usage"]["completion_tokens"]
-    return time.perf_counter() - start, tokens
+        parsed += _parses(out["choices"][0]["message"]["content"], p.schema)
+        first = first or time.perf_counter() - start
+    return Run(time.perf_counter() - start, tokens, len(prompts), parsed, first)
+
+
+def _parses(text: str, schema: dict) -> bool:
+    """The reply is a JSON object with the schema's required keys (what the build's parser needs first)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and all(key in data for key in schema.get("required", []))
 
 
 def cpu_path_rates(model: str, prompts, max_tokens: int, cpu_path: str) -> dict:
@@ -99,7 +164,27 @@ def cpu_path_rates(model: str, prompts, max_tokens: int, cpu_path: str) -> dict:
         completion_tokens += out["usage"]["completion_tokens"]
     generate_s = time.perf_counter() - t0
     return {"cpu_path": cpu_path, "load_s": loaded - start, "prompt_tok_s": prompt_tokens / prompt_s,
-            "generate_tok_s": completion_tokens / generate_s, "completion_tokens": completion_tokens}
+            "generate_tok_s": completion_tokens / generate_s, "completion_tokens": completion_tokens,
+            "batched_tok_s": batched_decode_rate(llm, prompts[0], 16)}
+
+
+def batched_decode_rate(llm, prompt, width: int, steps: int = 8) -> float:
+    """Tokens/s of `width` sequences decoded together, one token each per pass, after one prompt."""
+    from factory.generators.llamacpp import _ChatEncoder
+    from factory.generators.llamacpp_batch import BatchEngine, SamplingSettings
+
+    engine = BatchEngine(llm.model, n_parallel=width, n_ctx_per_seq=512, n_threads=os.cpu_count(),
+                         sampling=SamplingSettings(0.9, 0.95))
+    tokens, _ = _ChatEncoder(llm).tokens(prompt.messages)
+    tokens = tokens[:400]
+    for seq in range(width):
+        engine._evaluate(tokens, 0, seq)
+    start = time.perf_counter()
+    for step in range(steps):
+        engine._decode([(tokens[-1], len(tokens) + step, seq) for seq in range(width)], all_logits=True)
+    rate = width * steps / (time.perf_counter() - start)
+    engine.close()
+    return rate
 
 
 def cpu_path_comparison(args: argparse.Namespace) -> None:
@@ -119,7 +204,9 @@ def cpu_path_comparison(args: argparse.Namespace) -> None:
         baseline = baseline or row
         print(f"  {path:<10} load {row['load_s']:.1f} s, prompt {row['prompt_tok_s']:.1f} tok/s, "
               f"generation {row['generate_tok_s']:.1f} tok/s "
-              f"(x{row['generate_tok_s'] / baseline['generate_tok_s']:.2f} of {baseline['cpu_path']})")
+              f"(x{row['generate_tok_s'] / baseline['generate_tok_s']:.2f} of {baseline['cpu_path']}), "
+              f"16 sequences per pass {row['batched_tok_s']:.1f} tok/s "
+              f"(x{row['batched_tok_s'] / row['generate_tok_s']:.2f} of its own sequential)")
 
 
 def pipeline_per_sample(model: str, prompts, max_tokens: int) -> tuple[float, int]:
@@ -142,9 +229,10 @@ def pipeline_per_sample(model: str, prompts, max_tokens: int) -> tuple[float, in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--requests", type=int, default=24)
-    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=160)  # the main recipe's
+    parser.add_argument("--parallel", type=lambda text: [int(x) for x in text.split(",")], default=[2, 4, 8, 16])
     parser.add_argument("--transformers", action="store_true")
     parser.add_argument("--transformers-requests", type=int, default=4)
     parser.add_argument("--skip-llama", action="store_true")
@@ -167,21 +255,23 @@ def main() -> None:
 def llama(args: argparse.Namespace) -> None:
     spec = spec_for("llamacpp", args.model, args.requests, args.max_tokens)
     prompts = prompts_of(spec, args.requests)
-    bare_s, bare_tok = bare_llama(args.model, prompts, args.max_tokens)
-    fac_s, fac_tok, manifest = factory_run(spec)
-    bare_rate, fac_rate = bare_tok / bare_s, fac_tok / fac_s
-    print(f"llama.cpp, {args.model}, {len(prompts)} requests (model load included in both)")
-    print(f"  bare llama-cpp-python loop: {bare_tok} tokens in {bare_s:.1f} s = {bare_rate:.1f} tok/s")
-    print(f"  factory build:              {fac_tok} tokens in {fac_s:.1f} s = {fac_rate:.1f} tok/s "
-          f"({manifest.budget.used} requests)")
-    print(f"  ratio {fac_rate / bare_rate:.2f} (target >= 0.90)  {'PASS' if fac_rate >= 0.9 * bare_rate else 'FAIL'}")
-
+    print(f"llama.cpp, {args.model}, {len(prompts)} requests, {os.cpu_count()} threads (model load included in each)")
+    bare = bare_llama(args.model, prompts, args.max_tokens)
+    print(bare.line("bare llama-cpp-python loop", None), flush=True)
+    sequential = factory_run(spec_for("llamacpp", args.model, args.requests, args.max_tokens, parallel=1))
+    print(sequential.line("factory build, parallel 1", bare), flush=True)
+    print(f"  sequential build / bare loop, tokens/s: {(sequential.tokens / sequential.seconds) / (bare.tokens / bare.seconds):.2f}"
+          " (target >= 0.90)", flush=True)
+    for width in args.parallel:
+        batched = factory_run(spec_for("llamacpp", args.model, args.requests, args.max_tokens, parallel=width))
+        print(batched.line(f"factory build, parallel {width}", bare), flush=True)
 
 
 def transformers_comparison(n: int) -> None:
     spec = spec_for("transformers", "smollm2-135m-instruct", n, 48, parallel=n)
     seed_s, seed_tok = pipeline_per_sample("smollm2-135m-instruct", prompts_of(spec, n), 48)
-    tf_s, tf_tok, _ = factory_run(spec)
+    tf = factory_run(spec)
+    tf_s, tf_tok = tf.seconds, tf.tokens
     print(f"transformers, smollm2-135m-instruct, {n} requests")
     print(f"  pipeline per sample (seed article): {seed_tok} tokens in {seed_s:.1f} s = {seed_tok / seed_s:.2f} tok/s")
     print(f"  factory backend (load once, batch): {tf_tok} tokens in {tf_s:.1f} s = {tf_tok / tf_s:.2f} tok/s "

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 # any CPU the build itself runs on; measured at about the same speed where both run (DESIGN §6).
 PATHS = ("default", "no_repack")
 PROBE_TIMEOUT_S = 600
+# Part of the cache key: 2 added the batched decode (older verdicts did not cover its kernels).
+PROBE_VERSION = 2
 # Fault injection for the tests: a child probing this path kills itself with SIGILL, as the broken
 # AMX kernels do. Never set it for real use.
 FAULT_ENV = "FACTORY_LLAMACPP_PROBE_FAULT"
@@ -139,7 +141,7 @@ def choose_path(model_path: Path, model_sha256: str, *, n_threads: int = 1) -> P
 
     Raises GenerationError, naming each path and how it died, when none works.
     """
-    key = f"{llama_cpp_version()}/{cpu_signature()}/{model_sha256}"
+    key = f"{llama_cpp_version()}/{cpu_signature()}/{model_sha256}/{PROBE_VERSION}"
     if FAULT_ENV in os.environ:
         key += f"/fault={os.environ[FAULT_ENV]}"
     cache = _cache_file()
@@ -178,14 +180,23 @@ def _remember(cache: Path, key: str, value: dict[str, Any]) -> None:
 
 
 def _child(model_path: str, path: str, n_threads: int) -> int:
-    """Load the model on `path` and decode a few tokens; a bad CPU path kills this process."""
+    """Load the model on `path` and decode a few tokens, one sequence and then several at once (the
+    batched engine's many-row kernels are other code than the one-row ones); a bad CPU path kills
+    this process."""
     if os.environ.get(FAULT_ENV) in (path, "all"):
         os.kill(os.getpid(), signal.SIGILL)
     import llama_cpp
 
+    from factory.generators.llamacpp_batch import BatchEngine, BatchRequest, SamplingSettings
+
     with model_params_for(path):
         llm = llama_cpp.Llama(model_path=model_path, n_ctx=256, n_threads=n_threads, seed=0, verbose=False)
     llm.create_completion("The sky is", max_tokens=2, temperature=0.0)
+    engine = BatchEngine(llm.model, n_parallel=8, n_ctx_per_seq=64, n_threads=n_threads,
+                         sampling=SamplingSettings(temperature=0.0, top_p=1.0))
+    tokens = llm.tokenize(b"The sky is blue and the grass is")
+    engine.run([BatchRequest(tokens=tokens, prefix_len=0, seed=i, max_tokens=2) for i in range(8)], lambda *_: None)
+    engine.close()
     return 0
 
 

@@ -78,14 +78,14 @@ def test_when_every_path_dies_the_error_names_each(cache_dir: Path, monkeypatch)
     assert "GGML_NATIVE=OFF" in message
 
 
-def _recipe(tmp_path: Path, per_label: int) -> Path:
+def _recipe(tmp_path: Path, per_label: int, parallel: int = 1) -> Path:
     recipe = {
         "name": "smol", "task": "classification", "seed": 1,
         "description": "Write one short movie review.",
         "labels": {"good": {"description": "The critic liked the film."},
                    "bad": {"description": "The critic disliked the film."}},
         "generate": {"per_label": per_label, "few_shot": 0, "batch_size": 1},
-        "generators": [{"backend": "llamacpp", "model": SMOL, "max_tokens": 64, "n_ctx": 1024}],
+        "generators": [{"backend": "llamacpp", "model": SMOL, "max_tokens": 64, "n_ctx": 1024, "parallel": parallel}],
     }
     path = tmp_path / "smol.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
@@ -109,11 +109,14 @@ def test_manifest_records_the_cpu_path(tmp_path: Path, cache_dir: Path, monkeypa
     assert result.manifest.generators[0]["cpu_path"] == choose_path(model.path, model.sha256).path
 
 
-# Moments after the first finished request: at once, mid-decode, and later ones.
-@pytest.mark.parametrize("delay", [0.0, 0.15, 0.4, 0.9, 1.7])
-def test_ctrl_c_during_llama_cpp_generation_exits_130(tmp_path: Path, cache_dir: Path, delay: float) -> None:
+# Moments after the first finished request: at once, mid-decode, and later ones; one request at a
+# time, and four decoded together.
+@pytest.mark.parametrize(("parallel", "delay"), [(1, 0.0), (1, 0.15), (1, 0.4), (1, 0.9), (1, 1.7),
+                                                 (4, 0.0), (4, 0.3), (4, 1.1)])
+def test_ctrl_c_during_llama_cpp_generation_exits_130_and_resumes(tmp_path: Path, cache_dir: Path, parallel: int,
+                                                                  delay: float) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "factory", "build", str(_recipe(tmp_path, 30)), "--out", str(out), "--no-progress"]
+    cmd = [sys.executable, "-m", "factory", "build", str(_recipe(tmp_path, 30, parallel)), "--out", str(out), "--no-progress"]
     env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -131,3 +134,9 @@ def test_ctrl_c_during_llama_cpp_generation_exits_130(tmp_path: Path, cache_dir:
     assert len(ids) == len(set(ids))
     finished = _finished(out)
     assert finished >= 1
+
+    # The re-run answers every finished request from the cache: none is sent twice.
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stats = json.loads((out / "manifest.json").read_text())["generators"][0]
+    assert stats["cached"] == finished and stats["requests"] > finished
