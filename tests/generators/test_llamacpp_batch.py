@@ -20,8 +20,8 @@ from factory.records import Prompt
 
 pytestmark = pytest.mark.slow
 SMOL = "smollm2-135m-instruct"
-SCHEMA = {"type": "object", "properties": {"text": {"type": "string", "maxLength": 100}, "label": {"type": "string", "enum": ["fresh", "rotten"]}},
-          "required": ["text", "label"]}
+SCHEMA = {"type": "object", "required": ["text", "label"],
+          "properties": {"text": {"type": "string", "maxLength": 100}, "label": {"type": "string", "enum": ["fresh", "rotten"]}}}
 SYSTEM = {"role": "system", "content": "You write labelled movie-review snippets as JSON for a classifier's training "
                                        "set. Each snippet is one or two sentences long, in the voice of a professional "
                                        "critic, and never names the label it was written for."}
