@@ -16,6 +16,10 @@ sample, against the factory's transformers backend (loaded once, batched), on Sm
 
 With --cpu-paths, each path's batched decoding is measured too (16 sequences per pass).
 
+With --grammar, the batched engine with the JSON grammar checked on the sampled token first (the
+default, as llama.cpp's common_sampler does) against the grammar applied to the whole vocabulary at
+every step, on the same prompts: seconds, tokens/s and how many steps took the full pass.
+
     python benchmarks/local_generation.py [--model qwen2.5-coder-1.5b-instruct] [--requests 32]
         [--parallel 2,4,8,16] [--cpu-paths] [--transformers]
 """
@@ -209,6 +213,38 @@ def cpu_path_comparison(args: argparse.Namespace) -> None:
               f"(x{row['batched_tok_s'] / row['generate_tok_s']:.2f} of its own sequential)")
 
 
+def grammar_comparison(args: argparse.Namespace) -> None:
+    from llama_cpp import Llama
+
+    from factory.generators.llamacpp import _ChatEncoder
+    from factory.generators.llamacpp_batch import BatchEngine, SamplingSettings
+    from factory.generators.params import LlamaCppParams
+
+    spec = spec_for("llamacpp", args.model, args.requests, args.max_tokens)
+    params = LlamaCppParams(backend="llamacpp", model=args.model, max_tokens=args.max_tokens)
+    llm = Llama(model_path=str(resolve_model(args.model)), n_ctx=256, n_threads=os.cpu_count(), seed=0, verbose=False)
+    requests = _ChatEncoder(llm).requests(prompts_of(spec, args.requests), params)
+    width = args.parallel[0]
+    print(f"JSON grammar in the batched engine, {args.model}, {len(requests)} requests, parallel {width}")
+    for lazy in (False, True):
+        engine = BatchEngine(llm.model, n_parallel=width, n_ctx_per_seq=params.n_ctx, n_threads=os.cpu_count(),
+                             sampling=SamplingSettings(0.9, 0.95), lazy_grammar=lazy)
+        parsed = 0
+        start = time.perf_counter()
+
+        def emit(request, reply) -> None:
+            nonlocal parsed
+            parsed += _parses(reply.text, request.tag.schema)
+
+        engine.run(requests, emit)
+        seconds = time.perf_counter() - start
+        stats = engine.stats
+        engine.close()
+        name = "sampled token checked first" if lazy else "grammar over the vocabulary"
+        print(f"  {name:<30} {seconds:6.1f} s  {stats.generated / seconds:5.1f} tok/s  parsed {parsed}/{len(requests)}  "
+              f"full grammar passes {stats.grammar_full_passes} of {stats.generated} tokens", flush=True)
+
+
 def pipeline_per_sample(model: str, prompts, max_tokens: int) -> tuple[float, int]:
     """The seed article's loop: a new transformers pipeline for every sample."""
     import transformers
@@ -236,6 +272,7 @@ def main() -> None:
     parser.add_argument("--transformers", action="store_true")
     parser.add_argument("--transformers-requests", type=int, default=4)
     parser.add_argument("--skip-llama", action="store_true")
+    parser.add_argument("--grammar", action="store_true", help="the grammar's fast path vs the full pass")
     parser.add_argument("--cpu-paths", action="store_true", help="measure each llama.cpp CPU path")
     parser.add_argument("--one-cpu-path", help=argparse.SUPPRESS)  # the child of --cpu-paths
     args = parser.parse_args()
@@ -246,6 +283,8 @@ def main() -> None:
         return
     if args.cpu_paths:
         cpu_path_comparison(args)
+    if args.grammar:
+        grammar_comparison(args)
     if not args.skip_llama:
         llama(args)
     if args.transformers:

@@ -178,7 +178,12 @@ class BatchEngine:
             while waiting or any(slots):
                 for s in range(self.n_parallel):
                     while slots[s] is None and waiting:
-                        slots[s] = self._admit(s, waiting.popleft(), emit)
+                        request = waiting.popleft()
+                        try:
+                            slots[s] = self._admit(s, request, emit)
+                        except BaseException:
+                            waiting.appendleft(request)  # stopped during its prompt: it still gets its reply
+                            raise
                 active = [slot for slot in slots if slot is not None]
                 if not active:
                     continue
