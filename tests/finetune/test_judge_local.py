@@ -37,8 +37,10 @@ def test_the_packaged_qwen_judge_ranks_planted_bad_pairs_lower(loopback, tmp_pat
     recipe = {"name": "judged", "task": "instruction", "seed": 1, "description": "General questions.",
               "examples": [{"instruction": "What is 2 + 2?", "response": "4"}],
               "generate": {"count": 6, "max_requests": 6},
-              # a verdict on four criteria takes about 300 tokens: more than the default max_tokens
-              "generators": [writer_params, {"name": "qwen", "backend": "llamacpp", "weight": 0, "max_tokens": 512}],
+              # a verdict on four criteria takes about 300 tokens: more than the default max_tokens; a judge
+              # decodes greedily (at 0.9 one batched run sampled 5 for every pair, good and bad)
+              "generators": [writer_params, {"name": "qwen", "backend": "llamacpp", "weight": 0, "max_tokens": 512,
+                                             "temperature": 0}],
               # threshold 1: keep every row, so every score is a column to compare
               "filters": [{"type": "judge", "generator": "qwen", "threshold": 1}]}
     run = tmp_path / "run"
