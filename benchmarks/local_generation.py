@@ -181,8 +181,9 @@ def batched_decode_rate(llm, prompt, width: int, steps: int = 8) -> float:
                          sampling=SamplingSettings(0.9, 0.95))
     tokens, _ = _ChatEncoder(llm).tokens(prompt.messages)
     tokens = tokens[:400]
-    for seq in range(width):
-        engine._evaluate(tokens, 0, seq)
+    engine._evaluate(tokens, 0, 0)  # once, then copied: the rate is the decoding's, not the prompt's
+    for seq in range(1, width):
+        engine._ll.llama_memory_seq_cp(engine._mem, 0, seq, -1, -1)
     start = time.perf_counter()
     for step in range(steps):
         engine._decode([(tokens[-1], len(tokens) + step, seq) for seq in range(width)], all_logits=True)
@@ -210,7 +211,7 @@ def cpu_path_comparison(args: argparse.Namespace) -> None:
               f"generation {row['generate_tok_s']:.1f} tok/s "
               f"(x{row['generate_tok_s'] / baseline['generate_tok_s']:.2f} of {baseline['cpu_path']}), "
               f"16 sequences per pass {row['batched_tok_s']:.1f} tok/s "
-              f"(x{row['batched_tok_s'] / row['generate_tok_s']:.2f} of its own sequential)")
+              f"(x{row['batched_tok_s'] / row['generate_tok_s']:.2f} of its chat-API generation, which applies the JSON grammar to the whole vocabulary)")
 
 
 def grammar_comparison(args: argparse.Namespace) -> None:
