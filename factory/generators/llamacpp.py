@@ -260,11 +260,13 @@ class _ChatEncoder:
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise GenerationError("the model has no chat template in its GGUF metadata; use parallel: 1")
+        def text(token: int) -> str:
+            return llm.detokenize([token], special=True).decode("utf-8", errors="replace") if token != -1 else ""
+
         eos, bos = llm.token_eos(), llm.token_bos()
         self._llm = llm
         self._format = llama_chat_format.Jinja2ChatFormatter(
-            template=template, eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-            bos_token=llm._model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
+            template=template, eos_token=text(eos), bos_token=text(bos), stop_token_ids=[eos])
 
     def tokens(self, messages: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
         result = self._format(messages=messages)
