@@ -145,7 +145,8 @@ class LlamaCppGenerator(SequentialGenerator):
         return identity
 
     def describe(self) -> dict[str, Any]:
-        # Which llama.cpp path ran on this CPU (not part of identity(): both give the same replies).
+        # Which llama.cpp path ran on this CPU: recorded, not part of identity() (a cache moved to another
+        # CPU keeps its replies), though the two paths can round differently (README, Generators).
         return {**super().describe(), **(self.probe_.describe() if self.probe_ else {})}
 
     def complete(self, prompt: Prompt) -> Completion:
