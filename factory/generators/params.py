@@ -53,7 +53,7 @@ class LlamaCppParams(GeneratorParams):
     parallel: int = Field(
         PARALLEL_DEFAULT, ge=1, le=64,
         description="Requests decoded together in one llama.cpp context (continuous batching); 1: one at a "
-                    "time through llama-cpp-python's chat API, as before 0.2. Each slot holds n_ctx tokens.",
+                    "time through llama-cpp-python's chat API (the engine before batching). Each slot holds n_ctx tokens.",
     )
 
 

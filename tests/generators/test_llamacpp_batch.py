@@ -94,15 +94,18 @@ def test_a_prompt_longer_than_a_slot_fails_alone(batched: LlamaCppGenerator) -> 
 
 
 def test_engine_requests_need_not_share_anything(batched: LlamaCppGenerator) -> None:
-    """Requests with no common prefix and no grammar: free text, each cut at its own max_tokens."""
+    """Requests with no common prefix and no grammar: free text, each cut at its own max_tokens or stop string."""
     engine = batched.engine_
     tokens, _ = batched._chat.tokens([{"role": "user", "content": "Count from one to fifty in words."}])
     requests = [BatchRequest(tokens=tokens, prefix_len=0, seed=seed, max_tokens=n, tag=n) for seed, n in ((1, 3), (2, 9))]
+    requests.append(BatchRequest(tokens=tokens, prefix_len=0, seed=3, max_tokens=40, stop=["o"], tag="stop"))
     got = {}
     with batched._lock:
         engine.run(requests, lambda request, reply: got.__setitem__(request.tag, reply))
     assert got[3].completion_tokens == 3 and got[3].finish_reason == "length"
     assert got[9].completion_tokens <= 9
+    # Counting in words writes an "o" soon: the reply ends there, without it.
+    assert got["stop"].finish_reason == "stop" and "o" not in got["stop"].text
 
 
 def test_the_same_batched_build_twice_gives_byte_identical_rows(tmp_path: Path) -> None:
