@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from loopback_openai import LoopbackOpenAI  # noqa: E402
 
 from factory import build  # noqa: E402
-from factory.spec import parse_recipe  # noqa: E402
+from factory.recipe_file import parse_recipe  # noqa: E402
 
 
 def main() -> None:

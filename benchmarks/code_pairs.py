@@ -39,8 +39,8 @@ from loopback_openai import Action, LoopbackOpenAI  # noqa: E402
 
 from factory import build, load_recipe  # noqa: E402
 from factory.code.verify import static_problem, stub_of, verify  # noqa: E402
+from factory.recipe_file import parse_recipe  # noqa: E402
 from factory.sandbox import Limits, run_python  # noqa: E402
-from factory.spec import parse_recipe  # noqa: E402
 from factory.tasks.code import strip_fence  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "python-functions.yaml"

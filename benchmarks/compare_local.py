@@ -27,7 +27,7 @@ from pathlib import Path
 from factory.comparison import compare
 from factory.comparison.render import format_table
 from factory.generators.catalog import list_models
-from factory.spec import load_recipe
+from factory.recipe_file import load_recipe
 from factory.tasks import ClassificationSpec, InstructionSpec
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

@@ -34,7 +34,7 @@ def child(rows: int) -> dict:
     from factory.embeddings import Embedder
     from factory.filters import build_filter
     from factory.filters.base import FilterContext
-    from factory.spec import parse_recipe
+    from factory.recipe_file import parse_recipe
 
     embedder = Embedder()
     if rows == 0:  # the baseline: model loaded, 1,000 texts embedded

@@ -40,9 +40,9 @@ from pathlib import Path
 
 from factory import build
 from factory.generators.catalog import resolve_model
+from factory.recipe_file import load_recipe
 from factory.records import STAGE_PARSE
 from factory.run.store import settle_seeds
-from factory.spec import load_recipe
 from factory.tasks import make_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "movie-reviews.yaml"

@@ -22,7 +22,7 @@ from _loopback import loopback_server
 from factory import build
 from factory.generators.openai_compat import OpenAIGenerator
 from factory.generators.params import OpenAIParams
-from factory.spec import parse_recipe
+from factory.recipe_file import parse_recipe
 from factory.tasks import make_recipe
 
 

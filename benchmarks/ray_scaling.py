@@ -38,8 +38,9 @@ from factory import build  # noqa: E402
 from factory.engines.ray_engine import RayEngine  # noqa: E402
 from factory.filters.near_dedup import NearDedup  # noqa: E402
 from factory.filters.params import NearDedupParams  # noqa: E402
+from factory.recipe_file import parse_recipe
 from factory.records import Record  # noqa: E402
-from factory.spec import EngineSpec, parse_recipe  # noqa: E402
+from factory.spec import EngineSpec  # noqa: E402
 
 
 def recipe(base_url: str, per_label: int, concurrency: int) -> dict:

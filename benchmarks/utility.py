@@ -47,9 +47,10 @@ from factory.data.real import load_real_rows, real_split, split_seed
 from factory.embeddings import Embedder
 from factory.eval.evaluators import build_evaluator
 from factory.eval.metrics import mean_spread, scores
+from factory.recipe_file import load_recipe
 from factory.records import Record
 from factory.run.store import RequestCache, RunStore
-from factory.spec import RecipeBase, load_recipe
+from factory.spec import RecipeBase
 from factory.text import words
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 _PUBLIC = {
     "build": "factory.api", "BuildResult": "factory.builder.builder", "compare": "factory.comparison",
-    "load_recipe": "factory.spec", "parse_recipe": "factory.spec",
+    "load_recipe": "factory.recipe_file", "parse_recipe": "factory.recipe_file",
     "ClassificationSpec": "factory.tasks", "InstructionSpec": "factory.tasks",
     "Completion": "factory.records", "Prompt": "factory.records", "Record": "factory.records", "Rejected": "factory.records",
     "FactoryError": "factory.errors", "GenerationError": "factory.errors", "RecipeError": "factory.errors",

@@ -101,7 +101,7 @@ def _env_name(value: str) -> str:
 
 
 def _load(args: argparse.Namespace) -> RecipeBase:
-    from factory.spec import load_recipe  # not at the top: `factory --help` validates nothing
+    from factory.recipe_file import load_recipe  # not at the top: `factory --help` validates nothing
 
     spec = load_recipe(args.recipe)
     try:
@@ -219,7 +219,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     if args.schema:
-        from factory.spec import recipe_schema
+        from factory.recipe_file import recipe_schema
 
         print(json.dumps(recipe_schema(), indent=2))
         return 0

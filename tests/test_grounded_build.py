@@ -13,8 +13,8 @@ from loopback_openai import Action
 
 from factory.cli import main
 from factory.data.real import real_split
+from factory.recipe_file import load_recipe
 from factory.run.manifest import load_manifest
-from factory.spec import load_recipe
 
 PASSAGE = re.compile(r"<passage>\n(.*?)\n</passage>", re.DOTALL)
 TOPICS = ["kettle", "lamp", "chair", "blender", "toaster", "desk", "heater", "fan", "mirror", "clock", "rug", "shelf"]

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
+from factory.recipe_file import parse_recipe
 from factory.records import Completion, Record, Rejected
-from factory.spec import parse_recipe
 from factory.tasks import ClassificationRecipe, InstructionRecipe, make_recipe
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from factory.cli import main
 from factory.errors import RecipeError
-from factory.spec import load_recipe
+from factory.recipe_file import load_recipe
 from factory.tasks import TASKS
 
 GOOD = """\

@@ -12,10 +12,11 @@ from factory.data.real import real_split, split_seed
 from factory.embeddings import Embedder
 from factory.errors import FactoryError
 from factory.eval.runner import evaluate
+from factory.recipe_file import parse_recipe
 from factory.records import Record
 from factory.run.manifest import load_manifest
 from factory.run.store import RunStore
-from factory.spec import EvalSpec, parse_recipe
+from factory.spec import EvalSpec
 
 
 def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, Any]:

@@ -72,3 +72,5 @@ class TransformersParams(GeneratorParams):
 
 
 ALL_PARAMS = (OpenAIParams, LlamaCppParams, TransformersParams)
+# Each backend's `backend:` value: the recipe loader drops these union tags from error paths.
+BACKENDS = frozenset(p.model_fields["backend"].annotation.__args__[0] for p in ALL_PARAMS)

@@ -13,8 +13,8 @@ from conftest import classification_recipe, write_recipe
 from loopback_openai import Action
 
 from factory.cli import main
+from factory.recipe_file import parse_recipe
 from factory.run.manifest import load_manifest
-from factory.spec import parse_recipe
 
 pytestmark = pytest.mark.skipif(os.system("command -v bwrap >/dev/null") != 0, reason="bubblewrap is not installed")
 

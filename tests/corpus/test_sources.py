@@ -13,8 +13,8 @@ from factory.corpus import load_corpus
 from factory.corpus.chunking import chunk, clean, count_tokens
 from factory.corpus.overlap import overlapping
 from factory.errors import DataError
+from factory.recipe_file import parse_recipe
 from factory.records import Record
-from factory.spec import parse_recipe
 
 
 def minimal_pdf(text: str) -> bytes:

@@ -12,9 +12,9 @@ from conftest import classification_recipe, write_recipe
 
 from factory.cli import main
 from factory.export.formats import openai_problems
+from factory.recipe_file import parse_recipe
 from factory.records import Conversation
 from factory.run.manifest import load_manifest
-from factory.spec import parse_recipe
 
 SYSTEM = "You are a concise shop assistant."
 ALL_FORMATS = ["columns", "messages", "openai", "alpaca", "sharegpt"]

@@ -12,8 +12,8 @@ from loopback_hub import LoopbackHub
 
 from factory.cli import main
 from factory.publish.hub import push_run, split_card
+from factory.recipe_file import parse_recipe
 from factory.records import Record
-from factory.spec import parse_recipe
 from factory.splits import assign_splits
 
 WORDS = ("amber velvet kettle orbit lantern cedar pixel harbor meadow copper falcon quartz summit willow ember canyon "
