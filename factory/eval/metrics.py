@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from factory.errors import require
+
 
 def _indicators(values: Sequence[str], labels: Sequence[str]) -> np.ndarray:
     index = {label: i for i, label in enumerate(labels)}
@@ -22,9 +24,15 @@ def _f1_from_counts(tp: np.ndarray, predicted: np.ndarray, gold: np.ndarray) -> 
 
 
 def scores(predicted: Sequence[str], gold: Sequence[str], labels: Sequence[str]) -> dict[str, object]:
-    """accuracy, macro_f1 (unweighted mean over `labels`) and per_label_f1."""
-    p, g = _indicators(predicted, labels), _indicators(gold, labels)
-    f1 = _f1_from_counts((p * g).sum(0), p.sum(0), g.sum(0))
+    """accuracy, macro_f1 (unweighted mean over `labels`) and per_label_f1.
+
+    F1 is scikit-learn's, per label of `labels` (a prediction outside them counts for no label), 0 for a
+    label neither predicted nor true (zero_division=0); macro-F1 is their plain mean, which is what
+    f1_score(average="macro") returns (its average is a mean when no score is NaN, and none is here).
+    """
+    f1_score = require("sklearn.metrics", "eval").f1_score
+    f1 = (f1_score(list(gold), list(predicted), labels=list(labels), average=None, zero_division=0)
+          if len(gold) and len(labels) else np.zeros(len(labels)))
     accuracy = float(np.mean([a == b for a, b in zip(predicted, gold)])) if gold else 0.0
     return {"accuracy": accuracy, "macro_f1": float(f1.mean()) if len(labels) else 0.0,
             "per_label_f1": {label: float(v) for label, v in zip(labels, f1)}}
@@ -36,6 +44,9 @@ def bootstrap_macro_f1(predicted: Sequence[Sequence[str]], gold: Sequence[str], 
 
     `weights` is (resamples, rows) counts of how often each validation row is drawn, so every run is
     scored on the same resamples (a paired bootstrap).
+
+    Hand-written on purpose: f1_score(sample_weight=...) would score one resample per call (1000 calls
+    per run); weighting the per-label counts scores all resamples in three matrix products.
     """
     g = _indicators(gold, labels)
     out = np.zeros((weights.shape[0], len(predicted)))
