@@ -48,7 +48,7 @@ RECIPE = ROOT / "recipes" / "python-functions.yaml"
 
 def model_run(count: int, work: Path) -> Path:
     spec = load_recipe(RECIPE)
-    spec.resize(count=count)
+    spec.resize("--count", count)
     run = work / "model"
     started = time.perf_counter()
     result = build(spec, run, progress=False)
@@ -166,7 +166,7 @@ def verification(run: Path) -> None:
                       "in_process_s_per_solution": round(baseline_s / len(pairs), 3), "same_verdict": agree,
                       "split_reasons": reasons}), flush=True)
     spec = load_recipe(RECIPE)
-    spec.resize(count=load_recipe_count(run))
+    spec.resize("--count", load_recipe_count(run))
     with sqlite3.connect(run / "requests.sqlite") as db:
         before_requests = db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
     started = time.perf_counter()

@@ -86,7 +86,7 @@ def main() -> None:
     for method in args.methods.split(","):
         spec = load_recipe(args.recipe)
         spec.method = method  # type: ignore[attr-defined]
-        spec.resize(count=args.rows)
+        spec.resize("--count", args.rows)
         started = time.time()
         result = build(spec, args.work / method, progress=False)
         seconds = time.time() - started

@@ -40,8 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="generate, filter and write a dataset from a recipe")
     build.add_argument("recipe", type=Path)
     build.add_argument("--out", type=Path, help="run directory (default: runs/<recipe name>)")
-    build.add_argument("--per-label", type=_positive, help="override generate.per_label (classification)")
-    build.add_argument("--count", type=_positive, help="override generate.count (instruction) or rows (table)")
+    build.add_argument("--per-label", type=_positive, help="override the rows wanted per label (kinds sized per label)")
+    build.add_argument("--count", type=_positive, help="override the rows wanted (kinds sized by a count; a table's rows)")
     build.add_argument("--seed", type=int, help="override the recipe's seed (a table program runs again with it, "
                                                 "uncalled model; real_data.seed pins the split)")
     build.add_argument("--max-requests", type=_positive, help="override the request budget")
@@ -105,7 +105,9 @@ def _load(args: argparse.Namespace) -> RecipeBase:
 
     spec = load_recipe(args.recipe)
     try:
-        spec.resize(per_label=getattr(args, "per_label", None), count=getattr(args, "count", None))
+        for flag, rows in (("--per-label", getattr(args, "per_label", None)), ("--count", getattr(args, "count", None))):
+            if rows is not None:
+                spec.resize(flag, rows)
     except ValueError as exc:
         raise RecipeError(str(args.recipe), [str(exc)]) from None
     if getattr(args, "max_requests", None):

@@ -110,8 +110,10 @@ class HubSpec(Strict):
 class GenerateSpec(Strict):
     """How much to generate and how to prompt."""
 
-    per_label: int | None = Field(None, ge=1, description="Classification: rows wanted per label AFTER filtering.")
-    count: int | None = Field(None, ge=1, description="Instruction recipes: rows wanted AFTER filtering.")
+    # Which of these two sizes a run is the kind's choice (RecipeBase.size_flag). They stay here, shared, because
+    # moving each into its kind would change every recipe's resolved form, so its hash: no earlier run would resume.
+    per_label: int | None = Field(None, ge=1, description="Rows wanted per label AFTER filtering (kinds whose rows have labels).")
+    count: int | None = Field(None, ge=1, description="Rows wanted AFTER filtering (kinds sized by a count of rows).")
     few_shot: int = Field(2, ge=0, le=20, description="Examples sampled into each prompt.")
     example_max_words: int = Field(
         60, ge=5, le=2000,
@@ -250,6 +252,9 @@ class RecipeBase(Strict):
     row_shape: ClassVar[str] = TEXT
     # The export formats the kind can fill (a table has no conversation: only its columns).
     export_formats: ClassVar[tuple[str, ...]] = EXPORT_FORMATS
+    # The command-line flag that overrides the kind's size (`factory build --per-label N` or `--count N`);
+    # None: the kind takes neither.
+    size_flag: ClassVar[str | None] = None
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)  # the recipe file, when it was read from one
@@ -355,8 +360,15 @@ class RecipeBase(Strict):
         """Target rows per bucket (label, or 'all' for instruction recipes)."""
         raise NotImplementedError
 
-    def resize(self, *, per_label: int | None = None, count: int | None = None) -> None:
-        """Apply the command line's --per-label / --count; ValueError names the flag this kind takes."""
+    def resize(self, flag: str, rows: int) -> None:
+        """Apply the command line's size flag (--per-label or --count); ValueError names the flag this kind takes."""
+        if flag != self.size_flag:
+            takes = f"it takes {self.size_flag}" if self.size_flag else "it takes no size flag"
+            raise ValueError(f"{flag} does not size a {self.task!r} recipe; {takes}")
+        self.set_size(rows)
+
+    def set_size(self, rows: int) -> None:
+        """Set the kind's size setting to `rows` (its `size_flag`'s value)."""
         raise NotImplementedError
 
     def real_rows(self) -> RealDataSpec | None:
@@ -389,19 +401,17 @@ class CountSpec(RecipeBase):
     """A kind whose target is a number of rows, `generate.count` (default 50), in one bucket: "all"."""
 
     BUCKET: ClassVar[str] = "all"
+    size_flag: ClassVar[str | None] = "--count"
 
     @model_validator(mode="after")
     def _count(self) -> CountSpec:
         if self.generate.per_label is not None:
-            raise ValueError("generate.per_label is for classification recipes; use generate.count")
+            raise ValueError(f"generate.per_label: a {self.task!r} recipe has no labels; use generate.count")
         self.generate.count = self.generate.count or 50
         return self
 
     def buckets(self) -> dict[str, int]:
         return {self.BUCKET: self.generate.count or 0}
 
-    def resize(self, *, per_label: int | None = None, count: int | None = None) -> None:
-        if per_label is not None:
-            raise ValueError("--per-label is for classification recipes; use --count")
-        if count is not None:
-            self.generate.count = count
+    def set_size(self, rows: int) -> None:
+        self.generate.count = rows

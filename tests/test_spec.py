@@ -127,3 +127,21 @@ def test_help_and_validate_import_no_numpy_torch_or_filter(argv: list[str]) -> N
              "print('HEAVY', heavy)\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, timeout=120)
     assert "HEAVY []" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml")))
+def test_each_kind_takes_its_own_size_flag(path: Path) -> None:
+    """`factory build --per-label/--count` set the size the kind declares; the other flag is refused, naming this one."""
+    spec = load_recipe(path)
+    if spec.size_flag is None:
+        pytest.skip("the kind takes no size flag")
+    before = sum(spec.buckets().values())
+    try:
+        spec.resize(spec.size_flag, 3)
+    except ValueError as exc:  # a recipe whose parts each set their own size says so
+        assert spec.size_flag in str(exc)
+        return
+    assert sum(spec.buckets().values()) == 3 * len(spec.buckets()) != before
+    other = "--count" if spec.size_flag == "--per-label" else "--per-label"
+    with pytest.raises(ValueError, match=f"{other} does not size a '{spec.task}' recipe; it takes {spec.size_flag}"):
+        spec.resize(other, 3)

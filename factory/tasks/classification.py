@@ -31,6 +31,7 @@ class ClassificationSpec(RecipeBase):
     # topic: a new text of the label about the passage's content (SynthesizRR's task inversion);
     # rewrite: the passage rewritten to carry the label (counterfactual augmentation).
     grounding_modes: ClassVar[tuple[str, ...]] = ("topic", "rewrite")
+    size_flag: ClassVar[str | None] = "--per-label"
 
     task: Literal["classification"]
     labels: dict[str, LabelSpec] = Field(description="Label name -> description and examples; at least two labels.")
@@ -47,7 +48,7 @@ class ClassificationSpec(RecipeBase):
     @model_validator(mode="after")
     def _defaults(self) -> ClassificationSpec:
         if self.generate.count is not None:
-            raise ValueError("generate.count is for instruction recipes; use generate.per_label")
+            raise ValueError("generate.count: a classification recipe is sized per label; use generate.per_label")
         self.generate.per_label = self.generate.per_label or 50
         if self.eval is not None and self.real_data is None:
             raise ValueError("eval needs real_data: the scores are measured on the user's real validation rows")
@@ -62,11 +63,8 @@ class ClassificationSpec(RecipeBase):
     def buckets(self) -> dict[str, int]:
         return {label: self.generate.per_label or 0 for label in self.labels}
 
-    def resize(self, *, per_label: int | None = None, count: int | None = None) -> None:
-        if count is not None:
-            raise ValueError("--count is for instruction recipes; use --per-label")
-        if per_label is not None:
-            self.generate.per_label = per_label
+    def set_size(self, rows: int) -> None:
+        self.generate.per_label = rows
 
     def real_rows(self) -> RealDataSpec | None:
         return self.real_data

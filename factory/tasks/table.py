@@ -104,6 +104,7 @@ class TableSpec(RecipeBase):
 
     row_shape: ClassVar[str] = TABLE
     export_formats: ClassVar[tuple[str, ...]] = ("columns",)
+    size_flag: ClassVar[str | None] = "--count"
 
     task: Literal["table"]
     method: Literal["rows", "program", "related"] = Field(
@@ -186,13 +187,10 @@ class TableSpec(RecipeBase):
     def buckets(self) -> dict[str, int]:
         return {name: definition.rows for name, definition in self.table_defs().items()}
 
-    def resize(self, *, per_label: int | None = None, count: int | None = None) -> None:
-        if per_label is not None:
-            raise ValueError("--per-label is for classification recipes; a table takes --count (its rows)")
-        if count is not None and self.method == "related":
+    def set_size(self, rows: int) -> None:
+        if self.method == "related":
             raise ValueError("--count: a related recipe sets the rows of each of its tables")
-        if count is not None:
-            self.rows = count
+        self.rows = rows
 
     @property
     def needs_sandbox(self) -> bool:
