@@ -16,6 +16,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
+from factory.graph import components
 from factory.records import Record
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
@@ -41,28 +44,16 @@ def _groups(records: Sequence[Record], threshold: float) -> list[int]:
     from factory.filters.near_dedup import near_duplicates
     from factory.filters.params import NearDedupParams
 
-    parent = list(range(len(records)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def join(i: int, j: int) -> None:
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-
     texts = ["\n".join(r.texts()) for r in records]
-    for i, root in enumerate(near_duplicates(texts, NearDedupParams(threshold=threshold)).root.tolist()):
-        join(i, root)
+    near = near_duplicates(texts, NearDedupParams(threshold=threshold)).root
     first_of_passage: dict[str, int] = {}
-    for i, record in enumerate(records):
-        passage = record.meta.get("passage_id")
-        if passage:
-            join(i, first_of_passage.setdefault(passage, i))
-    return [find(i) for i in range(len(records))]
+    same_passage = [first_of_passage.setdefault(passage, i) if (passage := record.meta.get("passage_id")) else i
+                    for i, record in enumerate(records)]
+    rows = np.arange(len(records), dtype=np.int64)
+    # Each row linked to its near-duplicate cluster's root and to its passage's first row; a group's
+    # number is its smallest row.
+    return components(len(records), np.concatenate((rows, rows)),
+                      np.concatenate((near, np.array(same_passage, dtype=np.int64)))).tolist()
 
 
 def assign_splits(records: Sequence[Record], bucket: Callable[[Record], str], held_out: dict[str, float],

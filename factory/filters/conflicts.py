@@ -13,11 +13,11 @@ from itertools import combinations
 
 import numpy as np
 
-from factory.errors import require
 from factory.filters.base import Filter, FilterResult
 from factory.filters.params import ConflictsParams
 from factory.filters.probe import crossfit_proba, fit_proba
 from factory.filters.similarity import BLOCK
+from factory.graph import components
 from factory.records import Record, Rejected
 from factory.text import normalize
 
@@ -162,9 +162,8 @@ def _components(vectors: np.ndarray, label: np.ndarray, threshold: float) -> np.
     Nodes are sorted by label so that same-label pairs, which can never conflict, are never
     multiplied (half the work for two labels). Each block's edges are reduced to a spanning forest
     before they are kept, so even thousands of near-identical rows keep O(n) edges per block.
+    Component numbers are arbitrary: only which nodes share one matters.
     """
-    sparse = require("scipy.sparse", "eval")
-    csgraph = require("scipy.sparse.csgraph", "eval")
     n = len(vectors)
     order = np.argsort(label, kind="stable")  # -1 (several labels already) first: it links to every node
     x, lab = vectors[order], label[order]
@@ -185,26 +184,18 @@ def _components(vectors: np.ndarray, label: np.ndarray, threshold: float) -> np.
                     continue
                 a, b = a + s, b + c
                 if len(a) > 2 * BLOCK:
-                    a, b = _forest(a, b, sparse, csgraph)
+                    a, b = _forest(a, b)
                 heads.append(a)
                 tails.append(b)
-    component = np.arange(n)
-    if heads:
-        a, b = np.concatenate(heads), np.concatenate(tails)
-        graph = sparse.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
-        component = csgraph.connected_components(graph, directed=False)[1]
+    component = components(n, np.concatenate(heads), np.concatenate(tails)) if heads else np.arange(n)
     out = np.empty(n, dtype=np.int64)
     out[order] = component
     return out
 
 
-def _forest(a: np.ndarray, b: np.ndarray, sparse, csgraph) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def _forest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Same connectivity with fewer edges: every node links to the first node of its component."""
     nodes, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
-    local = sparse.coo_matrix((np.ones(len(a), dtype=np.int8), (inverse[: len(a)], inverse[len(a) :])),
-                              shape=(len(nodes), len(nodes)))
-    comp = csgraph.connected_components(local, directed=False)[1]
-    first = np.full(comp.max() + 1, len(nodes))
-    np.minimum.at(first, comp, np.arange(len(nodes)))  # the lowest node of each component
-    keep = first[comp] != np.arange(len(nodes))
-    return nodes[first[comp][keep]], nodes[keep]
+    first = components(len(nodes), inverse[: len(a)], inverse[len(a) :])  # the lowest node of each component
+    keep = first != np.arange(len(nodes))
+    return nodes[first[keep]], nodes[keep]

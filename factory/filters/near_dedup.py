@@ -26,6 +26,7 @@ import numpy as np
 
 from factory.filters.base import Filter, FilterResult, compared_text
 from factory.filters.params import NearDedupParams
+from factory.graph import components
 from factory.records import Record, Rejected
 from factory.text import normalize, normalize_many
 
@@ -331,24 +332,6 @@ def _jaccard(hashes: np.ndarray, starts: np.ndarray, counts: np.ndarray, a: np.n
         out[start:stop] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
         start = stop
     return out
-
-
-def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Root of every node's connected component: its smallest index (hook high to low, then jump)."""
-    parent = np.arange(n, dtype=np.int64)
-    while len(a):
-        ra, rb = parent[a], parent[b]
-        lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
-        moving = lo != hi
-        if not moving.any():
-            break
-        np.minimum.at(parent, hi[moving], lo[moving])
-        while True:
-            jumped = parent[parent]
-            if np.array_equal(jumped, parent):
-                break
-            parent = jumped
-    return parent
 
 
 @dataclass(slots=True)

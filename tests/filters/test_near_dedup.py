@@ -17,7 +17,6 @@ from factory.filters.near_dedup import (
     NearDedupParams,
     _minhash,
     _shingles,
-    components,
     fold,
     fold_many,
     optimal_bands,
@@ -155,23 +154,6 @@ def test_minhash_agreement_estimates_jaccard_for_large_and_tiny_sets() -> None:
             estimates.append((sig[0] == sig[1]).mean())
             truths.append(shared / (2 * size - shared))
         assert np.mean(estimates) == pytest.approx(np.mean(truths), abs=0.03)
-
-
-def test_components_root_is_the_smallest_index() -> None:
-    rng = np.random.default_rng(4)
-    for n, m in ((50, 30), (400, 380), (1000, 5000)):
-        a, b = rng.integers(0, n, m), rng.integers(0, n, m)
-        parent = list(range(n))
-        for x, y in zip(a.tolist(), b.tolist()):
-            rx, ry = _find(parent, x), _find(parent, y)
-            parent[max(rx, ry)] = min(rx, ry)
-        assert components(n, a, b).tolist() == [_find(parent, x) for x in range(n)]
-
-
-def _find(parent: list[int], x: int) -> int:
-    while parent[x] != x:
-        x = parent[x]
-    return x
 
 
 def test_edge_cases_empty_single_identical() -> None:
