@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from huggingface_hub import DatasetCardData
 
 from factory.eval.names import CONDITIONS, SYNTHETIC_REAL
 from factory.records import DEFAULT_CONFIG, STAGE_PARSE
@@ -29,17 +30,18 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _metadata(manifest: Manifest) -> dict[str, Any]:
+def _metadata(manifest: Manifest) -> DatasetCardData:
+    """The card's Hub metadata, written by huggingface_hub (a dependency of datasets, so always installed)."""
     recipe = manifest.recipe
     hub = manifest.hub
-    return {
-        "license": hub.get("license", "other"),
-        "task_categories": list(task_kind(recipe["task"]).task_categories),
-        "language": hub.get("language", ["en"]),
-        "size_categories": [size_category(manifest.rows)],
-        "tags": ["synthetic", "dataset-factory", recipe["task"]],
-        "pretty_name": recipe["name"],
-    }
+    return DatasetCardData(
+        license=hub.get("license", "other"),
+        task_categories=list(task_kind(recipe["task"]).task_categories),
+        language=hub.get("language", ["en"]),
+        size_categories=[size_category(manifest.rows)],
+        tags=["synthetic", "dataset-factory", recipe["task"]],
+        pretty_name=recipe["name"],
+    )
 
 
 def limitations(manifest: Manifest, rejected: list[dict[str, Any]]) -> list[str]:
@@ -204,7 +206,7 @@ def render_card(run_dir: Path) -> str:
     rejected = read_jsonl(Path(run_dir) / "rejected.jsonl")
     hub = recipe.get("hub") or {}
     repo = hub.get("repo_id", f"<owner>/{recipe['name']}")
-    lines = ["---", yaml.safe_dump(_metadata(manifest), sort_keys=False).strip(), "---", "",
+    lines = ["---", _metadata(manifest).to_yaml(), "---", "",
              f"# {recipe['name']}", "",
              f"**This dataset is synthetic.** Every row was written by a language model from the recipe below, "
              f"then filtered by [dataset-factory]. It has {manifest.rows} rows "

@@ -344,6 +344,18 @@ def test_card_with_broken_yaml_is_refused_before_any_upload(run_dir: Path, hub: 
     assert hub.log == []
 
 
+def test_card_front_matter_reads_back_as_hub_card_data(run_dir: Path) -> None:
+    from huggingface_hub import DatasetCard
+
+    recipe = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["recipe"]
+    card = DatasetCard((run_dir / "README.md").read_text(encoding="utf-8"))
+    assert card.data.to_dict() == {
+        "language": ["en"], "license": "other", "size_categories": ["n<1K"], "task_categories": ["text-classification"],
+        "pretty_name": recipe["name"], "tags": ["synthetic", "dataset-factory", recipe["task"]],
+    }
+    assert card.text.startswith(f"\n# {recipe['name']}\n")
+
+
 def test_run_in_use_by_a_build_is_refused(run_dir: Path, hub: LoopbackHub) -> None:
     with RunStore(run_dir), pytest.raises(PublishError, match="in use by a running `factory build`"):
         push_run(run_dir, REPO)
