@@ -160,7 +160,8 @@ class Builder:
         self.context = FilterContext(seed=self.spec.seed, labels=tuple(self.targets), real_train=self.real.train,
                                      real_holdout=[*self.real.validation, *self.recipe.reference_rows()], embedder=embedder,
                                      passages={p.id: p.text for p in self.corpus.passages} if self.corpus else {},
-                                     generators=tuple(self._generator_params), answer=self._answer)
+                                     generators=tuple(self._generator_params), answer=self._answer,
+                                     answer_fields=self.recipe.answer_fields)
         stages = self._filters if self._filters is not None else [build_filter(p, self.spec.row_shape) for p in self.spec.filters]
         self.filters = [self.engine.stage(stage).fit(self.context) for stage in stages]
 

@@ -55,7 +55,8 @@ class RowsOnRay(Filter):
         if not self.engine.distributes(len(records)):
             return self.inner.apply(records)
         shipped = copy.copy(self.inner)
-        shipped.context_ = FilterContext(seed=self.context.seed, labels=self.context.labels)
+        shipped.context_ = FilterContext(seed=self.context.seed, labels=self.context.labels,
+                                        answer_fields=self.context.answer_fields)
         with self.engine.timed(self.type, len(records)):
             rows = self.engine.rows({"record": [pickle.dumps(r) for r in records]})
             out = rows.map_batches(_apply_rowwise, fn_kwargs={"stage": self.engine.ray.put(shipped)}, batch_format="numpy")

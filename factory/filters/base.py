@@ -31,6 +31,8 @@ class FilterContext:
     embedder: Embedder | None = None
     passages: Mapping[str, str] = field(default_factory=dict)  # passage id -> text, for grounded recipes
     generators: tuple[str, ...] = ()  # the recipe's generator names, for stages that ask one (`request`)
+    # The row fields that answer the row's first field (an instruction's response), judged by an answer's rules.
+    answer_fields: tuple[str, ...] = ()
     answer: Callable[[Prompt], Completion | None] | None = None  # the build's reply to a stage's request
 
     def embeddings(self) -> Embedder:

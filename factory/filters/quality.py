@@ -137,16 +137,16 @@ class Quality(Filter):
         text = _Profile("text", p.min_words, p.max_words, True, PLACEHOLDERS_TEXT,
                         SCAFFOLDING_TEXT + ([label_pattern] if label_pattern else []))
         instruction = _Profile("text", p.min_words, p.max_words, True, PLACEHOLDERS_CODE, SCAFFOLDING_INSTRUCTION)
-        response = _Profile("response", p.response_min_words, p.response_max_words, False, PLACEHOLDERS_CODE,
-                            SCAFFOLDING_RESPONSE)
+        answers = {name: _Profile(name, p.response_min_words, p.response_max_words, False, PLACEHOLDERS_CODE,
+                                  SCAFFOLDING_RESPONSE) for name in self.context.answer_fields}
         kept: list[Record] = []
         dropped: list[Rejected] = []
         for record in records:
-            answer = record.fields.get("response")  # an instruction pair: both halves, each by its own rules
-            if answer is None:
-                problem = self._check(record.text, text)
-            else:
-                problem = self._check(record.text, instruction) or self._check(answer, response)
+            # A row with answers (an instruction and its response): each half by its own rules.
+            present = [(record.fields[name], profile) for name, profile in answers.items() if record.fields.get(name) is not None]
+            problem = self._check(record.text, instruction if present else text)
+            for answer, profile in present:
+                problem = problem or self._check(answer, profile)
             if problem is None:
                 kept.append(record)
             else:

@@ -57,6 +57,7 @@ class InstructionRecipe(Recipe[InstructionSpec]):
     Spec: ClassVar[type[InstructionSpec]] = InstructionSpec
     task_categories: ClassVar[tuple[str, ...]] = ("text-generation",)
     columns: ClassVar[tuple[str, ...]] = ("instruction", "response")
+    answer_fields: ClassVar[tuple[str, ...]] = ("response",)
 
     @classmethod
     def bucket(cls, record: Record) -> str:

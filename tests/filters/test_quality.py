@@ -13,7 +13,7 @@ LABELS = ("neutral", "somewhat polite", "polite")
 
 
 def quality(**params: object) -> Quality:
-    return Quality(QualityParams(**params)).fit(FilterContext(labels=LABELS))
+    return Quality(QualityParams(**params)).fit(FilterContext(labels=LABELS, answer_fields=("response",)))
 
 
 def verdict(text: str, **params: object) -> str | None:
@@ -118,6 +118,9 @@ def test_instruction_rows_check_the_response_where_it_makes_sense() -> None:
     ]
     result = quality().apply(rows)
     assert [r.id for r in result.kept] == ["ok-code", "ok-preamble", "ok-markdown"]
+    # Which fields are answers is the kind's to say: without it, the response is not judged as one.
+    unjudged = Quality(QualityParams()).fit(FilterContext(labels=LABELS)).apply(rows)
+    assert "refused" in [r.id for r in unjudged.kept]
     reasons = {d.id: (d.reason, d.detail) for d in result.dropped}
     assert reasons["refused"][0] == "refusal" and reasons["refused"][1].startswith("response")
     assert reasons["empty"][0] == "too_short" and reasons["empty"][1].startswith("response")
