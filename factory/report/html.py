@@ -7,6 +7,7 @@ import html
 import io
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,19 +82,19 @@ def judge_chart(histogram: dict[str, int], threshold: float) -> str:
     return png(fig)
 
 
-def cluster_chart(records: list[Record], embedder: Embedder, seed: int) -> str | None:
-    """2-D PCA of the final rows' embeddings, one panel per label, coloured by KMeans cluster."""
+def cluster_chart(records: list[Record], embedder: Embedder, seed: int, bucket: Callable[[Record], str]) -> str | None:
+    """2-D PCA of the final rows' embeddings, one panel per bucket (label), coloured by KMeans cluster."""
     if len(records) < 4:
         return None
     decomposition, cluster = require("sklearn.decomposition", "eval"), require("sklearn.cluster", "eval")
     records = records[:MAX_POINTS]
     vectors = embedder.encode([r.text for r in records])
     points = decomposition.PCA(n_components=2, random_state=seed).fit_transform(vectors)
-    labels = list(dict.fromkeys(r.label or "all" for r in records))[:8]
+    labels = list(dict.fromkeys(bucket(r) for r in records))[:8]
     plt = pyplot()
     fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels), 3.2), squeeze=False, sharex=True, sharey=True)
     for ax, label in zip(axes[0], labels):
-        idx = np.array([i for i, r in enumerate(records) if (r.label or "all") == label])
+        idx = np.array([i for i, r in enumerate(records) if bucket(r) == label])
         k = max(1, min(6, len(idx) // 8))
         colours = cluster.KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(vectors[idx]) if k > 1 else np.zeros(len(idx))
         ax.scatter(points[idx, 0], points[idx, 1], c=colours, cmap="tab10", s=10, alpha=0.8)
@@ -188,8 +189,9 @@ def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
     stages = json.loads((run_dir / "stages.json").read_text()) if (run_dir / "stages.json").exists() else {}
     final = [generated[i] for i in stages.get(STAGE_FINAL, []) if i in generated]
     labels = list(manifest.targets)
-    before = Counter(r.label or "all" for r in generated.values())
-    after = Counter(r.label or "all" for r in final)
+    kind = task_kind(recipe["task"])
+    before = Counter(kind.bucket(r) for r in generated.values())
+    after = Counter(kind.bucket(r) for r in final)
     rejected = read_jsonl(run_dir / "rejected.jsonl")
     passing = manifest.passing
     parts = [
@@ -211,9 +213,8 @@ def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
         histogram = (stage.stats or {}).get("histogram") if stage.stage == "judge" else None
         if histogram:
             parts += ["<h2>Judge scores</h2>", f"<img alt='judge scores' src='{judge_chart(histogram, stage.stats['threshold'])}'>"]
-    kind = task_kind(recipe["task"])
     text_rows = kind.Spec.row_shape == TEXT
-    picture = cluster_chart(final, embedder or Embedder(), recipe.get("seed", 0)) if final and text_rows else None
+    picture = cluster_chart(final, embedder or Embedder(), recipe.get("seed", 0), kind.bucket) if final and text_rows else None
     if picture:
         parts += ["<h2>Embedding clusters</h2>", f"<img alt='clusters' src='{picture}'>"]
     if manifest.kind_report:
@@ -227,8 +228,7 @@ def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
                   f"<p>{ev['validation_rows']} held-out real rows; {ev['real_train_rows']} real training rows; seeds {ev['seeds']}.</p>",
                   f"<img alt='eval' src='{eval_chart(ev)}'>"]
     kept_rows = [{**kind.fields(r), "generator": r.meta.get("generator", "")} for r in final[:SAMPLE]]
-    columns = list(kind.columns) or list(dict.fromkeys(k for row in kept_rows for k in row))  # a table's own columns
-    parts += ["<h2>Sample of kept rows</h2>", rows_table(kept_rows, [*dict.fromkeys([*columns, "generator"])])]
+    parts += ["<h2>Sample of kept rows</h2>", rows_table(kept_rows, list(dict.fromkeys(k for row in kept_rows for k in row)))]
     sample_rejected = sorted(rejected, key=lambda r: (r["reason"], r["id"]))
     by_reason: dict[str, list[dict[str, Any]]] = {}
     for row in sample_rejected:
