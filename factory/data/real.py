@@ -78,22 +78,22 @@ def split_seed(recipe: RecipeBase) -> int:
 
 def load_real_rows(recipe: RecipeBase) -> list[Record]:
     """Every usable real row, with labels mapped to the recipe's names (its buckets). Raises DataError on bad data."""
-    spec = recipe.real_rows()
-    if spec is None:
+    real = recipe.real_rows()
+    if real is None:
         return []
     labels = list(recipe.buckets())
-    table = read_table(spec.path, recipe.base_dir, split=spec.split)
-    for role, column in (("text", spec.columns.text), ("label", spec.columns.label)):
+    table = read_table(real.path, recipe.base_dir, split=real.split)
+    for role, column in (("text", real.columns.text), ("label", real.columns.label)):
         if column not in table.columns:
             raise DataError(f"real_data.columns.{role}: column {column!r} not found; the file has {list(table.columns)}")
     rows: list[Record] = []
     unknown: dict[str, int] = defaultdict(int)
     empty = 0
-    for text, raw_label in zip(table[spec.columns.text], table[spec.columns.label]):
+    for text, raw_label in zip(table[real.columns.text], table[real.columns.label]):
         raw = str(raw_label)
-        if raw in spec.label_map and spec.label_map[raw] is None:
+        if raw in real.label_map and real.label_map[raw] is None:
             continue  # the user asked to skip these rows
-        label = spec.label_map.get(raw) or raw
+        label = real.label_map.get(raw) or raw
         text = "" if text is None else str(text).strip()
         if label not in labels:
             unknown[label] += 1
@@ -114,8 +114,8 @@ def load_real_rows(recipe: RecipeBase) -> list[Record]:
     missing = [label for label in labels if not any(r.label == label for r in rows)]
     if missing:
         raise DataError(f"real_data: no rows for label(s) {missing}")
-    if spec.max_rows and len(rows) > spec.max_rows:
-        rows = random.Random(split_seed(recipe)).sample(rows, spec.max_rows)
+    if real.max_rows and len(rows) > real.max_rows:
+        rows = random.Random(split_seed(recipe)).sample(rows, real.max_rows)
     return rows
 
 

@@ -107,7 +107,7 @@ def _near_candidates(group: dict[str, np.ndarray], n: int, partitions: int) -> d
         left, right = bucket_pairs(key[mine], pos[mine])
         codes.append(left * n + right)
     code = np.unique(np.concatenate(codes))
-    return {"code": code, "part": _partition(code, partitions)}
+    return {"pair_code": code, "part": _partition(code, partitions)}
 
 
 def _shingle_pairs(texts: Any, p: NearDedupParams, a: np.ndarray, b: np.ndarray) -> tuple[Shingled, np.ndarray, np.ndarray, np.ndarray]:
@@ -121,7 +121,7 @@ def _near_confirm(group: dict[str, np.ndarray], n: int, p: NearDedupParams, text
     """Every distinct candidate pair of this partition, with its exact Jaccard where it reaches the threshold."""
     import ray
 
-    code = np.unique(group["code"])
+    code = np.unique(group["pair_code"])
     shingled, rows, la, lb = _shingle_pairs(ray.get(texts), p, code // n, code % n)
     ca, cb, similarity = shingled.confirm(la, lb, p.threshold)
     at = np.searchsorted(code, rows[ca] * n + rows[cb])
@@ -129,7 +129,7 @@ def _near_confirm(group: dict[str, np.ndarray], n: int, p: NearDedupParams, text
     confirmed[at] = True
     value = np.zeros(len(code))
     value[at] = similarity
-    return {"code": code, "confirmed": confirmed, "similarity": value}
+    return {"pair_code": code, "confirmed": confirmed, "similarity": value}
 
 
 class RayNearDedup(NearDedup):
@@ -159,8 +159,8 @@ class RayNearDedup(NearDedup):
             candidates = 0
             codes, sims = [np.zeros(0, np.int64)], [np.zeros(0)]
             for batch in pairs.iter_batches(batch_format="numpy", batch_size=None):
-                candidates += len(batch["code"])
-                codes.append(batch["code"][batch["confirmed"]])
+                candidates += len(batch["pair_code"])
+                codes.append(batch["pair_code"][batch["confirmed"]])
                 sims.append(batch["similarity"][batch["confirmed"]])
             code, similarity = np.concatenate(codes), np.concatenate(sims)
             order = np.argsort(code)  # as in process: pairs in code order
