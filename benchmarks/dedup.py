@@ -36,7 +36,8 @@ import numpy as np
 from dedup_data import DedupSet, make_dedup_set
 
 from factory.filters.exact import ExactDedup, ExactDedupParams
-from factory.filters.near_dedup import NearDedup, NearDedupParams, fold
+from factory.filters.near_dedup import NearDedup, NearDedupParams
+from factory.minhash import fold
 from factory.records import Record
 
 TARGET_EXACT, TARGET_NEAR, TARGET_RECALL, TARGET_PRECISION = 150_000, 20_000, 0.95, 0.99

@@ -2,7 +2,7 @@
 
 A model scored on a test row whose near copy it trained on is scored on its memory. So rows are
 first joined into groups: near-duplicates (character 3-gram Jaccard at or above the recipe's
-`group_threshold`, found by the near_dedup filter's MinHash + exact check) and rows grounded in the
+`group_threshold`, found by factory.minhash, the near_dedup filter's search) and rows grounded in the
 same passage. A group goes whole to one split. Held-out splits are filled per bucket (the label) to
 their target with groups in a seeded order; a group that does not fit in what a split still needs
 goes to train, so a held-out split never holds more rows than asked (fewer only when the groups
@@ -41,8 +41,8 @@ def _targets(wanted: float, sizes: Counter[str]) -> dict[str, int]:
 
 def _groups(records: Sequence[Record], threshold: float) -> list[int]:
     """A group number per row: near-duplicates and rows from the same passage share one."""
-    from factory.filters.near_dedup import near_duplicates
     from factory.filters.params import NearDedupParams
+    from factory.minhash import near_duplicates
 
     texts = ["\n".join(r.texts()) for r in records]
     near = near_duplicates(texts, NearDedupParams(threshold=threshold)).root

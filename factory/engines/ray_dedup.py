@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from factory.filters.exact import ExactDedup, dedup_keys
-from factory.filters.near_dedup import NearDedup, NearDuplicates, Shingled, band_keys, bucket_pairs
+from factory.filters.near_dedup import NearDedup
 from factory.filters.params import ExactDedupParams, NearDedupParams
 from factory.graph import components
+from factory.minhash import NearDuplicates, Shingled, band_keys, bucket_pairs
 
 if TYPE_CHECKING:
     from factory.engines.ray_engine import RayEngine

@@ -106,7 +106,7 @@ class NearDedupParams(FilterParams):
             return self.bands, self.num_perm // self.bands
         if self.rows is not None:
             return self.num_perm // self.rows, self.rows
-        from factory.filters.near_dedup import optimal_bands  # the implementation, loaded only when used
+        from factory.minhash import optimal_bands  # the implementation, loaded only when used
 
         return optimal_bands(self.threshold, self.num_perm)
 

@@ -12,15 +12,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from factory.filters.near_dedup import (
-    NearDedup,
-    NearDedupParams,
-    _minhash,
-    _shingles,
-    fold,
-    fold_many,
-    optimal_bands,
-)
+from factory.filters.near_dedup import NearDedup, NearDedupParams
+from factory.minhash import _minhash, _shingles, fold, fold_many, optimal_bands
 from factory.records import Record
 from factory.text import normalize, normalize_many
 
@@ -130,7 +123,7 @@ def test_deterministic_for_a_seed_across_instances_and_processes() -> None:
     assert not np.array_equal(here, _minhash(hashes, counts, 64, seed=6))
     # Another interpreter with another str-hash salt computes the same signatures.
     code = (
-        "import json, sys; from factory.filters.near_dedup import _minhash, _shingles;"
+        "import json, sys; from factory.minhash import _minhash, _shingles;"
         "texts = json.load(sys.stdin); h, c = _shingles(texts, 'char', 3);"
         "print(json.dumps(_minhash(h, c, 64, seed=5).tolist()))"
     )
