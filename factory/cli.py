@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="write a finished run in fine-tuning layouts (run/export/<format>/<split>.jsonl)")
     export.add_argument("run_dir", type=Path)
-    export.add_argument("--format", help="comma-separated: columns,messages,openai,alpaca,sharegpt (default: the recipe's export.formats)")
+    export.add_argument("--format", help="comma-separated layouts the run's kind fills, e.g. columns,messages,openai,alpaca,sharegpt "
+                                         "(default: the recipe's export.formats)")
     export.add_argument("--system-prompt", help="a system message at the start of every chat example")
     export.add_argument("--instruction", help="classification as chat: the instruction before each text")
     export.add_argument("--openai-max-tokens", type=_positive, help="OpenAI's per-example token limit (default 65536)")

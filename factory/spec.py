@@ -210,19 +210,22 @@ class SplitSpec(Strict):
         return {"validation": self.validation, "test": self.test}
 
 
-# The fine-tuning layouts `export:` writes (factory/export/); each task kind says which it can fill.
+# The fine-tuning layouts `export:` writes from a kind's conversation (factory/export/); each task kind
+# says which it can fill, and may add layouts of its own (Recipe.export_example).
 EXPORT_FORMATS = ("columns", "messages", "openai", "alpaca", "sharegpt")
 
 
 class ExportSpec(Strict):
     """Files for fine-tuning tools, written next to the dataset (run/export/<format>/<split>.jsonl)."""
 
-    formats: list[Literal["columns", "messages", "openai", "alpaca", "sharegpt"]] = Field(
+    # Not a Literal: the task kind says which layouts it fills (its spec's export_formats, checked when the
+    # recipe loads), and a kind may fill layouts of its own.
+    formats: list[str] = Field(
         min_length=1,
         description="columns: the kind's own columns (text + label, instruction + response, a table's columns); "
                     "messages: a chat `messages` column (TRL, the Hub's chat datasets); openai: OpenAI fine-tuning JSONL, "
                     "checked against its rules; alpaca: instruction/input/output (+ history); sharegpt: conversations "
-                    "with from/value.")
+                    "with from/value. A kind may offer layouts of its own (the kinds' docs list them).")
     system_prompt: str | None = Field(None, description="A system message at the start of every chat example.")
     instruction: str | None = Field(
         None, description="Classification as chat: the instruction before each text (default: 'Classify the text. "
@@ -321,7 +324,7 @@ class RecipeBase(Strict):
     def _check_export(self) -> RecipeBase:
         refused = [f for f in (self.export.formats if self.export else []) if f not in self.export_formats]
         if refused:
-            raise ValueError(f"export.formats: a {self.task!r} recipe has no conversation to write as {', '.join(refused)}; "
+            raise ValueError(f"export.formats: a {self.task!r} recipe cannot be written as {', '.join(refused)}; "
                              f"it exports as: {', '.join(self.export_formats)}")
         return self
 

@@ -2,9 +2,10 @@
 
 Files go to <run>/export/<format>/<split>.jsonl (<format>/<config>/<split>.jsonl for related tables),
 each written atomically. The task kind turns a dataset row into a conversation (`Recipe.conversation`)
-or into its own columns; a kind without a conversation (a table) exports only its columns, which the
-recipe's validation already enforced. OpenAI examples that break its format rules are left out and
-counted by rule; a training file under OpenAI's minimum is written but reported as a problem.
+or into its own columns, or writes a layout of its own (`Recipe.export_example`); a kind without a
+conversation (a table) exports only its columns, which the recipe's validation already enforced.
+OpenAI examples that break its format rules are left out and counted by rule; a training file under
+OpenAI's minimum is written but reported as a problem.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def export_run(run_dir: Path, export: ExportSpec, recipe: dict[str, Any]) -> dic
     kind = task_kind(recipe["task"])
     refused = [f for f in export.formats if f not in kind.Spec.export_formats]
     if refused:
-        raise FactoryError(f"a {recipe['task']!r} dataset has no conversation to export as {', '.join(refused)}; "
+        raise FactoryError(f"a {recipe['task']!r} dataset cannot be exported as {', '.join(refused)}; "
                            f"it exports as: {', '.join(kind.Spec.export_formats)}")
     summary: dict[str, Any] = {}
     for fmt in export.formats:
@@ -50,11 +51,11 @@ def export_run(run_dir: Path, export: ExportSpec, recipe: dict[str, Any]) -> dic
             for split, parquet in dataset_files(run_dir, config).items():
                 lines = []
                 for row in _rows(parquet):
-                    if fmt == "columns":
-                        lines.append(dumps(kind.export_columns(row)))
-                        continue
-                    conversation = kind.conversation(row, recipe)
-                    example = CHAT_LAYOUTS[fmt](conversation, export.system_prompt)
+                    example = kind.export_example(fmt, row, recipe, export.system_prompt)
+                    if example is None and fmt == "columns":
+                        example = kind.export_columns(row)
+                    elif example is None:
+                        example = CHAT_LAYOUTS[fmt](kind.conversation(row, recipe), export.system_prompt)
                     broken = openai_problems(example, export.openai_max_tokens) if fmt == "openai" else []
                     if broken:
                         left_out.update(broken)

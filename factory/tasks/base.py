@@ -209,6 +209,12 @@ class Recipe(ABC, Generic[SpecT]):
         raise NotImplementedError(f"the {cls.kind!r} kind has no conversation")
 
     @classmethod
+    def export_example(cls, fmt: str, row: dict[str, Any], recipe: dict[str, Any], system_prompt: str | None) -> dict[str, Any] | None:
+        """A finished dataset row in export layout `fmt`, where the kind writes that layout itself (a layout of its
+        own, or a shared one it fills differently); None: the shared layout of its `conversation` (or columns)."""
+        return None
+
+    @classmethod
     def export_columns(cls, row: dict[str, Any]) -> dict[str, Any]:
         """A finished dataset row as the `columns` export writes it: the kind's own columns (all, when it declares none)."""
         return {c: row[c] for c in cls.columns} if cls.columns else dict(row)

@@ -113,7 +113,8 @@ def test_factory_export_writes_a_finished_run_in_another_layout_and_reports_open
     exports = load_manifest(run).exports
     assert exports["system_prompt"] == SYSTEM and set(exports["formats"]) == {"sharegpt", "openai"}
     assert main(["export", str(run), "--format", "alpaca,nonsense"]) == 1
-    assert "export formats.1: Input should be 'columns', 'messages', 'openai', 'alpaca' or 'sharegpt'" in capsys.readouterr().err
+    assert ("a 'instruction' dataset cannot be exported as nonsense; it exports as: columns, messages, openai, alpaca, "
+            "sharegpt") in capsys.readouterr().err
 
 
 def test_openai_rules_catch_each_problem() -> None:
