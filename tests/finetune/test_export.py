@@ -132,6 +132,6 @@ def test_openai_rules_catch_each_problem() -> None:
 
 def test_a_table_recipe_cannot_ask_for_chat_layouts() -> None:
     table = {"name": "t", "task": "table", "columns": {"a": {"type": "int"}}}
-    with pytest.raises(Exception, match="has no conversation to write as messages"):
+    with pytest.raises(Exception, match="cannot be written as messages; it exports as: columns"):
         parse_recipe({**table, "export": {"formats": ["columns", "messages"]}})
     assert parse_recipe({**table, "export": {"formats": ["columns"]}}).export.formats == ["columns"]
