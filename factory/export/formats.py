@@ -3,7 +3,8 @@
 Layouts, as the tools that read them document them:
 - messages: {"messages": [{"role", "content"}, ...]}: TRL's conversational format (SFTTrainer applies
   the model's chat template), the Hub's chat datasets, Axolotl's and LLaMA-Factory's OpenAI-style sets.
-- openai: the same line, for the OpenAI fine-tuning API, each example checked against its rules.
+- openai: the same line, for the OpenAI fine-tuning API, each example checked against its rules (a
+  kind may write OpenAI's preference layout instead, checked by the same rules).
 - alpaca: {"instruction", "input", "output"} (+ "system", and "history": [[user, assistant], ...] for
   the turns before the last, as LLaMA-Factory reads multi-turn Alpaca).
 - sharegpt: {"conversations": [{"from": "system" | "human" | "gpt", "value"}, ...]}.
@@ -56,16 +57,12 @@ def token_upper_bound(example: dict[str, Any]) -> int:
                    for m in messages if isinstance(m, dict))
 
 
-def openai_problems(example: Any, max_tokens: int) -> list[str]:
-    """What OpenAI's fine-tuning format rules find wrong with one example ([] when it is valid).
-
-    The rules of OpenAI's data preparation guide: a `messages` list; each message a mapping with a
-    known role and only known keys; content a non-empty string; at least one assistant message; the
-    example within the model's token limit."""
-    if not isinstance(example, dict) or not isinstance(example.get("messages"), list) or not example["messages"]:
+def _message_problems(messages: Any) -> list[str]:
+    """OpenAI's rules for one list of chat messages."""
+    if not isinstance(messages, list) or not messages:
         return ["missing_messages_list"]
     problems = []
-    for message in example["messages"]:
+    for message in messages:
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             problems.append("message_missing_key")
             continue
@@ -76,6 +73,36 @@ def openai_problems(example: Any, max_tokens: int) -> list[str]:
         content = message["content"]
         if (not isinstance(content, str) or not content.strip()) and not message.get("function_call") and not message.get("tool_calls"):
             problems.append("missing_content")
+    return problems
+
+
+def openai_problems(example: Any, max_tokens: int) -> list[str]:
+    """What OpenAI's fine-tuning format rules find wrong with one example ([] when it is valid).
+
+    The rules of OpenAI's data preparation guide: a `messages` list; each message a mapping with a
+    known role and only known keys; content a non-empty string; at least one assistant message; the
+    example within the model's token limit. A preference example (OpenAI's DPO layout: `input.messages`,
+    `preferred_output` and `non_preferred_output`, each output one assistant message) is checked the same
+    way, part by part."""
+    if isinstance(example, dict) and "input" in example:
+        inputs = example["input"].get("messages") if isinstance(example["input"], dict) else None
+        problems = _message_problems(inputs)
+        for side in ("preferred_output", "non_preferred_output"):
+            output = example.get(side)
+            if not isinstance(output, list) or len(output) != 1 or not isinstance(output[0], dict) \
+                    or output[0].get("role") != "assistant":
+                problems.append(f"{side}_not_one_assistant_message")
+            else:
+                problems += _message_problems(output)
+        whole = {"messages": [*(inputs or []), *(example.get("preferred_output") or []), *(example.get("non_preferred_output") or [])]}
+        if token_upper_bound(whole) > max_tokens:
+            problems.append("may_exceed_token_limit")
+        return sorted(set(problems))
+    if not isinstance(example, dict):
+        return ["missing_messages_list"]
+    problems = _message_problems(example.get("messages"))
+    if problems == ["missing_messages_list"]:
+        return problems
     if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in example["messages"]):
         problems.append("example_missing_assistant_message")
     if token_upper_bound(example) > max_tokens:

@@ -135,3 +135,15 @@ def test_a_table_recipe_cannot_ask_for_chat_layouts() -> None:
     with pytest.raises(Exception, match="cannot be written as messages; it exports as: columns"):
         parse_recipe({**table, "export": {"formats": ["columns", "messages"]}})
     assert parse_recipe({**table, "export": {"formats": ["columns"]}}).export.formats == ["columns"]
+
+
+def test_openai_rules_check_the_preference_layout() -> None:
+    good = {"input": {"messages": [{"role": "user", "content": "Name a prime."}]},
+            "preferred_output": [{"role": "assistant", "content": "7"}],
+            "non_preferred_output": [{"role": "assistant", "content": "8"}]}
+    assert openai_problems(good, 65536) == []
+    assert openai_problems({**good, "input": {"messages": []}}, 65536) == ["missing_messages_list"]
+    assert openai_problems({**good, "preferred_output": [{"role": "user", "content": "7"}]}, 65536) == \
+        ["preferred_output_not_one_assistant_message"]
+    assert openai_problems({**good, "non_preferred_output": [{"role": "assistant", "content": " "}]}, 65536) == ["missing_content"]
+    assert openai_problems(good, 10) == ["may_exceed_token_limit"]
