@@ -44,8 +44,9 @@ from filelock import FileLock, Timeout
 
 from factory.errors import PublishError, require
 from factory.records import DEFAULT_CONFIG
+from factory.run.dataset import dataset_configs
 from factory.run.manifest import Manifest, ManifestError, load_manifest
-from factory.run.store import dataset_configs, read_jsonl
+from factory.run.store import read_jsonl
 from factory.secrets import check_env_name, name_secret_variables
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,9 @@ from huggingface_hub import DatasetCardData
 
 from factory.eval.names import CONDITIONS, SYNTHETIC_REAL
 from factory.records import DEFAULT_CONFIG, STAGE_PARSE
+from factory.run.dataset import dataset_configs
 from factory.run.manifest import Manifest, load_manifest
-from factory.run.store import atomic_write_text, dataset_configs, read_jsonl
+from factory.run.store import atomic_write_text, read_jsonl
 from factory.secrets import name_secret_variables, recipe_secret_variables, redact
 from factory.tasks import task_kind
 
