@@ -39,12 +39,17 @@ def _targets(wanted: float, sizes: Counter[str]) -> dict[str, int]:
     return out
 
 
-def _groups(records: Sequence[Record], threshold: float) -> list[int]:
+def whole_text(record: Record) -> str:
+    """A row's text for grouping: every text field, in the kind's order."""
+    return "\n".join(record.texts())
+
+
+def _groups(records: Sequence[Record], threshold: float, text: Callable[[Record], str]) -> list[int]:
     """A group number per row: near-duplicates and rows from the same passage share one."""
     from factory.filters.params import NearDedupParams
     from factory.minhash import near_duplicates
 
-    texts = ["\n".join(r.texts()) for r in records]
+    texts = [text(r) for r in records]
     near = near_duplicates(texts, NearDedupParams(threshold=threshold)).root
     first_of_passage: dict[str, int] = {}
     same_passage = [first_of_passage.setdefault(passage, i) if (passage := record.meta.get("passage_id")) else i
@@ -57,11 +62,14 @@ def _groups(records: Sequence[Record], threshold: float) -> list[int]:
 
 
 def assign_splits(records: Sequence[Record], bucket: Callable[[Record], str], held_out: dict[str, float],
-                  threshold: float, seed: int) -> tuple[dict[str, str], dict[str, Any]]:
-    """({record id: split}, a report) for `held_out` = {split: fraction or row count}; the rest is train."""
+                  threshold: float, seed: int, text: Callable[[Record], str] = whole_text) -> tuple[dict[str, str], dict[str, Any]]:
+    """({record id: split}, a report) for `held_out` = {split: fraction or row count}; the rest is train.
+
+    `text` is what near-duplicates are judged on (the kind's `split_text`: the whole row, or only the part
+    a model could memorise across splits, such as a preference pair's prompt)."""
     if not records:
         return {}, {"rows": {}, "groups": 0, "largest_group": 0}
-    groups = _groups(records, threshold)
+    groups = _groups(records, threshold, text)
     members: dict[int, list[int]] = defaultdict(list)
     for i, group in enumerate(groups):
         members[group].append(i)

@@ -451,7 +451,7 @@ class Builder:
         """The dataset, in the recipe's splits (train only without `splits:`); the splits' report."""
         held_out = self.spec.splits
         split_of, report = ({}, None) if held_out is None else assign_splits(
-            final, self.recipe.bucket, held_out.held_out(), held_out.group_threshold, self.spec.seed)
+            final, self.recipe.bucket, held_out.held_out(), held_out.group_threshold, self.spec.seed, self.recipe.split_text)
         parts = {split: [r for r in final if split_of.get(r.id, TRAIN) == split] for split in SPLITS}
         by_split = {split: self.recipe.dataset_configs(rows) for split, rows in parts.items() if rows or split == TRAIN}
         schemas = self.recipe.dataset_schemas()

@@ -145,6 +145,12 @@ class Recipe(ABC, Generic[SpecT]):
         """The kind's columns of one dataset row (`columns`, in order)."""
 
     @classmethod
+    def split_text(cls, record: Record) -> str:
+        """What near-duplicate rows are found on when the splits are made (a group never straddles two splits):
+        every text field by default."""
+        return "\n".join(record.texts())
+
+    @classmethod
     @abstractmethod
     def bucket(cls, record: Record) -> str:
         """The bucket whose target `record` counts towards (one of the spec's `buckets()`)."""
