@@ -21,6 +21,10 @@ from factory.records import Conversation
 OPENAI_ROLES = ("system", "user", "assistant", "tool", "function")
 OPENAI_MESSAGE_KEYS = ("role", "content", "name", "function_call", "tool_calls", "tool_call_id", "weight")
 OPENAI_MIN_EXAMPLES = 10  # a training file with fewer is refused by the fine-tuning API
+# What each shared layout holds, as the dataset card says it (a kind describes the layouts it writes itself).
+LAYOUTS = {"columns": "the dataset's own columns", "messages": "a chat `messages` column (TRL's SFTTrainer, the Hub's chat "
+           "datasets)", "openai": "OpenAI fine-tuning JSONL, every line checked against its rules",
+           "alpaca": "`instruction`/`input`/`output` (+ `history`)", "sharegpt": "`conversations` with `from`/`value`"}
 
 
 def to_messages(conversation: Conversation, system: str | None) -> dict[str, Any]:

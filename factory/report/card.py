@@ -10,6 +10,7 @@ import yaml
 from huggingface_hub import DatasetCardData
 
 from factory.eval.names import CONDITIONS, SYNTHETIC_REAL
+from factory.export.formats import LAYOUTS
 from factory.records import DEFAULT_CONFIG, STAGE_PARSE
 from factory.run.dataset import dataset_configs
 from factory.run.manifest import Manifest, load_manifest
@@ -168,9 +169,7 @@ def _finetune_sections(manifest: Manifest) -> list[str]:
                         for name, rows in splits["rows"].items()]), ""]
     exports = manifest.exports
     if exports:
-        layouts = {"columns": "the dataset's own columns", "messages": "a chat `messages` column (TRL's SFTTrainer, "
-                   "the Hub's chat datasets)", "openai": "OpenAI fine-tuning JSONL, every line checked against its rules",
-                   "alpaca": "`instruction`/`input`/`output` (+ `history`)", "sharegpt": "`conversations` with `from`/`value`"}
+        layouts = {**LAYOUTS, **task_kind(manifest.recipe["task"]).export_layouts}
         rows = []
         for fmt, written in exports["formats"].items():
             files = ", ".join(f"`{path}` ({written['rows'][split]})" for split, path in written["files"].items())

@@ -100,6 +100,8 @@ class Recipe(ABC, Generic[SpecT]):
     task_categories: ClassVar[tuple[str, ...]]  # Hugging Face task categories, for the dataset card
     columns: ClassVar[tuple[str, ...]]  # the kind's own dataset columns, in order
     column_types: ClassVar[dict[str, str]] = {}  # the datasets dtype of each of them that is not a string
+    # What the layouts the kind writes itself (export_example) hold, for the dataset card: layout -> description.
+    export_layouts: ClassVar[dict[str, str]] = {}
     # The columns that answer the row's first column (filters judge them by an answer's rules: code and
     # "Here is ..." openings are fine there, not in a generated text).
     answer_fields: ClassVar[tuple[str, ...]] = ()
