@@ -49,6 +49,8 @@ ALLOWED = {
     ("factory/records.py", "instruction"), ("factory/records.py", "response"),
     # The Hub card's language codes (the recipe's hub.language), not the code kind's `language` column.
     ("factory/report/card.py", "language"),
+    # A compared row's rejection reason (every kind's rows can be rejected), not a preference pair's column.
+    ("factory/comparison/render.py", "rejected"),
 }
 SPECISH = {"spec", "recipe", "resolved"}  # how the code names a recipe (a spec model, or its resolved dict)
 
