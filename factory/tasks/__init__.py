@@ -15,12 +15,14 @@ from factory.tasks.base import Recipe
 from factory.tasks.classification import ClassificationRecipe, ClassificationSpec
 from factory.tasks.code import CodeRecipe, CodeSpec
 from factory.tasks.instruction import InstructionRecipe, InstructionSpec
+from factory.tasks.preference import PreferenceRecipe
 from factory.tasks.table import TableRecipe, TableSpec
 
 if TYPE_CHECKING:
     from factory.corpus.selection import PassagePicker
 
-TASKS: dict[str, type[Recipe]] = {kind.kind: kind for kind in (ClassificationRecipe, InstructionRecipe, TableRecipe, CodeRecipe)}
+TASKS: dict[str, type[Recipe]] = {kind.kind: kind for kind in (ClassificationRecipe, InstructionRecipe, TableRecipe, CodeRecipe,
+                                                                     PreferenceRecipe)}
 
 
 def task_kind(name: str) -> type[Recipe]:
