@@ -225,3 +225,17 @@ def test_a_real_local_model_writes_and_judges_pairs(tmp_path: Path) -> None:
     assert manifest.kind_report["preference"]["judged_pairs"] >= 1
     assert main(["build", str(path), "--out", str(run), "--no-progress"]) in (0, 3)
     assert all(g["cached"] == g["requests"] for g in load_manifest(run).generators), "the re-run sent nothing"
+
+
+@pytest.mark.parametrize("forward, reverse, dropped, chosen, margin", [
+    ([9, 3], [8, 2], None, 0, 6.0),           # both orders prefer the first answer
+    ([9, 3], [3, 9], "position_bias", 0, 0.0),  # each order prefers whatever it showed first: a flip
+    ([5, 5], [5, 5], "tie", 0, 0.0),
+    ([6, 5], [6, 6], "small_margin", 0, 0.5),  # one order saw no winner: no flip, but the margin is small
+    ([2, 8, 5], [3, 9, 4], None, 1, 6.0),       # three answers: the best and the worst make the pair
+])
+def test_the_decision_from_both_orders(forward, reverse, dropped, chosen, margin) -> None:
+    from factory.tasks.preference import decide
+
+    d = decide(forward, reverse, min_margin=1.0)
+    assert (d.dropped, d.chosen, d.margin) == (dropped, chosen, margin)

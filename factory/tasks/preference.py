@@ -15,6 +15,7 @@ import json
 import string
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from statistics import quantiles
 from typing import Any, ClassVar, Literal
 
@@ -177,7 +178,8 @@ class PreferenceRecipe(Recipe[PreferenceSpec]):
                       generator=self.spec.candidates[k], seed=self.rng(bucket, index, f"answer{k}").randrange(2**31),
                       target={**target, "step": ANSWER, "asked": user})
 
-    def _judge_prompt(self, previous: Prompt, target: dict[str, Any], order: str) -> Prompt:
+    def judge_prompt(self, previous: Prompt, target: dict[str, Any], order: str) -> Prompt:
+        """The judge's request for the answers in `target` shown in `order` (forward or reverse)."""
         answers = target["answers"] if order == FORWARD else target["answers"][::-1]
         letters = string.ascii_uppercase[: len(answers)]
         shown = "\n\n".join(f"Answer {letter}:\n{fence(a['text'], f'answer-{letter.lower()}')}" for letter, a in zip(letters, answers))
@@ -226,17 +228,17 @@ class PreferenceRecipe(Recipe[PreferenceSpec]):
                                                f"{addresses_judge(speaker['text'])!r}; fewer than two answers left to compare",
                               text=speaker["text"])
             target = {**target, "answers": clean, "injected": len(target["answers"]) - len(clean)}
-            return self._judge_prompt(prompt, target, FORWARD)
-        verdict = self._verdict(completion, len(target["answers"]))
+            return self.judge_prompt(prompt, target, FORWARD)
+        verdict = self.verdict(completion, len(target["answers"]))
         if isinstance(verdict, str):
             return reject("judge_failed", f"{target['order']} order: {verdict}")
         verdicts = {**target.get("verdicts", {}), target["order"]: verdict}
         if target["order"] == FORWARD:
-            return self._judge_prompt(prompt, {**target, "verdicts": verdicts}, REVERSE)
+            return self.judge_prompt(prompt, {**target, "verdicts": verdicts}, REVERSE)
         return self._decide(prompt, completion, record_id, {**target, "verdicts": verdicts}, reject)
 
     @staticmethod
-    def _verdict(completion: Completion, n: int) -> dict[str, Any] | str:
+    def verdict(completion: Completion, n: int) -> dict[str, Any] | str:
         """{"scores": [score per answer as shown], "rationale"}, or why the reply is no verdict."""
         if completion.error:
             return f"the judge's request failed: {completion.error}"
@@ -262,17 +264,15 @@ class PreferenceRecipe(Recipe[PreferenceSpec]):
         answers, verdicts = target["answers"], target["verdicts"]
         forward = verdicts[FORWARD]["scores"]
         reverse = verdicts[REVERSE]["scores"][::-1]  # back in the answers' order
-        mean = [(f + r) / 2 for f, r in zip(forward, reverse)]
-        winners = [_unique_best(forward), _unique_best(reverse)]
-        chosen, rejected = max(range(len(mean)), key=lambda i: (mean[i], -i)), min(range(len(mean)), key=lambda i: (mean[i], i))
-        margin = mean[chosen] - mean[rejected]
+        d = decide(forward, reverse, self.spec.min_margin)
+        chosen, rejected, margin, mean = d.chosen, d.rejected, d.margin, d.mean
         rationale = f"{FORWARD}: {verdicts[FORWARD]['rationale']} | {REVERSE}: {verdicts[REVERSE]['rationale']}"
         scores = f"scores {forward} in order, {reverse} reversed"
-        if None not in winners and winners[0] != winners[1]:
+        if d.dropped == POSITION_BIAS:
             outcome = reject(POSITION_BIAS, f"the verdict flips with the order: {scores}")
-        elif margin == 0:
+        elif d.dropped == TIE:
             outcome = reject(TIE, f"{scores}")
-        elif margin < self.spec.min_margin:
+        elif d.dropped == SMALL_MARGIN:
             outcome = reject(SMALL_MARGIN, f"margin {margin:.1f} < {self.spec.min_margin}: {scores}")
         else:
             judged = {"chosen_generator": answers[chosen]["generator"], "rejected_generator": answers[rejected]["generator"],
@@ -284,7 +284,7 @@ class PreferenceRecipe(Recipe[PreferenceSpec]):
                                                  "rejected_model": answers[rejected]["model"]})
         self.outcomes[(prompt.bucket, prompt.index)] = {
             "reason": outcome.reason if isinstance(outcome, Rejected) else "kept", "margin": margin,
-            "agree": None if None in winners else winners[0] == winners[1], "judge_model": completion.model,
+            "agree": d.orders_agree, "judge_model": completion.model,
             "injected": target.get("injected", 0)}
         return outcome
 
@@ -356,3 +356,29 @@ def _unique_best(scores: list[int]) -> int | None:
     """The index of the single highest score, or None when the top is shared."""
     best = max(scores)
     return scores.index(best) if scores.count(best) == 1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What two verdicts (both in the answers' order) make of a pair: chosen and rejected answer, their margin
+    (mean scores over both orders), whether the orders agree on the winner, and why the pair is dropped (None: kept)."""
+
+    chosen: int
+    rejected: int
+    margin: float
+    mean: list[float]
+    orders_agree: bool | None  # None: one order saw no single winner
+    dropped: str | None
+
+
+def decide(forward: list[int], reverse: list[int], min_margin: float) -> Decision:
+    """The pair from the scores of the answers shown in order (`forward`) and reversed (`reverse`, put back in
+    the answers' order): the mean score decides, unless the single winner flips with the order."""
+    mean = [(f + r) / 2 for f, r in zip(forward, reverse)]
+    winners = (_unique_best(forward), _unique_best(reverse))
+    chosen = max(range(len(mean)), key=lambda i: (mean[i], -i))
+    rejected = min(range(len(mean)), key=lambda i: (mean[i], i))
+    margin = mean[chosen] - mean[rejected]
+    agree = None if None in winners else winners[0] == winners[1]
+    dropped = (POSITION_BIAS if agree is False else TIE if margin == 0 else SMALL_MARGIN if margin < min_margin else None)
+    return Decision(chosen, rejected, margin, mean, agree, dropped)
