@@ -62,15 +62,20 @@ PAIRS = [
 ]
 
 
-def labelled_set(seed: int = 0) -> list[tuple[Record, int, str]]:
-    """(row, 1 good / 0 bad, kind) for every good pair, an off-topic swap of each and a planted error in each."""
+def derangement(n: int, seed: int) -> list[int]:
+    """A seeded shuffle of range(n) that moves every item: no question keeps its own answer."""
     rng = random.Random(seed)
-    answers = [good for _, good, _ in PAIRS]
-    while True:  # a derangement: no question keeps its own answer
-        order = list(range(len(PAIRS)))
+    while True:
+        order = list(range(n))
         rng.shuffle(order)
         if all(i != j for i, j in enumerate(order)):
-            break
+            return order
+
+
+def labelled_set(seed: int = 0) -> list[tuple[Record, int, str]]:
+    """(row, 1 good / 0 bad, kind) for every good pair, an off-topic swap of each and a planted error in each."""
+    answers = [good for _, good, _ in PAIRS]
+    order = derangement(len(PAIRS), seed)
     rows = []
     for k, (question, good, wrong) in enumerate(PAIRS):
         rows.append((Record({"instruction": question, "response": good}, id=f"good{k}"), 1, "good"))

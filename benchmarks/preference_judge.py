@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import re
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from judge_agreement import PAIRS  # noqa: E402
+from judge_agreement import PAIRS, derangement  # noqa: E402
 
 from factory.generators import build_generator  # noqa: E402
 from factory.generators.catalog import list_models  # noqa: E402
@@ -62,12 +61,7 @@ def truncate(text: str) -> str:
 
 def planted(seed: int = 0) -> list[dict[str, Any]]:
     """(question, good, bad, corruption) for each question and each corruption."""
-    rng = random.Random(seed)
-    while True:  # a derangement: no question keeps its own answer
-        order = list(range(len(PAIRS)))
-        rng.shuffle(order)
-        if all(i != j for i, j in enumerate(order)):
-            break
+    order = derangement(len(PAIRS), seed)
     out = []
     for k, (question, good, wrong) in enumerate(PAIRS):
         out += [{"question": question, "good": good, "bad": wrong, "corruption": "wrong_fact"},
