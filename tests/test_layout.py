@@ -1,4 +1,4 @@
-"""The dependency rule of README's "How it is built", checked on the source: nothing renders or
+"""The dependency rule of docs/architecture.md, checked on the source: nothing renders or
 publishes from inside the build, eval never imports the builder, filters never import an evaluator,
 and no module outside the task kinds names a kind, its classes, its recipe fields or its row columns."""
 

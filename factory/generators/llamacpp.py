@@ -146,7 +146,7 @@ class LlamaCppGenerator(SequentialGenerator):
 
     def describe(self) -> dict[str, Any]:
         # Which llama.cpp path ran on this CPU: recorded, not part of identity() (a cache moved to another
-        # CPU keeps its replies), though the two paths can round differently (README, Generators).
+        # CPU keeps its replies), though the two paths can round differently (docs/generators.md).
         return {**super().describe(), **(self.probe_.describe() if self.probe_ else {})}
 
     def complete(self, prompt: Prompt) -> Completion:

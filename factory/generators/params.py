@@ -32,7 +32,7 @@ class OpenAIParams(GeneratorParams):
     price_per_1k_output: float | None = Field(None, ge=0, description="Price per 1k completion tokens, for cost reports.")
 
 
-# Measured with benchmarks/local_generation.py on a 2-core machine (README, "Local generation"): 4
+# Measured with benchmarks/local_generation.py on a 2-core machine (docs/benchmarks.md, "Local generation"): 4
 # sequences gave 1.42x the rows/s of a bare sequential loop, 8 gave 1.29x and 16 1.49x, with the
 # first row after 12.5, 18.3 and 33.3 s; 4 keeps most of the gain and a short wait.
 PARALLEL_DEFAULT = 4
