@@ -79,8 +79,8 @@ class Judge(Filter):
 
     @staticmethod
     def injection(record: Record) -> str | None:
-        """Words of the row that speak to its evaluator, or None."""
-        return next((hit for text in record.texts() if (hit := addresses_judge(text))), None)
+        """Words of the row, as the judge would read it (every turn of a conversation), that speak to its evaluator."""
+        return addresses_judge(transcript(record))
 
     def verdict(self, completion: Completion | None) -> dict[str, tuple[int, str]] | str:
         """{criterion: (score, rationale)}, or why the reply is no verdict."""
