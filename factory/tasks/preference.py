@@ -63,6 +63,16 @@ class PreferenceSpec(CountSpec):
         description="Least difference between the chosen and the rejected answer's scores (1-10, the mean of both "
                     "orders); a closer pair is dropped as small_margin (equal scores: tie).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _count_given_prompts(cls, data: Any) -> Any:
+        # Each given prompt once: the count is theirs unless the recipe says otherwise (before CountSpec's 50).
+        if isinstance(data, dict) and isinstance(data.get("prompts"), list) and data["prompts"]:
+            generate = data.get("generate") if isinstance(data.get("generate"), dict) else {}
+            if "generate" not in data or (isinstance(data.get("generate"), dict) and "count" not in generate):
+                data = {**data, "generate": {**generate, "count": len(data["prompts"])}}
+        return data
+
     @model_validator(mode="after")
     def _preference(self) -> PreferenceSpec:
         names = [g.name for g in self.generators]
@@ -84,8 +94,6 @@ class PreferenceSpec(CountSpec):
             raise ValueError("prompts: give prompts or sources, not both")
         if not (self.prompts or self.sources or self.examples or self.description):
             raise ValueError("prompts: give prompts, sources, or a description (and examples) for the writer to write them")
-        if self.prompts and "count" not in self.generate.model_fields_set:
-            self.generate.count = len(self.prompts)  # each given prompt once
         if not self.filters:
             self.filters = [ExactDedupParams()]  # one pair per prompt
         return self
@@ -104,7 +112,8 @@ class PreferenceRecipe(Recipe[PreferenceSpec]):
     columns: ClassVar[tuple[str, ...]] = ("prompt", "chosen", "rejected", "chosen_generator", "rejected_generator",
                                           "chosen_score", "rejected_score", "margin", "judge_rationale")
     column_types: ClassVar[dict[str, str]] = {"chosen_score": "float64", "rejected_score": "float64", "margin": "float64"}
-    answer_fields: ClassVar[tuple[str, ...]] = ("chosen", "rejected")
+    # Filters hold the chosen answer to an answer's rules; the rejected one is meant to be the worse.
+    answer_fields: ClassVar[tuple[str, ...]] = ("chosen",)
     export_layouts: ClassVar[dict[str, str]] = {
         "preference": "TRL's conversational preference layout: `prompt`, `chosen`, `rejected` as chat messages (DPOTrainer, ORPOTrainer)",
         "openai": "OpenAI preference fine-tuning (DPO) JSONL: `input`, `preferred_output`, `non_preferred_output`, "
@@ -163,7 +172,10 @@ class PreferenceRecipe(Recipe[PreferenceSpec]):
         user = template("preference_question_user" if passage else "preference_write_user").substitute(
             description=self.spec.description or "Prompts a user could send to an AI assistant.",
             constraints=self.constraints(axes), examples=examples + self.focus_block(focus), passage=passage)
-        return Prompt(bucket=bucket, index=index, messages=self.messages(user), generator=self.spec.writer or "",
+        # The writer's instructions are its own: the recipe's system_prompt is for the candidates' answers.
+        messages: list[Message] = [{"role": "system", "content": template("preference_system").template},
+                                   {"role": "user", "content": user}]
+        return Prompt(bucket=bucket, index=index, messages=messages, generator=self.spec.writer or "",
                       seed=rng.randrange(2**31), schema=_object({"prompt": {"type": "string"}}),
                       target={**base, **grounding, "step": WRITE, "examples": shots})
 
@@ -221,12 +233,16 @@ class PreferenceRecipe(Recipe[PreferenceSpec]):
             target = {**target, "answers": [*target["answers"], answer]}
             if len(target["answers"]) < len(self.spec.candidates):
                 return self._answer_prompt(prompt.bucket, prompt.index, target)
+            if hit := addresses_judge(target["asked"]):
+                return reject(JUDGE_INJECTION, f"the prompt speaks to its evaluator: {hit!r}", text=target["asked"])
             clean = [a for a in target["answers"] if not addresses_judge(a["text"])]
             if len(clean) < 2:
                 speaker = next(a for a in target["answers"] if a not in clean)
-                return reject(JUDGE_INJECTION, f"{speaker['generator']}'s answer speaks to its evaluator: "
-                                               f"{addresses_judge(speaker['text'])!r}; fewer than two answers left to compare",
-                              text=speaker["text"])
+                dropped = reject(JUDGE_INJECTION, f"{speaker['generator']}'s answer speaks to its evaluator: "
+                                                  f"{addresses_judge(speaker['text'])!r}; fewer than two answers left to compare",
+                                 text=speaker["text"])
+                dropped.meta["injected"] = len(target["answers"]) - len(clean)
+                return dropped
             target = {**target, "answers": clean, "injected": len(target["answers"]) - len(clean)}
             return self.judge_prompt(prompt, target, FORWARD)
         verdict = self.verdict(completion, len(target["answers"]))
@@ -274,6 +290,9 @@ class PreferenceRecipe(Recipe[PreferenceSpec]):
             outcome = reject(TIE, f"{scores}")
         elif d.dropped == SMALL_MARGIN:
             outcome = reject(SMALL_MARGIN, f"margin {margin:.1f} < {self.spec.min_margin}: {scores}")
+        elif answers[chosen]["truncated"]:  # a winner cut at max_tokens would teach the model to stop mid-answer
+            outcome = reject("truncated", f"{answers[chosen]['generator']}'s answer won but stopped at max_tokens: {scores}",
+                             text=answers[chosen]["text"])
         else:
             judged = {"chosen_generator": answers[chosen]["generator"], "rejected_generator": answers[rejected]["generator"],
                       "chosen_score": mean[chosen], "rejected_score": mean[rejected], "margin": margin, "judge_rationale": rationale}
@@ -291,13 +310,15 @@ class PreferenceRecipe(Recipe[PreferenceSpec]):
     def parse_rows(self, prompt: Prompt, completion: Completion, record_id: str) -> list[Record | Rejected]:
         step = self._advance(prompt, completion, record_id)
         if isinstance(step, Rejected):  # a chain that stopped before both verdicts (_decide records the others)
-            self.outcomes.setdefault((prompt.bucket, prompt.index), {"reason": step.reason})
+            self.outcomes.setdefault((prompt.bucket, prompt.index), {"reason": step.reason, "injected": step.meta.get("injected", 0)})
         return [] if isinstance(step, Prompt) else [step]
 
     def parse(self, prompt: Prompt, completion: Completion, record_id: str) -> Record | Rejected:
+        """This reply alone (factory compare reads first replies): the pair, why the chain stops, or that it goes on."""
         step = self._advance(prompt, completion, record_id)
         if isinstance(step, Prompt):
-            raise ValueError("a preference pair takes several requests: use parse_rows")
+            return Rejected(id=record_id, stage=STAGE_PARSE, reason="unfinished", text=step.target.get("prompt", ""),
+                            detail=f"the pair takes more requests: {step.target['step']} by {step.generator} follows")
         return step
 
     def follow_up(self, prompt: Prompt, completion: Completion) -> Prompt | None:
