@@ -23,14 +23,12 @@ UNION_ITEM = {"generators": "Backend", "filters": "Filter"}
 
 
 def load_schema() -> dict[str, Any]:
-    """The recipe schema, from factory.recipe_file where it lives now, else from factory.spec."""
+    """The recipe schema (factory.recipe_file)."""
     root = str(Path(__file__).resolve().parents[2])
     if root not in sys.path:
         sys.path.insert(0, root)  # a checkout that is not installed still builds its docs
-    try:
-        from factory.recipe_file import recipe_schema
-    except ImportError:
-        from factory.spec import recipe_schema
+    from factory.recipe_file import recipe_schema
+
     return recipe_schema()
 
 

@@ -19,8 +19,9 @@ from pydantic import ValidationError
 from factory.errors import FactoryError
 from factory.export.formats import CHAT_LAYOUTS, OPENAI_MIN_EXAMPLES, dumps, openai_problems
 from factory.records import DEFAULT_CONFIG
+from factory.run.dataset import dataset_configs, dataset_files
 from factory.run.manifest import load_manifest
-from factory.run.store import RunStore, atomic_write_text, dataset_configs, dataset_files
+from factory.run.store import RunStore, atomic_write_text
 from factory.spec import ExportSpec
 from factory.tasks import task_kind
 

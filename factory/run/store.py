@@ -24,7 +24,7 @@ from filelock import FileLock, Timeout
 
 from factory.errors import CacheDamagedError, RunLockedError
 from factory.records import Completion, Prompt, Record, Rejected
-from factory.run.dataset import dataset_configs, dataset_files, write_dataset  # noqa: F401 - factory/export imports the first two from here
+from factory.run.dataset import write_dataset
 from factory.run.manifest import Manifest
 from factory.secrets import redact
 

@@ -86,7 +86,7 @@ class CodeRecipe(Recipe[CodeSpec]):
     Spec: ClassVar[type[CodeSpec]] = CodeSpec
     task_categories: ClassVar[tuple[str, ...]] = ("text-generation",)
     columns: ClassVar[tuple[str, ...]] = ("instruction", "response", "tests", "language", "passed_after_repairs")
-    answer_fields: ClassVar[tuple[str, ...]] = ("response",)
+    answer_fields: ClassVar[tuple[str, ...]] = ("solution",)  # its rows hold the solution; the dataset calls it response
     column_types: ClassVar[dict[str, str]] = {"passed_after_repairs": "int64"}
 
     def __init__(self, spec: CodeSpec, real_train: Sequence[Record] = (), passages: Any = None) -> None:
