@@ -67,10 +67,9 @@ class PreferenceSpec(CountSpec):
     @classmethod
     def _count_given_prompts(cls, data: Any) -> Any:
         # Each given prompt once: the count is theirs unless the recipe says otherwise (before CountSpec's 50).
-        if isinstance(data, dict) and isinstance(data.get("prompts"), list) and data["prompts"]:
-            generate = data.get("generate") if isinstance(data.get("generate"), dict) else {}
-            if "generate" not in data or (isinstance(data.get("generate"), dict) and "count" not in generate):
-                data = {**data, "generate": {**generate, "count": len(data["prompts"])}}
+        generate = data.get("generate", {}) if isinstance(data, dict) else None
+        if isinstance(generate, dict) and "count" not in generate and isinstance(data.get("prompts"), list) and data["prompts"]:
+            data = {**data, "generate": {**generate, "count": len(data["prompts"])}}
         return data
 
     @model_validator(mode="after")
@@ -301,17 +300,18 @@ class PreferenceRecipe(Recipe[PreferenceSpec]):
                                                  # the row's writer is its chosen answer's (the judge's is in judged)
                                                  "generator": answers[chosen]["generator"], "model": answers[chosen]["model"],
                                                  "rejected_model": answers[rejected]["model"]})
-        self.outcomes[(prompt.bucket, prompt.index)] = {
-            "reason": outcome.reason if isinstance(outcome, Rejected) else "kept", "margin": margin,
-            "agree": d.orders_agree, "judge_model": completion.model,
-            "injected": target.get("injected", 0)}
+        outcome.meta["verdicts"] = {"margin": margin, "agree": d.orders_agree, "judge_model": completion.model}
+        outcome.meta["injected"] = target.get("injected", 0)
         return outcome
 
     def parse_rows(self, prompt: Prompt, completion: Completion, record_id: str) -> list[Record | Rejected]:
         step = self._advance(prompt, completion, record_id)
-        if isinstance(step, Rejected):  # a chain that stopped before both verdicts (_decide records the others)
-            self.outcomes.setdefault((prompt.bucket, prompt.index), {"reason": step.reason, "injected": step.meta.get("injected", 0)})
-        return [] if isinstance(step, Prompt) else [step]
+        if isinstance(step, Prompt):
+            return []
+        # How the chain ended, for report(): the build parses every reply once (cached ones on a resume too).
+        self.outcomes[(prompt.bucket, prompt.index)] = {"reason": getattr(step, "reason", "kept"),
+                                                        "injected": step.meta.get("injected", 0), **step.meta.get("verdicts", {})}
+        return [step]
 
     def parse(self, prompt: Prompt, completion: Completion, record_id: str) -> Record | Rejected:
         """This reply alone (factory compare reads first replies): the pair, why the chain stops, or that it goes on."""
