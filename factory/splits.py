@@ -39,11 +39,6 @@ def _targets(wanted: float, sizes: Counter[str]) -> dict[str, int]:
     return out
 
 
-def whole_text(record: Record) -> str:
-    """A row's text for grouping: every text field, in the kind's order."""
-    return "\n".join(record.texts())
-
-
 def _groups(records: Sequence[Record], threshold: float, text: Callable[[Record], str]) -> list[int]:
     """A group number per row: near-duplicates and rows from the same passage share one."""
     from factory.filters.params import NearDedupParams
@@ -62,11 +57,11 @@ def _groups(records: Sequence[Record], threshold: float, text: Callable[[Record]
 
 
 def assign_splits(records: Sequence[Record], bucket: Callable[[Record], str], held_out: dict[str, float],
-                  threshold: float, seed: int, text: Callable[[Record], str] = whole_text) -> tuple[dict[str, str], dict[str, Any]]:
+                  threshold: float, seed: int, text: Callable[[Record], str]) -> tuple[dict[str, str], dict[str, Any]]:
     """({record id: split}, a report) for `held_out` = {split: fraction or row count}; the rest is train.
 
-    `text` is what near-duplicates are judged on (the kind's `split_text`: the whole row, or only the part
-    a model could memorise across splits, such as a preference pair's prompt)."""
+    `text` is what near-duplicates are judged on: the kind's `split_text` (every text field by default, or
+    only the part a model could memorise across splits, such as a preference pair's prompt)."""
     if not records:
         return {}, {"rows": {}, "groups": 0, "largest_group": 0}
     groups = _groups(records, threshold, text)

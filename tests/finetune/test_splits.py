@@ -15,9 +15,12 @@ from factory.publish.hub import push_run, split_card
 from factory.recipe_file import parse_recipe
 from factory.records import Record
 from factory.splits import assign_splits
+from factory.tasks.base import Recipe
 
 WORDS = ("amber velvet kettle orbit lantern cedar pixel harbor meadow copper falcon quartz summit willow ember canyon "
          "glacier maple nimbus otter prairie radish saffron tundra umber violet walnut yarrow zephyr basil").split()
+
+WHOLE_ROW = Recipe.split_text  # what every kind but preference groups on: all its text fields
 
 
 def planted_rows(seed: int = 0) -> tuple[list[Record], dict[str, int]]:
@@ -45,7 +48,7 @@ def label_of(record: Record) -> str:
 
 def test_near_duplicates_never_straddle_two_splits_and_labels_are_stratified() -> None:
     rows, cluster = planted_rows()
-    split_of, report = assign_splits(rows, label_of, {"validation": 0.2, "test": 0.2}, 0.6, seed=1)
+    split_of, report = assign_splits(rows, label_of, {"validation": 0.2, "test": 0.2}, 0.6, seed=1, text=WHOLE_ROW)
     per_cluster: dict[int, set[str]] = {}
     for record in rows:
         per_cluster.setdefault(cluster[record.id], set()).add(split_of[record.id])
@@ -57,14 +60,14 @@ def test_near_duplicates_never_straddle_two_splits_and_labels_are_stratified() -
     assert report["rows"] == {"train": 52, "validation": 16, "test": 16}
     assert report["groups"] == 60 and report["largest_group"] == 3
     # Seeded: the same seed, the same split; another seed, another one.
-    assert assign_splits(rows, label_of, {"validation": 0.2, "test": 0.2}, 0.6, seed=1)[0] == split_of
-    assert assign_splits(rows, label_of, {"validation": 0.2, "test": 0.2}, 0.6, seed=2)[0] != split_of
+    assert assign_splits(rows, label_of, {"validation": 0.2, "test": 0.2}, 0.6, seed=1, text=WHOLE_ROW)[0] == split_of
+    assert assign_splits(rows, label_of, {"validation": 0.2, "test": 0.2}, 0.6, seed=2, text=WHOLE_ROW)[0] != split_of
 
 
 def test_counts_are_spread_over_labels_and_rows_of_one_passage_stay_together() -> None:
     rows = [Record({"text": f"{WORDS[k % 30]} {WORDS[(k * 7) % 30]} number {k}"}, label="a" if k < 30 else "b",
                    id=f"r{k}", meta={"passage_id": f"p{k // 2}"}) for k in range(40)]
-    split_of, report = assign_splits(rows, label_of, {"validation": 0, "test": 10}, 0.9, seed=0)
+    split_of, report = assign_splits(rows, label_of, {"validation": 0, "test": 10}, 0.9, seed=0, text=WHOLE_ROW)
     assert report["per_bucket"]["test"] == {"a": 8, "b": 2}, "10 rows in proportion to the labels (30:10)"
     for k in range(0, 40, 2):
         assert split_of[f"r{k}"] == split_of[f"r{k + 1}"], "rows from one passage share a split"
