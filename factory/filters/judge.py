@@ -68,8 +68,10 @@ class Judge(Filter):
                 "required": list(self.params.rubric)}
 
     def request(self, record: Record) -> Prompt | None:
-        if self.injection(record):
-            return None  # dropped unread: see apply
+        """The judge's request about `record`; None for a row that speaks to its evaluator (dropped unread)."""
+        return None if self.injection(record) else self._ask(record)
+
+    def _ask(self, record: Record) -> Prompt:
         generator = self.params.generator or (self.context.generators[0] if self.context.generators else "")
         rubric = "\n".join(f"- {name}: {meaning}" for name, meaning in self.params.rubric.items())
         reply = json.dumps({name: {"rationale": "<one short sentence>", "score": "<1-5>"} for name in self.params.rubric})
@@ -118,7 +120,7 @@ class Judge(Filter):
                 counts[JUDGE_INJECTION] += 1
                 dropped.append(Rejected.from_record(record, self.type, JUDGE_INJECTION, f"the row speaks to its evaluator: {hit!r}"))
                 continue
-            completion = self.context.answer(self.request(record)) if self.context.answer else None
+            completion = self.context.answer(self._ask(record)) if self.context.answer else None
             scores = self.verdict(completion)
             if isinstance(scores, str):
                 counts["judge_failed"] += 1
