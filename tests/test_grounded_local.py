@@ -67,3 +67,37 @@ def test_a_grounded_classification_recipe_runs_on_a_packaged_model(tmp_path: Pat
     assert len(shown) == 6 and set(shown[:3]) == {p.read_text() for p in (tmp_path / "docs").iterdir()}
     manifest = load_manifest(run)
     assert manifest.funnel[0].rows_in == 6 and manifest.corpus[0].passages == 3
+
+
+def test_annotate_mode_labels_passages_with_votes_on_a_packaged_model(tmp_path: Path) -> None:
+    """SmolLM2 labels real passages, three votes each, under the label grammar: every reply names a label."""
+    pytest.importorskip("llama_cpp")
+    (tmp_path / "docs").mkdir()
+    for name, text in {"good.txt": "I love this kettle. It is fast, quiet and beautiful.",
+                       "bad.txt": "Terrible lamp. It broke after one day and the store refused a refund.",
+                       "fine.txt": "The chair arrived on time and my family enjoys it every evening."}.items():
+        (tmp_path / "docs" / name).write_text(text)
+    recipe = {
+        "name": "annotate-smol", "task": "classification", "seed": 2,
+        "labels": {"positive": {"description": "The customer is happy with the product."},
+                   "negative": {"description": "The customer is unhappy with the product."}},
+        "generate": {"per_label": 2, "max_requests": 4, "few_shot": 1},
+        "generators": [{"backend": "llamacpp", "model": "smollm2-135m-instruct", "max_tokens": 16, "n_ctx": 1024,
+                        "temperature": 0.0}],
+        "sources": [{"path": "docs"}], "grounding": {"mode": "annotate"},
+        "annotate": {"votes": 3, "min_agreement": 0.6, "context": "Customer reviews of household products."},
+    }
+    run = tmp_path / "run"
+    assert main(["build", str(write_recipe(tmp_path / "r.yaml", recipe)), "--out", str(run), "--no-progress"]) in (0, 3)
+    requests = sent_requests(run)
+    assert len(requests) == 4 * 3, "four passages asked, three votes each"
+    texts = {p.read_text() for p in (tmp_path / "docs").iterdir()}
+    parsed = [json.loads(line) for line in (run / "generated.jsonl").read_text().splitlines()]
+    rejected = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines()]
+    assert parsed, "at least one passage was labelled with enough agreement"
+    for row in parsed:  # the row is the passage, labelled by its votes, weighted by their agreement
+        votes = row["meta"]["annotation"]["votes"]
+        assert row["fields"]["text"] in texts and row["label"] in ("positive", "negative")
+        assert row["meta"]["weight"] == pytest.approx(votes.count(row["label"]) / 3, abs=1e-4)
+        assert row["meta"]["weight"] >= 0.6
+    assert {r["reason"] for r in rejected if r["stage"] == "parse"} <= {"low_agreement"}, "the grammar allows only a label"
