@@ -114,7 +114,7 @@ def reseeded(spec: RecipeBase, build_index: int) -> tuple[RecipeBase, str]:
     return spec.model_copy(update={"seed": seed, "real_data": real}), f"{spec.name}-seed{seed}"
 
 
-def build_all(recipes: list[RecipeBase], builds: int, requests_per_label: int,
+def build_all(recipes: list[RecipeBase], builds: int, requests_per_label: dict[str, int],
               work: Path) -> dict[str, list[tuple[RecipeBase, str, dict[str, list[Record]]]]]:
     """Each recipe built `builds` times: (recipe, run directory name, rows after each stage) per build."""
     built: dict[str, list[tuple[RecipeBase, str, dict[str, list[Record]]]]] = defaultdict(list)
@@ -122,7 +122,7 @@ def build_all(recipes: list[RecipeBase], builds: int, requests_per_label: int,
         for index in range(builds):
             variant, name = reseeded(spec, index)
             started = time.perf_counter()
-            result = build(variant, work / name, progress=False, requests_per_bucket=requests_per_label)
+            result = build(variant, work / name, progress=False, requests_per_bucket=requests_per_label[spec.name])
             stages = stage_rows(result.run_dir)
             built[spec.name].append((variant, name, stages))
             print(f"built {name}: {result.manifest.budget.used} requests, {len(stages['parse'])} parsed, "
@@ -173,6 +173,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipes", type=Path, nargs="+", help="classification recipes on the same real data")
     parser.add_argument("--requests-per-label", type=int, default=40, help="the same request budget for every recipe")
+    parser.add_argument("--requests", nargs="*", default=[], metavar="NAME=N",
+                        help="another number of prompts per label for the recipe NAME (an annotating recipe's prompts are short)")
     parser.add_argument("--draws", type=int, default=5, help="draws of the real training rows (one classifier each)")
     parser.add_argument("--real-per-label", type=int, default=8)
     parser.add_argument("--reference", type=int, default=64, help="real rows per label of the reference to beat")
@@ -187,8 +189,10 @@ def main() -> None:
     recipes = [load_recipe(path) for path in args.recipes]
     first = recipes[0]
     labels = list(first.buckets())
-    built = build_all(recipes, args.builds, args.requests_per_label, args.work)
-    without = {spec.name: [leave_out(variant, name, args.leave_out, args.requests_per_label, args.work)
+    per_recipe = {spec.name: args.requests_per_label for spec in recipes} | {
+        name: int(n) for name, n in (item.split("=", 1) for item in args.requests)}
+    built = build_all(recipes, args.builds, per_recipe, args.work)
+    without = {spec.name: [leave_out(variant, name, args.leave_out, per_recipe[spec.name], args.work)
                            for variant, name, _ in built[spec.name]] for spec in recipes}
     stage_names = {spec.name: list(built[spec.name][0][2]) for spec in recipes}
 

@@ -11,6 +11,11 @@ Message = dict[str, str]
 STAGE_PARSE, STAGE_TARGET, STAGE_FINAL = "parse", "target", "final"
 # The dataset's config when a kind makes one table of rows (related tables make one config each).
 DEFAULT_CONFIG = "default"
+# Row meta: True when the row's text is the user's own passage, which a model labelled but did not write
+# (an annotated row). Checks for a model copying its source do not apply to it.
+OWN_TEXT = "own_text"
+# Row meta: how far to trust the row, in [0, 1] (1.0 when absent); evaluators train with it.
+WEIGHT = "weight"
 
 
 @dataclass(slots=True)

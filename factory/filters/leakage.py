@@ -4,7 +4,8 @@ A generator that saw real rows as few-shot examples may hand them back; training
 holdout row inflates the evaluation, and publishing one leaks the user's data. Two checks: word
 n-gram overlap (verbatim copying, via an inverted index) and embedding cosine (close paraphrase).
 A grounded row is also checked against its own passage: a long verbatim span of the user's
-documents is a copy, not a new row (`source_span`, reason copied_source).
+documents is a copy, not a new row (`source_span`, reason copied_source), unless the row is that passage
+(meta own_text: an annotated row, which a model labelled but did not write).
 The rejected row's detail names the real row by split and id, never by its text, and the rejected
 row's own text (a near copy of that private row) is blanked unless `redact: false`.
 """
@@ -22,7 +23,7 @@ import numpy as np
 from factory.filters.base import Filter, FilterContext, FilterResult
 from factory.filters.params import LeakageParams
 from factory.filters.similarity import best_match
-from factory.records import Record, Rejected
+from factory.records import OWN_TEXT, Record, Rejected
 from factory.text import words
 
 
@@ -109,7 +110,7 @@ class Leakage(Filter):
     def _source_span(self, record: Record) -> int:
         """The longest run of words the row shares with its grounding passage, when at least `source_span`."""
         passage = self.context.passages.get(record.meta.get("passage_id", ""))
-        if not passage or not self.params.source_span:
+        if not passage or not self.params.source_span or record.meta.get(OWN_TEXT):
             return 0
         mine, theirs = words(record.text), words(passage)
         run = SequenceMatcher(None, mine, theirs, autojunk=False).find_longest_match().size

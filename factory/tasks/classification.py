@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from factory.filters.params import ExactDedupParams
-from factory.records import STAGE_PARSE, Completion, Conversation, Prompt, Record, Rejected
+from factory.records import OWN_TEXT, STAGE_PARSE, WEIGHT, Completion, Conversation, Prompt, Record, Rejected
 from factory.spec import EvalSpec, RealDataSpec, RecipeBase, Strict
 from factory.tasks.base import Recipe, bounded_examples, template
 from factory.text import extract_json
@@ -144,7 +144,7 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
 
     def dataset_row(self, record: Record) -> dict[str, Any]:
         # weight: how far to trust the row (an annotation's agreement, a weights stage), for weighted training.
-        row = super().dataset_row(record) | {"weight": float(record.meta.get("weight", 1.0))}
+        row = super().dataset_row(record) | {"weight": float(record.meta.get(WEIGHT, 1.0))}
         if self.spec.grounded:
             row["origin"] = record.meta.get("annotation", {}).get("origin", "generated")
         return row
@@ -273,7 +273,7 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
             return self._vote_prompt(prompt.bucket, prompt.index, prompt.generator,
                                      {k: v for k, v in target.items() if k != "examples"} | {"votes": votes, "failures": failures})
         counts = Counter(v for v in votes if v is not None)
-        meta = self.meta(prompt, completion) | {"annotation": {"votes": votes, "origin": ANNOTATE}}
+        meta = self.meta(prompt, completion) | {"annotation": {"votes": votes, "origin": ANNOTATE}, OWN_TEXT: True}
         text = target["passage"]
         if not counts:
             reason = Counter(failures).most_common(1)[0][0]
@@ -281,7 +281,7 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
                             detail=f"no vote of {len(votes)} named a label of the recipe", meta=meta)
         (top, n), *rest = counts.most_common()
         agreement = n / len(votes)
-        meta["annotation"]["agreement"] = meta["weight"] = round(agreement, 4)
+        meta["annotation"]["agreement"] = meta[WEIGHT] = round(agreement, 4)
         if rest and rest[0][1] == n:
             return Rejected(id=record_id, stage=STAGE_PARSE, reason="low_agreement", text=text,
                             detail=f"the votes split evenly: {dict(counts)}", meta=meta)
