@@ -46,7 +46,7 @@ class EncoderEvaluator(Evaluator):
         prepared = prepare_training(train, validation, labels, params.max_train_rows, seed, started)
         if isinstance(prepared, Predictions):
             return prepared
-        texts, ys, info = prepared
+        texts, ys, info = prepared.texts, prepared.ys, prepared.info
         transformers = require("transformers", "eval")
         torch = require("torch", "eval")
 
@@ -61,8 +61,8 @@ class EncoderEvaluator(Evaluator):
         index = {label: i for i, label in enumerate(labels)}
         encoded = tokenizer(texts, truncation=True, max_length=params.max_length)
         train_set = [
-            {"input_ids": ids, "attention_mask": mask, "labels": index[y]}
-            for ids, mask, y in zip(encoded["input_ids"], encoded["attention_mask"], ys)
+            {"input_ids": ids, "attention_mask": mask, "labels": index[y], **({"weight": w} if prepared.weighted else {})}
+            for ids, mask, y, w in zip(encoded["input_ids"], encoded["attention_mask"], ys, prepared.weights)
         ]
         per_epoch = math.ceil(len(train_set) / params.batch_size)
         steps = min(max(math.ceil(per_epoch * params.epochs), params.min_steps), params.max_steps)
@@ -74,8 +74,9 @@ class EncoderEvaluator(Evaluator):
                 warmup_steps=int(params.warmup_ratio * steps), lr_scheduler_type="linear",
                 seed=seed, data_seed=seed, report_to="none", save_strategy="no", logging_strategy="no",
                 disable_tqdm=True, dataloader_pin_memory=False,
+                remove_unused_columns=False,  # keeps each row's weight for the weighted loss (the model never sees it)
             )
-            trainer = transformers.Trainer(
+            trainer = (_weighted_trainer(transformers, torch) if prepared.weighted else transformers.Trainer)(
                 model=model, args=args, train_dataset=train_set,
                 data_collator=transformers.DataCollatorWithPadding(tokenizer),
             )
@@ -93,6 +94,22 @@ class EncoderEvaluator(Evaluator):
             predicted=predicted, gold=[r.label or "" for r in validation],
             seconds=time.perf_counter() - started, info=info,
         )
+
+
+def _weighted_trainer(transformers: Any, torch: Any) -> type:
+    """A Trainer whose loss is each row's cross-entropy times its weight (records.WEIGHT), over the batch's
+    total weight: a row of weight 0.5 counts half. The Trainer has no per-row weight of its own."""
+
+    class WeightedTrainer(transformers.Trainer):
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            weights, targets = inputs.pop("weight").float(), inputs.pop("labels")
+            outputs = model(**inputs)
+            losses = torch.nn.functional.cross_entropy(outputs.logits, targets, reduction="none")
+            loss = (losses * weights).sum() / weights.sum().clamp_min(1e-8)
+            return (loss, outputs) if return_outputs else loss
+
+    return WeightedTrainer
 
 
 def _predict(model: Any, tokenizer: Any, texts: list[str], params: EncoderParams, torch: Any,

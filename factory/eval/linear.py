@@ -1,4 +1,4 @@
-"""The fast evaluator: logistic regression on frozen MiniLM sentence embeddings.
+"""The fast evaluator: logistic regression on frozen MiniLM sentence embeddings, with each row's weight.
 
 It runs for every condition x seed x filter stage, so it reuses the run's shared `Embedder`: a text
 embedded by a filter is never embedded again here. The helpers below (`training_rows`, `cap_rows`,
@@ -12,6 +12,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,35 @@ from factory.errors import require
 from factory.eval.base import Evaluator, Predictions
 from factory.eval.names import LINEAR
 from factory.eval.params import LinearParams
-from factory.records import Record
+from factory.records import WEIGHT, Record
 
 
-def training_rows(train: Sequence[Record], labels: Sequence[str]) -> tuple[list[str], list[str], dict[str, Any]]:
-    """(texts, labels, info) of the usable training rows: a label outside `labels` (or none) is skipped."""
+@dataclass
+class TrainingSet:
+    """The usable training rows: texts, labels, each row's weight (records.WEIGHT), and what was dropped (info)."""
+
+    texts: list[str]
+    ys: list[str]
+    weights: list[float]
+    info: dict[str, Any]
+
+    @property
+    def weighted(self) -> bool:
+        """True when some row's weight is not 1: the evaluators then train with the weights."""
+        return any(w != 1.0 for w in self.weights)
+
+
+def training_rows(train: Sequence[Record], labels: Sequence[str]) -> TrainingSet:
+    """The usable training rows: a label outside `labels` (or none) is skipped, and so is a row of weight 0."""
     known = set(labels)
-    texts = [r.text for r in train if r.label in known]
-    ys = [str(r.label) for r in train if r.label in known]
-    info: dict[str, Any] = {"train_rows": len(texts)}
-    if len(texts) < len(train):
-        info["skipped_rows"] = len(train) - len(texts)
-    return texts, ys, info
+    usable = [r for r in train if r.label in known and float(r.meta.get(WEIGHT, 1.0)) > 0]
+    rows = TrainingSet([r.text for r in usable], [str(r.label) for r in usable],
+                       [float(r.meta.get(WEIGHT, 1.0)) for r in usable], {"train_rows": len(usable)})
+    if len(usable) < len(train):
+        rows.info["skipped_rows"] = len(train) - len(usable)
+    if rows.weighted:
+        rows.info["weighted"] = True
+    return rows
 
 
 def cap_rows(train: Sequence[Record], cap: int, seed: int) -> list[Record]:
@@ -75,7 +93,8 @@ class LinearEvaluator(Evaluator):
                 seed: int, save_to: str | None = None) -> Predictions:
         started = time.perf_counter()
         params: LinearParams = self.params  # type: ignore[assignment]
-        texts, ys, info = training_rows(train, labels)
+        rows = training_rows(train, labels)
+        texts, ys, info = rows.texts, rows.ys, rows.info
         constant = constant_predictions(ys, validation, labels, info, started)
         if constant is not None:
             return constant
@@ -86,7 +105,7 @@ class LinearEvaluator(Evaluator):
         model = linear_model.LogisticRegression(
             C=params.C, max_iter=params.max_iter, class_weight=params.class_weight, random_state=seed,
         )
-        model.fit(self.embedder.encode(texts), ys)
+        model.fit(self.embedder.encode(texts), ys, sample_weight=rows.weights if rows.weighted else None)
         predicted = [str(p) for p in model.predict(self.embedder.encode([r.text for r in validation]))] if validation else []
         if save_to is not None:
             _save(model, save_to)
@@ -105,11 +124,11 @@ def _save(model: Any, path: str) -> None:
 
 
 def prepare_training(train: Sequence[Record], validation: Sequence[Record], labels: Sequence[str], max_rows: int,
-                     seed: int, started: float) -> tuple[list[str], list[str], dict] | Predictions:
-    """Capped, label-checked training texts and labels; or constant predictions when there is nothing to train."""
-    rows = cap_rows(train, max_rows, seed)
-    texts, ys, info = training_rows(rows, labels)
-    if len(rows) < len(train):
-        info["capped_from"] = len(train)
-    constant = constant_predictions(ys, validation, labels, info, started)
-    return constant if constant is not None else (texts, ys, info)
+                     seed: int, started: float) -> TrainingSet | Predictions:
+    """Capped, label-checked training rows; or constant predictions when there is nothing to train."""
+    capped = cap_rows(train, max_rows, seed)
+    rows = training_rows(capped, labels)
+    if len(capped) < len(train):
+        rows.info["capped_from"] = len(train)
+    constant = constant_predictions(rows.ys, validation, labels, rows.info, started)
+    return constant if constant is not None else rows

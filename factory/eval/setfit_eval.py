@@ -34,7 +34,7 @@ class SetFitEvaluator(Evaluator):
         prepared = prepare_training(train, validation, labels, params.max_train_rows, seed, started)
         if isinstance(prepared, Predictions):
             return prepared
-        texts, ys, info = prepared
+        texts, ys, info = prepared.texts, prepared.ys, prepared.info
         index = {label: i for i, label in enumerate(labels)}
         # SetFit draws pairs with a fixed RandomState(42) over row positions: shuffling the rows with
         # our seed is what makes the pairs depend on the seed.
@@ -46,6 +46,11 @@ class SetFitEvaluator(Evaluator):
             num_iterations=_iterations(params, len(texts)), body_learning_rate=params.body_learning_rate,
             max_length=params.max_length,
         )
+        if prepared.weighted:
+            # SetFit's contrastive pairs take no weight: the body trains on every row alike, and the head is
+            # refitted with each row's weight (scikit-learn's sample_weight) on the trained body's embeddings.
+            embedded = model.model_body.encode(texts, batch_size=64, show_progress_bar=False)
+            model.model_head.fit(embedded, [index[y] for y in ys], sample_weight=prepared.weights)
         predicted: list[str] = []
         if validation:
             raw = model.predict([r.text for r in validation], batch_size=64, show_progress_bar=False, as_numpy=True)

@@ -170,3 +170,55 @@ def test_cap_keeps_every_real_row_and_a_seeded_sample_of_the_rest() -> None:
     assert [r.id for r in capped] == [r.id for r in cap_rows([*synthetic, *real], 20, seed=0)]
     assert [r.id for r in capped] != [r.id for r in cap_rows([*synthetic, *real], 20, seed=1)]
     assert cap_rows(real, 20, seed=0) == real
+
+
+def flipped_with_weights(weight: float) -> list[Record]:
+    """The clean rows (weight 1), and three wrongly labelled copies of each with `weight`: the copies win unless
+    the evaluator trains with the weights."""
+    clean = train_rows()
+    flip = {"positive": "negative", "negative": "positive"}
+    return clean + [Record(r.fields, flip[r.label], id=f"{r.id}-x{k}", meta={"weight": weight})
+                    for r in clean for k in range(3)]
+
+
+def accuracy(predicted: list[str]) -> float:
+    return sum(p == r.label for p, r in zip(predicted, VALIDATION)) / len(VALIDATION)
+
+
+@pytest.mark.parametrize("name", ["linear", "setfit"])
+def test_evaluators_train_with_row_weights(name: str, embedder: Embedder, workdir: Path) -> None:
+    evaluator = build_evaluator(name, TINY.get(name), embedder)
+    trusted = evaluator.predict(flipped_with_weights(0.01), VALIDATION, LABELS, seed=0)
+    untrusted = evaluator.predict(flipped_with_weights(1.0), VALIDATION, LABELS, seed=0)
+    assert trusted.info["weighted"] and "weighted" not in untrusted.info
+    assert accuracy(trusted.predicted) >= 0.75 > 0.25 >= accuracy(untrusted.predicted)
+
+
+def test_a_row_of_weight_zero_is_not_trained_on(embedder: Embedder) -> None:
+    predictions = build_evaluator("linear", None, embedder).predict(flipped_with_weights(0.0), VALIDATION, LABELS, seed=0)
+    assert predictions.info["train_rows"] == len(POSITIVE + NEGATIVE) and accuracy(predictions.predicted) >= 0.75
+
+
+def test_encoder_trains_with_a_weighted_loss(workdir: Path) -> None:
+    evaluator = build_evaluator("encoder", TINY["encoder"], None)
+    first = evaluator.predict(flipped_with_weights(0.01), VALIDATION, LABELS, seed=0)
+    again = evaluator.predict(flipped_with_weights(0.01), VALIDATION, LABELS, seed=0)
+    assert first.info["weighted"] and first.predicted == again.predicted
+
+
+def test_the_weighted_loss_counts_each_row_by_its_weight() -> None:
+    import torch
+    import transformers
+
+    from factory.eval.encoder_eval import _weighted_trainer
+
+    class Logits(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor) -> transformers.modeling_outputs.SequenceClassifierOutput:
+            return transformers.modeling_outputs.SequenceClassifierOutput(logits=input_ids.float())
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    targets = torch.tensor([0, 0, 1])
+    trainer = object.__new__(_weighted_trainer(transformers, torch))  # compute_loss needs no Trainer state
+    loss = trainer.compute_loss(Logits(), {"input_ids": logits, "labels": targets, "weight": torch.tensor([1.0, 0.0, 0.5])})
+    each = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    assert float(loss) == pytest.approx(float((each[0] + 0.5 * each[2]) / 1.5))
