@@ -50,15 +50,15 @@ from factory.eval.metrics import mean_spread, scores
 from factory.recipe_file import load_recipe
 from factory.records import Record
 from factory.run.store import RequestCache, RunStore
+from factory.run.store import stage_rows as rows_by_stage
 from factory.spec import RecipeBase
 from factory.text import words
 
 
 def stage_rows(run_dir: Path) -> dict[str, list[Record]]:
-    stages = json.loads((run_dir / "stages.json").read_text())
     with RunStore(run_dir) as store:
         by_id = {r.id: r for r in store.records()}
-    return {name: [by_id[i] for i in ids] for name, ids in stages.items()}
+    return rows_by_stage(run_dir, by_id)
 
 
 def distinct_ngrams(texts: list[str], n: int) -> float:

@@ -145,6 +145,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     manifest = result.manifest
     if result.replaced:
         print(f"--force: replaced {result.replaced}", file=sys.stderr)
+    print_warning(manifest.eval)  # first: a user who reads one line must read this one
     print(f"run directory: {result.run_dir}")
     if manifest.cache and (manifest.cache["reused"] or manifest.cache["unused"]):
         print(f"  cache: {manifest.cache['reused']} replies reused" + (
@@ -186,6 +187,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_warning(results: dict | None) -> None:
+    """The eval's warning that the rows hurt (eval/runner.py: hurt_warning), on stderr, when there is one."""
+    if results and results.get("warning"):
+        print(f"WARNING: {results['warning']}", file=sys.stderr)
+
+
 def print_eval(results: dict) -> None:
     """The eval table: macro-F1 mean ± std per evaluator and condition, the gain, and the ablation."""
     print(f"eval on {results['validation_rows']} real validation rows, seeds {results['seeds']} (macro-F1):")
@@ -199,7 +206,9 @@ def print_eval(results: dict) -> None:
     for entry in results.get("ablation", []):
         sr = entry[SYNTHETIC_REAL]
         delta = f"{entry['delta']:+.3f}" if entry["delta"] is not None else ""
-        print(f"  after {entry['stage']:<14} rows={entry['rows']:<6} synthetic+real={sr['mean']:.3f} {delta}" if sr
+        change = entry.get("change")
+        judged = f" [{change['ci_low']:+.3f}, {change['ci_high']:+.3f}] {entry['verdict']}" if change else ""
+        print(f"  after {entry['stage']:<14} rows={entry['rows']:<6} synthetic+real={sr['mean']:.3f} {delta}{judged}" if sr
               else f"  after {entry['stage']:<14} rows=0")
     gate = results["gate"]
     for check in gate["checks"]:
@@ -249,6 +258,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     results = rescore(args.run_dir, evaluators=evaluators, seeds=seeds)
     write_documents(args.run_dir)
+    print_warning(results)
     print_eval(results)
     return 0 if results["gate"]["passed"] else EXIT_GATE_FAILED
 

@@ -118,3 +118,28 @@ def test_annotate_is_a_mode_of_classification_only_with_sources(tmp_path) -> Non
     path = write_recipe(tmp_path / "recipe.yaml", recipe)
     with pytest.raises(Exception, match="grounding.mode needs documents"):
         load_recipe(path)
+
+
+def test_a_weight_stage_weighs_rows_and_factory_eval_scores_with_the_same_weights(loopback, tmp_path, canary_key) -> None:
+    server = loopback(script=annotator)
+    real = tmp_path / "real.csv"
+    pd.DataFrame({"text": [f"I love my {t}, it is great." for t in LIKED] + [f"My {t} is awful and broke." for t in DISLIKED],
+                  "label": ["positive"] * 6 + ["negative"] * 6}).to_csv(real, index=False)
+    path = annotating(server, tmp_path, annotate={"votes": 3, "min_agreement": 0.3},
+                      filters=[{"type": "exact_dedup"}, {"type": "weight", "sources": ["agreement", "learned"]}],
+                      real_data={"path": str(real), "train_per_label": 2},
+                      eval={"evaluators": ["linear"], "seeds": [0], "ablation": True})
+    run = tmp_path / "run"
+    assert main(["build", str(path), "--out", str(run), "--no-progress"]) == 0
+    rows = pd.read_parquet(next((run / "dataset").rglob("*.parquet")))
+    assert rows["weight"].between(0, 1).all() and rows["weight"].max() == 1.0 and rows["weight"].min() < 1.0
+    weights = json.loads((run / "stage_weights.json").read_text())
+    assert weights["final"] == dict(zip(rows["id"], rows["weight"]))
+    manifest = load_manifest(run)
+    stage = next(s for s in manifest.funnel if s.stage == "weight")
+    assert set(stage.stats["weights"]) == {"positive", "negative"}
+    built = manifest.eval["evaluators"]["linear"]
+    assert main(["eval", str(run)]) == 0
+    assert load_manifest(run).eval["evaluators"]["linear"]["synthetic"] == built["synthetic"], "the same weights, the same scores"
+    card = (run / "README.md").read_text()
+    assert "Row weights" in card

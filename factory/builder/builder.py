@@ -27,10 +27,10 @@ from factory.errors import FactoryError
 from factory.eval.runner import evaluate
 from factory.export import EXPORT_DIR, export_run
 from factory.filters import build_filter
-from factory.filters.base import Filter, FilterContext, FilterResult
+from factory.filters.base import Filter, FilterContext, FilterResult, weight_spread
 from factory.generators import Generator
 from factory.generators.failures import ADVICE, describe, failure_kind
-from factory.records import STAGE_FINAL, STAGE_PARSE, STAGE_TARGET, Completion, Prompt, Record, Rejected
+from factory.records import OWN_TEXT, STAGE_FINAL, STAGE_PARSE, STAGE_TARGET, WEIGHT, Completion, Prompt, Record, Rejected
 from factory.run.claim import claim
 from factory.run.manifest import Manifest, ManifestError, load_manifest
 from factory.run.store import RunStore, atomic_write_text, request_key, settle_seeds
@@ -393,7 +393,7 @@ class Builder:
             store.write_rejected([*parse_drops, *chain.dropped, *surplus], out)
             split_report = self._write_dataset(store, final, out)
             stages = [(STAGE_PARSE, records), *chain.stages, (STAGE_FINAL, final)]
-            store.write_stages({name: [r.id for r in rows] for name, rows in stages}, out)
+            store.write_stages(dict(stages), out)
             manifest = self._manifest(status, records, final, funnel, started, generated_s)
             manifest.stopped = self._stopped(manifest)
             manifest.cache = {"reused": sum(s.cached for s in self.stats.values()),
@@ -490,6 +490,8 @@ class Builder:
             "rows": len(final),
             "corpus": self._corpus_stats(final),
             "kind_report": self.recipe.report(final),
+            "own_text_rows": sum(bool(r.meta.get(OWN_TEXT)) for r in final),
+            "weights": weight_spread(final, self.recipe.bucket) if any(r.meta.get(WEIGHT, 1.0) != 1.0 for r in final) else None,
             "tokens": {
                 "prompt": sum(s.prompt_tokens for s in self.stats.values()),
                 "completion": sum(s.completion_tokens for s in self.stats.values()),

@@ -58,18 +58,34 @@ def bootstrap_macro_f1(predicted: Sequence[Sequence[str]], gold: Sequence[str], 
 
 
 def paired_gain_ci(treatment: Sequence[Sequence[str]], control: Sequence[Sequence[str]], gold: Sequence[str],
-                   labels: Sequence[str], *, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
-    """Mean macro-F1 gain of treatment over control runs (averaged over seeds), with a bootstrap CI over validation rows."""
+                   labels: Sequence[str], *, resamples: int = 1000, seed: int = 0, level: float = 0.95,
+                   resample_runs: bool = False) -> dict[str, float]:
+    """Mean macro-F1 gain of treatment over control runs (averaged over runs), with a paired bootstrap CI.
+
+    The validation rows are resampled, the same rows for both sides. With `resample_runs`, the runs are resampled
+    too, pairwise (run k of the treatment against run k of the control): when each run trained on another draw of
+    the real training rows, the interval then holds that uncertainty as well, not only the validation rows'.
+    """
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(len(gold), np.full(len(gold), 1 / len(gold)), size=resamples).astype(np.float64)
-    treated = bootstrap_macro_f1(treatment, gold, labels, weights).mean(axis=1)
-    controlled = bootstrap_macro_f1(control, gold, labels, weights).mean(axis=1)
-    gains = treated - controlled
+    differences = bootstrap_macro_f1(treatment, gold, labels, weights) - bootstrap_macro_f1(control, gold, labels, weights)
+    if resample_runs and differences.shape[1] > 1:
+        picked = rng.integers(0, differences.shape[1], size=differences.shape)
+        gains = np.take_along_axis(differences, picked, axis=1).mean(axis=1)
+    else:
+        gains = differences.mean(axis=1)
     observed = np.mean([scores(t, gold, labels)["macro_f1"] for t in treatment]) - np.mean(
         [scores(c, gold, labels)["macro_f1"] for c in control])
     tail = (1 - level) / 2
     return {"gain": float(observed), "ci_low": float(np.quantile(gains, tail)), "ci_high": float(np.quantile(gains, 1 - tail)),
             "level": level, "resamples": resamples}
+
+
+def verdict(interval: dict[str, float]) -> str:
+    """helped / hurt / within noise: whether a paired interval of a change lies above zero, below it, or spans it."""
+    if interval["ci_low"] > 0:
+        return "helped"
+    return "hurt" if interval["ci_high"] < 0 else "within noise"
 
 
 def mean_spread(values: Sequence[float]) -> dict[str, float]:

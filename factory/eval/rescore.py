@@ -15,7 +15,7 @@ from factory.eval.runner import evaluate
 from factory.recipe_file import parse_recipe
 from factory.records import Record
 from factory.run.manifest import load_manifest
-from factory.run.store import RunStore
+from factory.run.store import RunStore, stage_rows
 from factory.spec import EvalSpec
 
 
@@ -43,7 +43,7 @@ def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[i
         missing = [i for ids in stages.values() for i in ids if i not in by_id]
         if missing:
             raise FactoryError(f"{run_dir}: {len(missing)} rows named in stages.json are not in generated.jsonl")
-        staged: list[tuple[str, list[Record]]] = [(name, [by_id[i] for i in ids]) for name, ids in stages.items()]
+        staged: list[tuple[str, list[Record]]] = list(stage_rows(run_dir, by_id).items())
         embedder = Embedder(cache=run_dir / "embeddings.sqlite")
         results = evaluate(eval_spec, list(spec.buckets()), real.train, real.validation, staged, seed=split_seed(spec),
                            embedder=embedder, save_dir=run_dir / "models" if eval_spec.save_models else None)

@@ -13,12 +13,14 @@ from typing import Any
 import numpy as np
 
 from factory.embeddings import Embedder
-from factory.eval.metrics import mean_spread, paired_gain_ci, scores
+from factory.eval.metrics import mean_spread, paired_gain_ci, scores, verdict
 from factory.eval.names import CONDITIONS, LINEAR, REAL, SYNTHETIC, SYNTHETIC_REAL
 from factory.records import Record
 from factory.spec import EvalSpec
 
 log = logging.getLogger(__name__)
+# The fewest real training rows of every label for the ablation to draw from them (fewer: each run takes them all).
+MIN_ROWS_TO_DRAW = 4
 
 
 def _condition_rows(condition: str, real: Sequence[Record], synthetic: Sequence[Record]) -> list[Record]:
@@ -86,22 +88,67 @@ class EvalRun:
                                             resamples=self.spec.bootstrap, seed=self.seed)
         return result
 
+    def real_draws(self) -> list[list[Record]] | None:
+        """One draw of the real training rows per seed (three quarters of each label's rows, without replacement), or
+        None when some label has fewer than MIN_ROWS_TO_DRAW: then every run trains on all of them."""
+        by_label: dict[str, list[Record]] = {}
+        for row in sorted(self.real_train, key=lambda r: r.id):
+            by_label.setdefault(row.label or "", []).append(row)
+        if not by_label or min(len(rows) for rows in by_label.values()) < MIN_ROWS_TO_DRAW:
+            return None
+        return [[r for _, rows in sorted(by_label.items())
+                 for r in random.Random(f"{self.seed}/draw/{seed}").sample(rows, max(2, len(rows) * 3 // 4))]
+                for seed in self.spec.seeds]
+
     def ablation(self, stages: Sequence[tuple[str, Sequence[Record]]]) -> list[dict[str, Any]]:
-        """The linear evaluator on the data as it stood after each stage: which filter helped, which hurt."""
+        """The linear evaluator on the data as it stood after each stage: which filter helped, which hurt.
+
+        A linear probe is deterministic, so its seeds alone show no spread at all; each seed's run therefore
+        trains on its own draw of the real training rows (where there are enough), and each stage's change is
+        judged by a paired interval over the validation rows and those draws (`change`, `verdict`)."""
         evaluator = self._evaluator(LINEAR)
+        draws = self.real_draws() or [self.real_train] * len(self.spec.seeds)
         table: list[dict[str, Any]] = []
-        previous: float | None = None
+        previous: tuple[float, list[list[str]]] | None = None
         for stage, rows in stages:
             entry: dict[str, Any] = {"stage": stage, "rows": len(rows)}
+            runs: dict[str, list[list[str]]] = {}
             for condition in ("synthetic", SYNTHETIC_REAL):
-                train = _condition_rows(condition, self.real_train, rows)
-                runs = [self._predict(evaluator, train, seed) for seed in self.spec.seeds] if rows else []
-                entry[condition] = mean_spread([scores(p, self.gold, self.labels)["macro_f1"] for p in runs]) if runs else None
+                runs[condition] = [self._predict(evaluator, _condition_rows(condition, real, rows), seed)
+                                   for seed, real in zip(self.spec.seeds, draws)] if rows else []
+                entry[condition] = (mean_spread([scores(p, self.gold, self.labels)["macro_f1"] for p in runs[condition]])
+                                    if runs[condition] else None)
             current = entry[SYNTHETIC_REAL]["mean"] if entry[SYNTHETIC_REAL] else None
-            entry["delta"] = None if previous is None or current is None else current - previous
-            previous = current if current is not None else previous
+            entry["delta"] = None if previous is None or current is None else current - previous[0]
+            if entry["delta"] is not None and previous is not None:
+                entry["change"] = paired_gain_ci(runs[SYNTHETIC_REAL], previous[1], self.gold, self.labels,
+                                                 resamples=self.spec.bootstrap, seed=self.seed, resample_runs=True)
+                entry["verdict"] = verdict(entry["change"])
+            if current is not None:
+                previous = (current, runs[SYNTHETIC_REAL])
             table.append(entry)
         return table
+
+
+ADVICE_WHEN_HURT = (
+    "Train on the real rows alone until a change helps. To try next: label your own unlabelled text instead of "
+    "writing new text (grounding.mode: annotate); weigh or filter doubtful rows (a `weight` or `confidence` stage, "
+    "with `auto: true` so that each build judges it on your real training rows); another generator "
+    "(`factory compare`); fewer rows per label.")
+
+
+def hurt_warning(results: dict[str, Any]) -> str | None:
+    """A warning when training on synthetic + real rows scored below real rows alone, with a paired interval below zero
+    (for any evaluator): the first thing the terminal, the card and the report say. None otherwise."""
+    hurt = [(name, scored) for name, scored in results["evaluators"].items()
+            if scored.get("gain") and scored["gain"]["ci_high"] < 0]
+    if not hurt:
+        return None
+    said = "; ".join(
+        f"{name}: synthetic + real {scored[SYNTHETIC_REAL]['macro_f1']['mean']:.3f} against real only "
+        f"{scored[REAL]['macro_f1']['mean']:.3f} (gain {scored['gain']['gain']:+.3f}, 95% interval "
+        f"{scored['gain']['ci_low']:+.3f} to {scored['gain']['ci_high']:+.3f})" for name, scored in hurt)
+    return f"These rows made the classifier WORSE on your real validation rows. {said}. {ADVICE_WHEN_HURT}"
 
 
 def check_gate(spec: EvalSpec, results: dict[str, Any]) -> dict[str, Any]:
@@ -136,5 +183,7 @@ def evaluate(spec: EvalSpec, labels: Sequence[str], real_train: Sequence[Record]
     }
     if spec.ablation:
         results["ablation"] = run.ablation(stages)
+        results["ablation_draws"] = run.real_draws() is not None
     results["gate"] = check_gate(spec, results)
+    results["warning"] = hurt_warning(results)
     return results

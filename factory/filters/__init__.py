@@ -28,6 +28,7 @@ from factory.filters.params import (
     QualityParams,
     RebalanceParams,
     SemanticDedupParams,
+    WeightParams,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ _REGISTRY: dict[str, tuple[type[FilterParams], dict[str, str]]] = {
     "novelty": (NoveltyParams, {TEXT: "factory.filters.novelty:Novelty"}),
     "faithfulness": (FaithfulnessParams, {TEXT: "factory.filters.faithfulness:Faithfulness"}),
     "judge": (JudgeParams, {TEXT: "factory.filters.judge:Judge"}),
+    "weight": (WeightParams, {TEXT: "factory.filters.weights:Weights"}),
 }
 
 FilterSpec = Annotated[Union[tuple(params for params, _ in _REGISTRY.values())], Field(discriminator="type")]  # type: ignore[misc]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -10,7 +11,7 @@ from typing import Any, ClassVar, Self
 
 from factory.embeddings import Embedder
 from factory.filters.params import FilterParams
-from factory.records import Completion, Prompt, Record, Rejected
+from factory.records import WEIGHT, Completion, Prompt, Record, Rejected
 
 
 @dataclass(slots=True)
@@ -53,6 +54,20 @@ class FilterResult:
         reasons = Counter(r.reason for r in self.dropped)
         return {"stage": stage, "in": rows_in, "kept": len(self.kept), "dropped": dict(sorted(reasons.items())),
                 **({"stats": self.stats} if self.stats else {})}
+
+
+def weight_spread(records: Sequence[Record], bucket_of: Callable[[Record], str]) -> dict[str, dict[str, float]]:
+    """Per bucket: rows, mean weight (records.WEIGHT) and its 10th / 50th / 90th percentiles (the card's table)."""
+    by_bucket: dict[str, list[float]] = {}
+    for record in records:
+        by_bucket.setdefault(bucket_of(record), []).append(float(record.meta.get(WEIGHT, 1.0)))
+    spread = {}
+    for bucket, values in sorted(by_bucket.items()):
+        # inclusive: numpy's default (linear) percentiles; one row is its own every percentile
+        deciles = statistics.quantiles(values, n=10, method="inclusive") if len(values) > 1 else values * 9
+        spread[bucket] = {"rows": len(values), "mean": round(statistics.fmean(values), 3),
+                          "p10": round(deciles[0], 3), "p50": round(deciles[4], 3), "p90": round(deciles[8], 3)}
+    return spread
 
 
 def compared_text(record: Record, field: str | None = None, include_response: bool = False) -> str:

@@ -217,6 +217,23 @@ class LeakageParams(FilterParams):
         return self
 
 
+class WeightParams(FilterParams):
+    type: Literal["weight"] = "weight"
+    sources: list[Literal["agreement", "confidence", "learned"]] = Field(
+        ["agreement", "learned"], min_length=1,
+        description="What a row's weight in [0, 1] is the product of. agreement: the share of an annotated row's "
+                    "votes for its label (1 for a written row). confidence: a cross-fitted linear probe's probability "
+                    "of the row's label (the confidence filter's, with real rows in every fold). learned: SunGen's "
+                    "weight, learned on the synthetic rows with a noise-robust loss (never on validation rows).")
+    min_weight: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Drop a row whose weight is below this (low_weight): a threshold on the weight instead of a "
+                    "hard filter. 0: keep every row, and let the evaluators and the user's training weigh them.")
+    outer_steps: int = Field(40, ge=1, le=500, description="learned: steps of the weights (the outer problem).")
+    inner_steps: int = Field(25, ge=1, le=200, description="learned: gradient steps of the classifier under the weights, "
+                                                           "unrolled (the inner problem).")
+
+
 class ConfidenceParams(FilterParams):
     type: Literal["confidence"] = "confidence"
     min_prob: float = Field(

@@ -73,8 +73,14 @@ def limitations(manifest: Manifest, rejected: list[dict[str, Any]]) -> list[str]
             notes.append(f"Scores come from only {ev['validation_rows']} real validation rows: expect wide intervals.")
     else:
         notes.append("No eval was run: nothing here shows that training on this data helps.")
-    notes.append("Every row was written by a language model; it can carry the model's biases, factual errors and "
-                 "label noise that the filters did not catch.")
+    if manifest.own_text_rows < manifest.rows:
+        notes.append("Every row was written by a language model; it can carry the model's biases, factual errors and "
+                     "label noise that the filters did not catch." if not manifest.own_text_rows else
+                     "The written rows can carry the model's biases, factual errors and label noise that the filters did "
+                     "not catch.")
+    if manifest.own_text_rows:
+        notes.append("The labels of the user's passages are a language model's: where its votes agreed they can still "
+                     "all be wrong, and the passages carry whatever the user's documents hold.")
     return notes
 
 
@@ -82,14 +88,19 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+EARNED = {"helped": "yes", "hurt": "no: it lowered the score", "within noise": "within noise"}
+
+
 def _earned(stage: dict[str, Any]) -> str:
-    """yes / no / within noise: the stage's change in macro-F1 against the spread over seeds."""
-    if stage.get("delta") is None or not stage.get(SYNTHETIC_REAL):
+    """yes / no / within noise: whether the paired interval of the stage's change lies above zero, below it, or spans it."""
+    return EARNED[stage["verdict"]] if stage.get("verdict") else ""
+
+
+def _change(stage: dict[str, Any]) -> str:
+    change = stage.get("change")
+    if stage.get("delta") is None:
         return ""
-    noise = max(stage[SYNTHETIC_REAL].get("std", 0.0), 0.002)
-    if stage["delta"] > noise:
-        return "yes"
-    return "no: it lowered the score" if stage["delta"] < -noise else "within noise"
+    return f"{stage['delta']:+.3f}" + (f" [{change['ci_low']:+.3f}, {change['ci_high']:+.3f}]" if change else "")
 
 
 def _eval_section(ev: dict[str, Any]) -> list[str]:
@@ -106,15 +117,48 @@ def _eval_section(ev: dict[str, Any]) -> list[str]:
         rows.append([name, *cells])
     out += [_table(["evaluator", "real only", "synthetic only", "synthetic + real", "gain (95% CI)"], rows), ""]
     if ev.get("ablation"):
-        out += ["Filter ablation (linear evaluator, synthetic + real, macro-F1 after each stage). A stage earned its "
-                "place in this run when its change is above the spread over seeds, and hurt when it is below minus it:", "",
-                _table(["stage", "rows", "macro-F1", "change", "earned its place?"],
+        drawn = ("each seed's run trained on its own draw of three quarters of the real training rows, and the interval "
+                 "is a paired bootstrap over the validation rows and those draws" if ev.get("ablation_draws") else
+                 "every run trained on all the real training rows (too few to draw from), and the interval is a paired "
+                 "bootstrap over the validation rows")
+        out += [f"Filter ablation (linear evaluator, synthetic + real, macro-F1 after each stage; {drawn}). A stage earned "
+                "its place in this run when the 95% interval of its change lies above zero, and hurt when it lies below; "
+                "an interval that spans zero is within noise:", "",
+                _table(["stage", "rows", "macro-F1", "change [95% CI]", "earned its place?"],
                        [[a["stage"], a["rows"], _fmt(a[SYNTHETIC_REAL]["mean"]) if a[SYNTHETIC_REAL] else "-",
-                         f"{a['delta']:+.3f}" if a["delta"] is not None else "", _earned(a)] for a in ev["ablation"]]), ""]
+                         _change(a), _earned(a)] for a in ev["ablation"]]), ""]
     gate = ev["gate"]
     if gate["checks"]:
         out += [f"Gate: **{'passed' if gate['passed'] else 'failed'}**", ""]
     return out
+
+
+def _origin(manifest: Manifest) -> str:
+    """Who wrote the rows: a model, or (for annotated rows) the user, with a model's labels."""
+    own, rows = manifest.own_text_rows, manifest.rows
+    if not own:
+        return ("**This dataset is synthetic.** Every row was written by a language model from the recipe below, "
+                "then filtered by [dataset-factory].")
+    if own == rows:
+        return ("**The labels of this dataset are synthetic.** Every row is a passage of the user's own documents, "
+                "labelled by a language model (several votes per passage) and filtered by [dataset-factory].")
+    return (f"**This dataset is partly synthetic.** {rows - own} rows were written by a language model from the recipe "
+            f"below; {own} are passages of the user's own documents, labelled by a language model. All were filtered "
+            "by [dataset-factory].")
+
+
+def _weights_section(manifest: Manifest) -> list[str]:
+    if not manifest.weights:
+        return []
+    stages = [s for s in manifest.funnel if s.stage == "weight" and s.stats]
+    sources = ", ".join(dict.fromkeys(source for s in stages for source in s.stats.get("sources", [])))  # type: ignore[union-attr]
+    how = (f"the product of {sources} (a `weight` stage)" if sources else
+           "the share of an annotated row's votes for its label")
+    return ["## Row weights", "",
+            f"Each row's `weight` column (0 to 1) says how far to trust its label: {how}. The eval's classifiers "
+            "trained with it; pass it to your own training as a per-row weight (a sample weight, or a weighted loss).", "",
+            _table(["label", "rows", "mean", "10th percentile", "median", "90th percentile"],
+                   [[label, w["rows"], w["mean"], w["p10"], w["p50"], w["p90"]] for label, w in manifest.weights.items()]), ""]
 
 
 def _sources_section(manifest: Manifest) -> list[str]:
@@ -206,10 +250,11 @@ def render_card(run_dir: Path) -> str:
     rejected = read_jsonl(Path(run_dir) / "rejected.jsonl")
     hub = recipe.get("hub") or {}
     repo = hub.get("repo_id", f"<owner>/{recipe['name']}")
+    warning = (manifest.eval or {}).get("warning")
     lines = ["---", _metadata(manifest).to_yaml(), "---", "",
              f"# {recipe['name']}", "",
-             f"**This dataset is synthetic.** Every row was written by a language model from the recipe below, "
-             f"then filtered by [dataset-factory]. It has {manifest.rows} rows "
+             *([f"> **Warning.** {warning}", ""] if warning else []),
+             f"{_origin(manifest)} It has {manifest.rows} rows "
              f"({recipe['task']}; run status: {manifest.status}"
              f"{'' if manifest.passing else ', eval gate NOT passed'}).", "",
              "## Generators", "",
@@ -229,6 +274,7 @@ def render_card(run_dir: Path) -> str:
                      [[s.stage, s.rows_in, s.kept, ", ".join(f"{k}: {v}" for k, v in s.dropped.items()) or "-"]
                       for s in manifest.funnel]), ""]
     lines += _sources_section(manifest)
+    lines += _weights_section(manifest)
     lines += _judge_sections(manifest)
     lines += _finetune_sections(manifest)
     if manifest.kind_report:  # what the kind measured (a table: its checks and fidelity), in the kind's words

@@ -194,11 +194,15 @@ def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
     after = Counter(kind.bucket(r) for r in final)
     rejected = read_jsonl(run_dir / "rejected.jsonl")
     passing = manifest.passing
+    warning = (manifest.eval or {}).get("warning")
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(recipe['name'])} report</title>"
         f"<style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(recipe['name'])}</h1>",
-        f"<p class='meta'>{manifest.rows} synthetic rows · status {html.escape(manifest.status)} · "
+        *([f"<p class='bad'><strong>Warning.</strong> {html.escape(warning)}</p>"] if warning else []),
+        f"<p class='meta'>{manifest.rows} rows"
+        + (f" ({manifest.own_text_rows} of them the user's own text, labelled by a model)" if manifest.own_text_rows else
+           " written by a model") + f" · status {html.escape(manifest.status)} · "
         f"<span class='{'good' if passing else 'bad'}'>{'passing' if passing else 'eval gate NOT passed'}</span> · "
         f"recipe {manifest.recipe_hash} · generators: "
         + ", ".join(html.escape(f"{g['name']} ({', '.join(g.get('models_reported') or {}) or g['model']})") for g in manifest.generators)

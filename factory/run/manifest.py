@@ -113,6 +113,10 @@ class Manifest(_Part):
     # The request cache: replies this build reused, and replies in the cache it did not use (an edit
     # changed their prompts, or they belong to targets no longer asked for).
     cache: dict[str, int] | None = None
+    # The final rows that are the user's own text, labelled but not written by a model (records.OWN_TEXT).
+    own_text_rows: int = 0
+    # Per bucket, the final rows' weights (rows, mean, p10/p50/p90), when some row weighs less than 1.
+    weights: dict[str, dict[str, float]] | None = None
 
     @property
     def task(self) -> str:

@@ -7,6 +7,7 @@ nothing: a re-run reads the cache and never sends a finished request again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,7 +24,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from factory.errors import CacheDamagedError, RunLockedError
-from factory.records import Completion, Prompt, Record, Rejected
+from factory.records import WEIGHT, Completion, Prompt, Record, Rejected
 from factory.run.dataset import write_dataset
 from factory.run.manifest import Manifest
 from factory.secrets import redact
@@ -54,6 +55,26 @@ def settle_seeds(prompts: Iterable[Prompt], seen: Counter[str], salt: int | None
         occurrence = seen[same]
         seen[same] += 1
         prompt.seed = int(hashlib.sha256(f"{salt}/{same}/{occurrence}".encode()).hexdigest()[:8], 16) % 2**31
+
+
+STAGE_WEIGHTS = "stage_weights.json"
+
+
+def stage_rows(run_dir: Path, by_id: dict[str, Record]) -> dict[str, list[Record]]:
+    """The rows that stood after each stage (stages.json), each with the weight it had there (stage_weights.json;
+    a run written before that file keeps the weights its rows were parsed with)."""
+    stages = json.loads((run_dir / "stages.json").read_text(encoding="utf-8"))
+    path = run_dir / STAGE_WEIGHTS
+    weights: dict[str, dict[str, float]] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    out: dict[str, list[Record]] = {}
+    for name, ids in stages.items():
+        rows = [by_id[i] for i in ids]
+        if name in weights:  # the weight a row had after this stage, or none (1.0)
+            rows = [dataclasses.replace(r, meta={**{k: v for k, v in r.meta.items() if k != WEIGHT},
+                                                 **({WEIGHT: weights[name][r.id]} if r.id in weights[name] else {})})
+                    for r in rows]
+        out[name] = rows
+    return out
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -337,9 +358,14 @@ class RunStore:
                 lines.append(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
         atomic_write_text((into or self.root) / "rejected.jsonl", "".join(lines))
 
-    def write_stages(self, stages: dict[str, list[str]], into: Path | None = None) -> None:
-        """stages.json: the ids that stood after each stage, so `factory eval` can re-score the ablation."""
-        atomic_write_text((into or self.root) / "stages.json", json.dumps(stages) + "\n")
+    def write_stages(self, stages: dict[str, list[Record]], into: Path | None = None) -> None:
+        """stages.json: the ids that stood after each stage, so `factory eval` can re-score the ablation; and
+        stage_weights.json: each row's weight after each stage (a weight stage sets it; generated.jsonl holds
+        only the parse's)."""
+        atomic_write_text((into or self.root) / "stages.json",
+                          json.dumps({name: [r.id for r in rows] for name, rows in stages.items()}) + "\n")
+        weights = {name: {r.id: r.meta[WEIGHT] for r in rows if WEIGHT in r.meta} for name, rows in stages.items()}
+        atomic_write_text((into or self.root) / STAGE_WEIGHTS, json.dumps(weights) + "\n")
 
     def write_manifest(self, manifest: Manifest, into: Path | None = None) -> None:
         # redact(): a safety net, should a secret ever reach a recipe field that is not a variable's name.

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from conftest import classification_recipe, real_rows, scripted, write_recipe
+import random
+
+from conftest import classification_recipe, real_rows, review, scripted, write_recipe
+from loopback_openai import Action
 
 from factory.cli import main
+from factory.eval.metrics import verdict
 
 
 def recipe(tmp_path: Path, server, gate: dict) -> Path:
@@ -91,3 +95,48 @@ def test_pinned_real_data_seed_scores_every_build_on_the_same_validation_sample(
 
     assert sample(1, 5) == sample(2, 5), "a pinned seed scores every build on the same rows"
     assert sample(2, None) != sample(2, 5), "unpinned, the recipe seed picks the rows"
+
+
+def test_each_stage_is_judged_by_a_paired_interval_over_validation_rows_and_real_draws(tmp_path: Path, loopback,
+                                                                                        canary_key: str) -> None:
+    server = loopback(script=scripted)
+    out = tmp_path / "run"
+    assert main(["build", str(recipe(tmp_path, server, {"min_macro_f1": 0.5})), "--out", str(out), "--no-progress"]) == 0
+    ev = json.loads((out / "manifest.json").read_text())["eval"]
+    assert ev["ablation_draws"] is True, "4 real rows per label: each seed trains on its own draw of them"
+    for entry in ev["ablation"][1:]:
+        change = entry["change"]
+        assert change["ci_low"] <= entry["delta"] <= change["ci_high"] and entry["verdict"] == verdict(change)
+        if entry["rows"] == ev["ablation"][ev["ablation"].index(entry) - 1]["rows"]:  # nothing dropped: no change at all
+            assert (change["ci_low"], change["ci_high"], entry["verdict"]) == (0.0, 0.0, "within noise")
+
+
+def flipped(body: dict, n: int) -> Action:
+    """Replies whose text reads as the other label: rows that teach a classifier the wrong thing."""
+    label = re.search(r'"label": "([^"]+)"', body["messages"][-1]["content"]).group(1)
+    other = "negative" if label == "positive" else "positive"
+    return Action(text=json.dumps({"label": label, "text": review(other, random.Random(body["seed"]))}))
+
+
+def test_rows_that_hurt_are_said_first_in_the_terminal_the_card_and_the_report(tmp_path: Path, loopback,
+                                                                              canary_key: str, capsys) -> None:
+    server = loopback(script=flipped)
+    out = tmp_path / "run"
+    assert main(["build", str(recipe(tmp_path, server, {"min_macro_f1": 0.0})), "--out", str(out), "--no-progress"]) == 0
+    ev = json.loads((out / "manifest.json").read_text())["eval"]
+    gain = ev["evaluators"]["linear"]["gain"]
+    assert gain["ci_high"] < 0 and "made the classifier WORSE" in ev["warning"] and "grounding.mode: annotate" in ev["warning"]
+    printed = capsys.readouterr()
+    assert "\nWARNING: These rows made the classifier WORSE" in printed.err  # before the build's report on stdout
+    card = (out / "README.md").read_text()
+    body = card.split("---", 2)[2]
+    assert body.lstrip().split("\n", 2)[2].startswith("> **Warning.** These rows made the classifier WORSE")
+    assert "<strong>Warning.</strong> These rows made the classifier WORSE" in (out / "report.html").read_text()
+
+
+def test_no_warning_when_the_rows_help(tmp_path: Path, loopback, canary_key: str, capsys) -> None:
+    server = loopback(script=scripted)
+    out = tmp_path / "run"
+    assert main(["build", str(recipe(tmp_path, server, {"min_macro_f1": 0.0})), "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["eval"]["warning"] is None
+    assert "WARNING" not in capsys.readouterr().err and "Warning." not in (out / "README.md").read_text()
