@@ -143,3 +143,29 @@ def test_a_weight_stage_weighs_rows_and_factory_eval_scores_with_the_same_weight
     assert load_manifest(run).eval["evaluators"]["linear"]["synthetic"] == built["synthetic"], "the same weights, the same scores"
     card = (run / "README.md").read_text()
     assert "Row weights" in card
+
+
+def test_an_auto_stage_is_judged_on_the_real_training_rows_and_switched_off_when_it_hurts(loopback, tmp_path, canary_key) -> None:
+    """Each auto stage is judged on the real training rows; a confidence stage that leaves no row is switched off, and
+    the card says which way each went and on what evidence."""
+    server = loopback(script=annotator)
+    real = tmp_path / "real.csv"
+    pd.DataFrame({"text": [f"I love my {t}, it is great." for t in LIKED] + [f"My {t} is awful and broke." for t in DISLIKED],
+                  "label": ["positive"] * 6 + ["negative"] * 6}).to_csv(real, index=False)
+    stages = [{"type": "exact_dedup"}, {"type": "weight", "sources": ["agreement"], "auto": True},
+              {"type": "confidence", "min_prob": 0.999, "auto": True}]
+    path = annotating(server, tmp_path, annotate={"votes": 3, "min_agreement": 0.3}, filters=stages,
+                      real_data={"path": str(real), "train_per_label": 3})
+    run = tmp_path / "run"
+    assert main(["build", str(path), "--out", str(run), "--no-progress", "--max-requests", "40"]) in (0, 3)
+    manifest = load_manifest(run)
+    choices = {s.stage: s.stats["auto"] for s in manifest.funnel if s.stats and "auto" in s.stats}
+    assert set(choices) == {"weight", "confidence"}
+    weight = choices["weight"]
+    assert weight["scored_on"] == 6 and weight["on"] == (weight["change"]["gain"] >= 0)
+    assert weight["with"] - weight["without"] == pytest.approx(weight["change"]["gain"], abs=1e-3)
+    assert choices["confidence"] == {"on": False, "evidence": "the stage left no rows", "scored_on": 6}
+    confidence = next(s for s in manifest.funnel if s.stage == "confidence")
+    assert confidence.kept == confidence.rows_in and not confidence.dropped, "switched off: every row passes"
+    card = (run / "README.md").read_text()
+    assert "## Stages chosen for this run" in card and "| confidence | off | the stage left no rows |" in card

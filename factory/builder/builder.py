@@ -24,6 +24,7 @@ from factory.data.real import real_split, split_seed
 from factory.embeddings import Embedder
 from factory.engines import make_engine
 from factory.errors import FactoryError
+from factory.eval.choice import judge_stage
 from factory.eval.runner import evaluate
 from factory.export import EXPORT_DIR, export_run
 from factory.filters import build_filter
@@ -267,7 +268,12 @@ class Builder:
             # Only rows that reach the stage are asked about; what the asking cost shows in its funnel entry.
             await self._answer_requests(store, stage, chain.kept, self.stage_costs[position])
             result = stage.apply(chain.kept)
+            choice = self._judge(stage, chain.kept, result) if stage.params.auto else None
+            if choice is not None and not choice["on"]:  # switched off for this run: its rows pass as they came
+                result = FilterResult(list(chain.kept), [], result.stats)
             entry = result.funnel(stage.type, len(chain.kept))
+            if choice is not None:
+                entry["stats"] = {**entry.get("stats", {}), "auto": choice}
             if self.stage_costs[position].requests:
                 cost = _stats_json(self.stage_costs[position])
                 del cost["models_reported"]
@@ -277,6 +283,11 @@ class Builder:
             chain.kept = result.kept
             chain.stages.append((stage.type, result.kept))
         return chain
+
+    def _judge(self, stage: Filter, before: list[Record], result: FilterResult) -> dict[str, Any]:
+        """Whether an `auto` stage stays on in this build, judged on the real training rows (eval/choice.py)."""
+        return judge_stage(before, result.kept, self.real.train, list(self.targets), embedder=self.context.embeddings(),
+                           seed=self.spec.seed)
 
     def _answer(self, prompt: Prompt) -> Completion | None:
         return self.answers.get(request_key(self._generator(prompt.generator, load=False).identity(), prompt))

@@ -16,6 +16,12 @@ class FilterParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    auto: bool = Field(
+        False, description="Judge this stage in each build on the user's real training rows (never the validation rows): "
+                           "a linear probe trained on the rows with the stage and without it scores them, and the stage "
+                           "stays on only if it scored at least as well. The card says which way it went and why. Needs "
+                           "real rows of two labels or more (a classification recipe's real_data); without, it stays on.")
+
 
 class ExactDedupParams(FilterParams):
     type: Literal["exact_dedup"] = "exact_dedup"

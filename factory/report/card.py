@@ -147,6 +147,26 @@ def _origin(manifest: Manifest) -> str:
             "by [dataset-factory].")
 
 
+def _choices_section(manifest: Manifest) -> list[str]:
+    """The `auto` stages: on or off in this run, and the evidence (eval/choice.py)."""
+    chosen = [(s.stage, s.stats["auto"]) for s in manifest.funnel if s.stats and "auto" in s.stats]
+    if not chosen:
+        return []
+    rows = []
+    for stage, c in chosen:
+        change = c.get("change")
+        evidence = (f"{c['without']:.3f} without, {c['with']:.3f} with: {change['gain']:+.3f} "
+                    f"[{change['ci_low']:+.3f}, {change['ci_high']:+.3f}] on {c['scored_on']} real training rows"
+                    if change else c.get("evidence", ""))
+        rows.append([stage, "on" if c["on"] else "off", evidence])
+    return ["## Stages chosen for this run", "",
+            "These stages were judged in this build on the real training rows (never the validation rows): a linear "
+            "probe trained on the rows without the stage and with it scored them (macro-F1, 95% paired bootstrap interval "
+            "over those rows), and a stage stayed on unless it lowered the score. So few rows make a coarse judge: the "
+            "interval says how coarse.", "",
+            _table(["stage", "in this run", "evidence"], rows), ""]
+
+
 def _weights_section(manifest: Manifest) -> list[str]:
     if not manifest.weights:
         return []
@@ -274,6 +294,7 @@ def render_card(run_dir: Path) -> str:
                      [[s.stage, s.rows_in, s.kept, ", ".join(f"{k}: {v}" for k, v in s.dropped.items()) or "-"]
                       for s in manifest.funnel]), ""]
     lines += _sources_section(manifest)
+    lines += _choices_section(manifest)
     lines += _weights_section(manifest)
     lines += _judge_sections(manifest)
     lines += _finetune_sections(manifest)
