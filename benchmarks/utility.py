@@ -20,6 +20,15 @@ With `--leave-out TYPE ...`, it also scores real + <recipe> rows filtered by its
 (re-filtered from a copy of the run directory: no request is sent again). What a stage did is then
 printed paired per draw: the same real rows and classifier seed, with and without the stage.
 
+Rows carry weights (an annotated row's vote agreement, a weight stage's): the evaluator trains with them, and
+each recipe is also scored on its final rows unweighted, and re-weighted in-process with `--weights SOURCES`
+(a weight stage on the final rows: no request is sent). `--setfit-draws N` scores the main conditions with SetFit
+too, on the first N draws (slow: about a minute per fit on 2 cores).
+
+For each recipe it reports what a kept row cost: requests (every vote or turn counts), generation wall time and
+tokens per final row; for annotated rows (the user's passages, labelled by the model) the share whose label is the
+real file's own label for that text.
+
 Then it says why: distinct n-grams and embedding spread of each recipe's rows against real rows, the
 critic's AUC (how well a classifier tells the rows from real ones: 0.5 is indistinguishable), the
 words per text, and the parse and filter drops.
@@ -31,6 +40,7 @@ words per text, and the parse and filter drops.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import shutil
@@ -47,8 +57,11 @@ from factory.data.real import load_real_rows, real_split, split_seed
 from factory.embeddings import Embedder
 from factory.eval.evaluators import build_evaluator
 from factory.eval.metrics import mean_spread, scores
+from factory.filters.base import FilterContext
+from factory.filters.params import WeightParams
+from factory.filters.weights import Weights
 from factory.recipe_file import load_recipe
-from factory.records import Record
+from factory.records import OWN_TEXT, WEIGHT, Record
 from factory.run.store import RequestCache, RunStore
 from factory.run.store import stage_rows as rows_by_stage
 from factory.spec import RecipeBase
@@ -130,6 +143,37 @@ def build_all(recipes: list[RecipeBase], builds: int, requests_per_label: dict[s
     return built
 
 
+def cost_per_row(run_dir: Path) -> dict[str, Any]:
+    """Requests, generation seconds and tokens per final row, from the run's manifest."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    rows = max(manifest["rows"], 1)
+    requests = sum(g["requests"] for g in manifest["generators"])
+    return {"rows": manifest["rows"], "requests": requests, "generation_s": manifest["timings"]["generation_s"],
+            "requests_per_row": requests / rows, "seconds_per_row": manifest["timings"]["generation_s"] / rows,
+            "prompt_tokens_per_row": manifest["tokens"]["prompt"] / rows,
+            "completion_tokens_per_row": manifest["tokens"]["completion"] / rows}
+
+
+def annotation_accuracy(rows: list[Record], truth: dict[str, str]) -> dict[str, Any] | None:
+    """Of the annotated rows (the user's own passages), the share whose label is the real file's for that text."""
+    annotated = [r for r in rows if r.meta.get(OWN_TEXT)]
+    if not annotated:
+        return None
+    known = [r for r in annotated if r.text in truth]
+    right = sum(truth[r.text] == r.label for r in known)
+    return {"annotated": len(annotated), "with_true_label": len(known), "accuracy": right / len(known) if known else None}
+
+
+def unweighted(rows: list[Record]) -> list[Record]:
+    return [dataclasses.replace(r, meta={k: v for k, v in r.meta.items() if k != WEIGHT}) for r in rows]
+
+
+def reweighted(rows: list[Record], sources: list[str], labels: list[str], embedder: Embedder, seed: int) -> list[Record]:
+    """The rows after a weight stage with `sources` (in-process, on these rows only; it reads no real row)."""
+    stage = Weights(WeightParams(sources=sources)).fit(FilterContext(seed=seed, labels=tuple(labels), embedder=embedder))
+    return stage.apply(rows).kept
+
+
 def without_filter(spec: RecipeBase, filter_type: str) -> RecipeBase:
     """The recipe with every filter of `filter_type` taken out of its chain."""
     return spec.model_copy(update={"filters": [f for f in spec.filters if f.type != filter_type]})
@@ -182,6 +226,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/utility"), help="run directories and the embedding cache")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--builds", type=int, default=1, help="builds of each recipe, with seeds seed, seed+1, ...")
+    parser.add_argument("--weights", nargs="*", default=[], metavar="SOURCE",
+                        help="also score each recipe's final rows re-weighted by a weight stage with these sources "
+                             "(agreement, confidence, learned)")
+    parser.add_argument("--setfit-draws", type=int, default=0, help="also score the main conditions with SetFit on this many draws")
     parser.add_argument("--leave-out", nargs="*", default=[], metavar="TYPE",
                         help="filter types to score each recipe without, one at a time (e.g. confidence critic)")
     args = parser.parse_args()
@@ -210,26 +258,48 @@ def main() -> None:
     embedder = Embedder(cache=args.work / "embeddings.sqlite")
     evaluator = build_evaluator("linear", None, embedder)
 
+    weighed = "+".join(args.weights)
+    extra: dict[str, list[dict[str, list[Record]]]] = {spec.name: [] for spec in recipes}
+    for spec in recipes:  # the final rows unweighted and re-weighted, per build
+        for _, _, named in built[spec.name]:
+            final = named["final"]
+            variants = {"final, unweighted": unweighted(final)} if any(WEIGHT in r.meta for r in final) else {}
+            if args.weights:
+                variants[f"final, weighted by {weighed}"] = reweighted(final, args.weights, labels, embedder, spec.seed)
+            extra[spec.name].append(variants)
+    setfit = build_evaluator("setfit", None, embedder) if args.setfit_draws else None
+
     table: dict[str, list[float]] = defaultdict(list)
     for draw in range(args.draws):
         rng = random.Random(f"utility/draw/{draw}")
         few = [r for label in labels for r in rng.sample(pool[label], args.real_per_label)]
         reference = [r for label in labels for r in rng.sample(pool[label], min(args.reference, len(pool[label])))]
         conditions: list[tuple[str, list[Record]]] = [("real only", few), (f"real, {args.reference} per label", reference)]
+        main_conditions = list(conditions)
         for spec in recipes:  # one score per build, in build order, so figures pair by (draw, build)
-            for (_, _, named), left_out in zip(built[spec.name], without[spec.name]):
+            for (_, _, named), left_out, variants in zip(built[spec.name], without[spec.name], extra[spec.name]):
                 conditions += [(f"real + {spec.name} [{stage}]", [*rows, *few]) for stage, rows in named.items()]
                 conditions += [(f"real + {spec.name} [without {kind}]", [*rows, *few]) for kind, rows in left_out.items()]
+                conditions += [(f"real + {spec.name} [{name}]", [*rows, *few]) for name, rows in variants.items()]
                 conditions.append((f"{spec.name} only [final]", named["final"]))
+                main_conditions += [(f"real + {spec.name} [final]", [*named["final"], *few])]
+                main_conditions += [(f"real + {spec.name} [{name}]", [*rows, *few]) for name, rows in variants.items()]
         for name, train in conditions:
             predicted = evaluator.predict(train, validation, labels, seed=draw).predicted
             table[name].append(scores(predicted, gold, labels)["macro_f1"])
+        if setfit is not None and draw < args.setfit_draws:
+            for name, train in main_conditions:
+                predicted = setfit.predict(train, validation, labels, seed=draw).predicted
+                table[f"setfit: {name}"].append(scores(predicted, gold, labels)["macro_f1"])
+            print(f"setfit draw {draw} done", flush=True)
 
     summary = {name: mean_spread(values) | {"runs": values} for name, values in table.items()}
     print(f"\nset: {first.real_rows().path}; labels {labels}; {args.real_per_label} real rows per label, {args.draws} draws; "
           f"{args.builds} build(s) of each recipe; "
           f"{len(validation)} held-out real rows; linear evaluator; {args.requests_per_label} requests per label per recipe\n")
     for name, s in summary.items():
+        if name.startswith("setfit: "):
+            continue  # printed on their own below: fewer draws
         print(f"  {name:<58} macro-F1 {s['mean']:.3f} ± {s['std']:.3f}  ({', '.join(f'{v:.3f}' for v in s['runs'])})")
 
     real_only = summary["real only"]["mean"]
@@ -253,8 +323,33 @@ def main() -> None:
         for before, after in zip(names, names[1:]):
             print(f"  {after:<58} {paired(table, after, before)}")
         final = f"real + {spec.name} [final]"
+        for variant in extra[spec.name][0]:
+            print(f"  {f'{final} against [{variant}]':<58} {paired(table, final, f'real + {spec.name} [{variant}]')}")
+            if f"setfit: real + {spec.name} [{variant}]" in table:
+                print(f"  {f'setfit: {final} against [{variant}]':<58} "
+                      f"{paired(table, f'setfit: {final}', f'setfit: real + {spec.name} [{variant}]')}")
         for kind in without[spec.name][0]:
             print(f"  {f'{final} with {kind}':<58} {paired(table, final, f'real + {spec.name} [without {kind}]')}")
+
+    print("\nwhat a kept row cost, and how right the annotated labels are (against the real file's labels)")
+    truth = {r.text: r.label or "" for r in real}
+    costs: dict[str, list[dict[str, Any]]] = {}
+    for spec in recipes:
+        costs[spec.name] = []
+        for _, name, named in built[spec.name]:
+            cost = cost_per_row(args.work / name) | {"annotation": annotation_accuracy(named["final"], truth)}
+            costs[spec.name].append(cost)
+            annotated = cost["annotation"]
+            right = (f"; annotated {annotated['annotated']}, label right {annotated['accuracy']:.3f} "
+                     f"(of {annotated['with_true_label']} found in the real file)" if annotated and annotated["accuracy"] is not None else "")
+            print(f"  {name:<40} {cost['rows']:>4} rows  {cost['requests_per_row']:.2f} requests, {cost['seconds_per_row']:.2f} s, "
+                  f"{cost['prompt_tokens_per_row']:.0f} + {cost['completion_tokens_per_row']:.0f} tokens per row{right}")
+    if args.setfit_draws:
+        print(f"\nSetFit on the first {args.setfit_draws} draws (main conditions)")
+        for name, values in table.items():
+            if name.startswith("setfit: "):
+                s = mean_spread(values)
+                print(f"  {name:<66} macro-F1 {s['mean']:.3f} ± {s['std']:.3f}  ({', '.join(f'{v:.3f}' for v in values)})")
 
     print("\nwhy: rows compared on equal numbers (distinct n-grams and spread depend on the count)")
     size = min(len(named["final"]) for spec in recipes for _, _, named in built[spec.name])
@@ -269,7 +364,8 @@ def main() -> None:
               f"spread {f['spread']:.3f}  median words {f['median_words']:.0f}  {auc}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"summary": summary, "by_build": by_build, "figures": figures, "validation_rows": len(validation),
+        args.json.write_text(json.dumps({"summary": summary, "by_build": by_build, "figures": figures, "costs": costs,
+                                         "validation_rows": len(validation),
                                          "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
 
 

@@ -89,7 +89,7 @@ def test_validate_prints_resolved_recipe(tmp_path: Path, capsys: pytest.CaptureF
     assert resolved["generate"]["per_label"] == 50
     assert resolved["generators"][0]["backend"] == "llamacpp"
     assert resolved["generators"][0]["model"] == "qwen2.5-coder-1.5b-instruct"
-    assert resolved["filters"] == [{"type": "exact_dedup", "per_label": False, "include_response": False, "field": None,
+    assert resolved["filters"] == [{"auto": False, "type": "exact_dedup", "per_label": False, "include_response": False, "field": None,
                                     "unique_columns": None}]
 
 
