@@ -144,8 +144,14 @@ def build_all(recipes: list[RecipeBase], builds: int, requests_per_label: dict[s
 
 
 def cost_per_row(run_dir: Path) -> dict[str, Any]:
-    """Requests, generation seconds and tokens per final row, from the run's manifest."""
+    """Requests, generation seconds and tokens per final row, from the manifest of the build that sent the requests
+    (kept as cost.json: a re-run answered from the cache takes no model time)."""
+    kept = run_dir / "cost.json"
     manifest = json.loads((run_dir / "manifest.json").read_text())
+    if kept.exists():
+        manifest = json.loads(kept.read_text())
+    elif any(g["requests"] > g["cached"] for g in manifest["generators"]):
+        kept.write_text(json.dumps(manifest))
     rows = max(manifest["rows"], 1)
     requests = sum(g["requests"] for g in manifest["generators"])
     return {"rows": manifest["rows"], "requests": requests, "generation_s": manifest["timings"]["generation_s"],
@@ -168,10 +174,11 @@ def unweighted(rows: list[Record]) -> list[Record]:
     return [dataclasses.replace(r, meta={k: v for k, v in r.meta.items() if k != WEIGHT}) for r in rows]
 
 
-def reweighted(rows: list[Record], sources: list[str], labels: list[str], embedder: Embedder, seed: int) -> list[Record]:
-    """The rows after a weight stage with `sources` (in-process, on these rows only; it reads no real row)."""
-    stage = Weights(WeightParams(sources=sources)).fit(FilterContext(seed=seed, labels=tuple(labels), embedder=embedder))
-    return stage.apply(rows).kept
+def reweighted(rows: list[Record], sources: list[str], spec: RecipeBase, embedder: Embedder) -> list[Record]:
+    """The rows after a weight stage with `sources`, in-process, fitted as the build would fit it (on the recipe's own
+    real training rows, which `confidence` reads)."""
+    context = FilterContext(seed=spec.seed, labels=tuple(spec.buckets()), real_train=real_split(spec).train, embedder=embedder)
+    return Weights(WeightParams(sources=sources)).fit(context).apply(rows).kept
 
 
 def without_filter(spec: RecipeBase, filter_type: str) -> RecipeBase:
@@ -261,11 +268,11 @@ def main() -> None:
     weighed = "+".join(args.weights)
     extra: dict[str, list[dict[str, list[Record]]]] = {spec.name: [] for spec in recipes}
     for spec in recipes:  # the final rows unweighted and re-weighted, per build
-        for _, _, named in built[spec.name]:
+        for variant, _, named in built[spec.name]:
             final = named["final"]
             variants = {"final, unweighted": unweighted(final)} if any(WEIGHT in r.meta for r in final) else {}
             if args.weights:
-                variants[f"final, weighted by {weighed}"] = reweighted(final, args.weights, labels, embedder, spec.seed)
+                variants[f"final, weighted by {weighed}"] = reweighted(final, args.weights, variant, embedder)
             extra[spec.name].append(variants)
     setfit = build_evaluator("setfit", None, embedder) if args.setfit_draws else None
 
