@@ -22,8 +22,10 @@ printed paired per draw: the same real rows and classifier seed, with and withou
 
 Rows carry weights (an annotated row's vote agreement, a weight stage's): the evaluator trains with them, and
 each recipe is also scored on its final rows unweighted, and re-weighted in-process with `--weights SOURCES`
-(a weight stage on the final rows: no request is sent). `--setfit-draws N` scores the main conditions with SetFit
-too, on the first N draws (slow: about a minute per fit on 2 cores).
+(a weight stage on the final rows: no request is sent). With several recipes it also scores their final rows
+together (a mix, such as generated + annotated rows). `--setfit-draws N --setfit-recipes NAME ...` scores real only and
+those recipes' final rows (weighted, unweighted, re-weighted) with SetFit too, on the first N draws (slow: about
+a minute per fit on 2 cores).
 
 For each recipe it reports what a kept row cost: requests (every vote or turn counts), generation wall time and
 tokens per final row; for annotated rows (the user's passages, labelled by the model) the share whose label is the
@@ -236,7 +238,9 @@ def main() -> None:
     parser.add_argument("--weights", nargs="*", default=[], metavar="SOURCE",
                         help="also score each recipe's final rows re-weighted by a weight stage with these sources "
                              "(agreement, confidence, learned)")
-    parser.add_argument("--setfit-draws", type=int, default=0, help="also score the main conditions with SetFit on this many draws")
+    parser.add_argument("--setfit-draws", type=int, default=0,
+                        help="also score real only and --setfit-recipes' final rows (each variant) with SetFit on this many draws")
+    parser.add_argument("--setfit-recipes", nargs="*", default=[], metavar="NAME", help="the recipes SetFit scores")
     parser.add_argument("--leave-out", nargs="*", default=[], metavar="TYPE",
                         help="filter types to score each recipe without, one at a time (e.g. confidence critic)")
     args = parser.parse_args()
@@ -282,15 +286,19 @@ def main() -> None:
         few = [r for label in labels for r in rng.sample(pool[label], args.real_per_label)]
         reference = [r for label in labels for r in rng.sample(pool[label], min(args.reference, len(pool[label])))]
         conditions: list[tuple[str, list[Record]]] = [("real only", few), (f"real, {args.reference} per label", reference)]
-        main_conditions = list(conditions)
+        main_conditions = list(conditions[:1])
         for spec in recipes:  # one score per build, in build order, so figures pair by (draw, build)
             for (_, _, named), left_out, variants in zip(built[spec.name], without[spec.name], extra[spec.name]):
                 conditions += [(f"real + {spec.name} [{stage}]", [*rows, *few]) for stage, rows in named.items()]
                 conditions += [(f"real + {spec.name} [without {kind}]", [*rows, *few]) for kind, rows in left_out.items()]
                 conditions += [(f"real + {spec.name} [{name}]", [*rows, *few]) for name, rows in variants.items()]
                 conditions.append((f"{spec.name} only [final]", named["final"]))
-                main_conditions += [(f"real + {spec.name} [final]", [*named["final"], *few])]
-                main_conditions += [(f"real + {spec.name} [{name}]", [*rows, *few]) for name, rows in variants.items()]
+                if spec.name in args.setfit_recipes:
+                    main_conditions += [(f"real + {spec.name} [final]", [*named["final"], *few])]
+                    main_conditions += [(f"real + {spec.name} [{name}]", [*rows, *few]) for name, rows in variants.items()]
+        if len(recipes) > 1:  # a mix: every recipe's final rows together (first builds), e.g. generated + annotated
+            mixed = [r for spec in recipes for r in built[spec.name][0][2]["final"]]
+            conditions.append((f"real + {' + '.join(spec.name for spec in recipes)} [final]", [*mixed, *few]))
         for name, train in conditions:
             predicted = evaluator.predict(train, validation, labels, seed=draw).predicted
             table[name].append(scores(predicted, gold, labels)["macro_f1"])

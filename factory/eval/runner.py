@@ -131,10 +131,10 @@ class EvalRun:
 
 
 ADVICE_WHEN_HURT = (
-    "Train on the real rows alone until a change helps. To try next: label your own unlabelled text instead of "
-    "writing new text (grounding.mode: annotate); weigh or filter doubtful rows (a `weight` or `confidence` stage, "
-    "with `auto: true` so that each build judges it on your real training rows); another generator "
-    "(`factory compare`); fewer rows per label.")
+    "Train on the real rows alone until a change helps. To try next: another way of making rows (grounding.mode: "
+    "annotate labels your own unlabelled text, topic writes new text about it); weigh or filter doubtful rows (a "
+    "`weight` or `confidence` stage, with `auto: true` so that each build judges it on your real training rows); "
+    "another generator (`factory compare`: a model that can read your labels); fewer rows per label.")
 
 
 def hurt_warning(results: dict[str, Any]) -> str | None:
