@@ -17,7 +17,7 @@ from loopback_openai import Action
 
 from factory.cli import main
 
-COLUMNS = ["id", "text", "label", "generator", "model", "axis_product", "axis_length"]
+COLUMNS = ["id", "text", "label", "generator", "model", "axis_product", "axis_length", "weight"]
 
 
 def _build(recipe: Path, out: Path, *extra: str) -> int:
