@@ -138,6 +138,8 @@ def test_a_weight_stage_weighs_rows_and_factory_eval_scores_with_the_same_weight
     manifest = load_manifest(run)
     stage = next(s for s in manifest.funnel if s.stage == "weight")
     assert set(stage.stats["weights"]) == {"positive", "negative"}
+    assert sum(w["rows"] for w in manifest.weights.values()) == len(rows) and all(
+        isinstance(w["rows"], int) for w in manifest.weights.values()), "row counts stay whole numbers"
     built = manifest.eval["evaluators"]["linear"]
     assert main(["eval", str(run)]) == 0
     assert load_manifest(run).eval["evaluators"]["linear"]["synthetic"] == built["synthetic"], "the same weights, the same scores"

@@ -56,7 +56,7 @@ class FilterResult:
                 **({"stats": self.stats} if self.stats else {})}
 
 
-def weight_spread(records: Sequence[Record], bucket_of: Callable[[Record], str]) -> dict[str, dict[str, float]]:
+def weight_spread(records: Sequence[Record], bucket_of: Callable[[Record], str]) -> dict[str, dict[str, Any]]:
     """Per bucket: rows, mean weight (records.WEIGHT) and its 10th / 50th / 90th percentiles (the card's table)."""
     by_bucket: dict[str, list[float]] = {}
     for record in records:

@@ -116,7 +116,7 @@ class Manifest(_Part):
     # The final rows that are the user's own text, labelled but not written by a model (records.OWN_TEXT).
     own_text_rows: int = 0
     # Per bucket, the final rows' weights (rows, mean, p10/p50/p90), when some row weighs less than 1.
-    weights: dict[str, dict[str, float]] | None = None
+    weights: dict[str, dict[str, Any]] | None = None
 
     @property
     def task(self) -> str:
