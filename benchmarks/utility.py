@@ -355,8 +355,9 @@ def main() -> None:
             cost = cost_per_row(args.work / name) | {"annotation": annotation_accuracy(named["final"], truth)}
             costs[spec.name].append(cost)
             annotated = cost["annotation"]
+            known = annotated and annotated["accuracy"] is not None
             right = (f"; annotated {annotated['annotated']}, label right {annotated['accuracy']:.3f} "
-                     f"(of {annotated['with_true_label']} found in the real file)" if annotated and annotated["accuracy"] is not None else "")
+                     f"(of {annotated['with_true_label']} found in the real file)" if known else "")
             print(f"  {name:<40} {cost['rows']:>4} rows  {cost['requests_per_row']:.2f} requests, {cost['seconds_per_row']:.2f} s, "
                   f"{cost['prompt_tokens_per_row']:.0f} + {cost['completion_tokens_per_row']:.0f} tokens per row{right}")
     if args.setfit_draws:

@@ -23,6 +23,12 @@ def sent_requests(run: Path) -> list[dict]:
         return [json.loads(r) for (r,) in db.execute("SELECT request FROM requests")]
 
 
+def write_docs(tmp_path: Path, texts: dict[str, str]) -> None:
+    (tmp_path / "docs").mkdir()
+    for name, text in texts.items():
+        (tmp_path / "docs" / name).write_text(text)
+
+
 def test_the_shipped_docs_qa_recipe_runs_on_the_default_model(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     run = tmp_path / "docs-qa"
@@ -47,11 +53,9 @@ def test_the_shipped_docs_qa_recipe_runs_on_the_default_model(tmp_path: Path) ->
 
 def test_a_grounded_classification_recipe_runs_on_a_packaged_model(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
-    (tmp_path / "docs").mkdir()
-    for name, text in {"kettle.txt": "The copper kettle boils water in three minutes and whistles when it is ready.",
-                       "lamp.txt": "The brass desk lamp has a dimmer and a flexible neck for reading at night.",
-                       "chair.txt": "The oak chair folds flat, seats one adult and weighs four kilograms."}.items():
-        (tmp_path / "docs" / name).write_text(text)
+    write_docs(tmp_path, {"kettle.txt": "The copper kettle boils water in three minutes and whistles when it is ready.",
+                          "lamp.txt": "The brass desk lamp has a dimmer and a flexible neck for reading at night.",
+                          "chair.txt": "The oak chair folds flat, seats one adult and weighs four kilograms."})
     recipe = {
         "name": "grounded-smol", "task": "classification", "seed": 2,
         "description": "Write a one-sentence customer review.",
@@ -72,11 +76,9 @@ def test_a_grounded_classification_recipe_runs_on_a_packaged_model(tmp_path: Pat
 def test_annotate_mode_labels_passages_with_votes_on_a_packaged_model(tmp_path: Path) -> None:
     """SmolLM2 labels real passages, three votes each, under the label grammar: every reply names a label."""
     pytest.importorskip("llama_cpp")
-    (tmp_path / "docs").mkdir()
-    for name, text in {"good.txt": "I love this kettle. It is fast, quiet and beautiful.",
-                       "bad.txt": "Terrible lamp. It broke after one day and the store refused a refund.",
-                       "fine.txt": "The chair arrived on time and my family enjoys it every evening."}.items():
-        (tmp_path / "docs" / name).write_text(text)
+    write_docs(tmp_path, {"good.txt": "I love this kettle. It is fast, quiet and beautiful.",
+                          "bad.txt": "Terrible lamp. It broke after one day and the store refused a refund.",
+                          "fine.txt": "The chair arrived on time and my family enjoys it every evening."})
     recipe = {
         "name": "annotate-smol", "task": "classification", "seed": 2,
         "labels": {"positive": {"description": "The customer is happy with the product."},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+
 import numpy as np
 
 from factory.filters.base import Filter, FilterContext, FilterResult, weight_spread
@@ -72,4 +73,3 @@ class Weights(Filter):
             else:
                 kept.append(weighed)
         return FilterResult(kept, dropped, {"sources": list(parts), "weights": weight_spread(kept, lambda r: r.label or "")})
-

@@ -79,7 +79,7 @@ class ClassificationSpec(RecipeBase):
             self.filters = [ExactDedupParams()]
         if self.generate.match_real_length and self.grounding.mode == "rewrite":
             raise ValueError("generate.match_real_length: a rewrite keeps its passage's length; use it with mode topic")
-        if self.generate.match_real_length and self.grounding.mode == "annotate" and not self.annotate.generated_share:
+        if self.generate.match_real_length and self.grounding.mode == ANNOTATE and not self.annotate.generated_share:
             raise ValueError("generate.match_real_length: an annotated row is its passage, whatever its length; "
                              "use it with mode topic or annotate.generated_share")
         if self.generate.match_real_length and "length" in self.axes:
@@ -146,7 +146,7 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
         # weight: how far to trust the row (an annotation's agreement, a weights stage), for weighted training.
         row = super().dataset_row(record) | {"weight": float(record.meta.get(WEIGHT, 1.0))}
         if self.spec.grounded:
-            row["origin"] = record.meta.get("annotation", {}).get("origin", "generated")
+            row["origin"] = ANNOTATE if record.meta.get(OWN_TEXT) else "generated"
         return row
 
     def dataset_schemas(self) -> dict[str, dict[str, str]]:
@@ -273,7 +273,7 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
             return self._vote_prompt(prompt.bucket, prompt.index, prompt.generator,
                                      {k: v for k, v in target.items() if k != "examples"} | {"votes": votes, "failures": failures})
         counts = Counter(v for v in votes if v is not None)
-        meta = self.meta(prompt, completion) | {"annotation": {"votes": votes, "origin": ANNOTATE}, OWN_TEXT: True}
+        meta = self.meta(prompt, completion) | {"annotation": {"votes": votes}, OWN_TEXT: True}
         text = target["passage"]
         if not counts:
             reason = Counter(failures).most_common(1)[0][0]
@@ -286,8 +286,9 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
             return Rejected(id=record_id, stage=STAGE_PARSE, reason="low_agreement", text=text,
                             detail=f"the votes split evenly: {dict(counts)}", meta=meta)
         if agreement < self.spec.annotate.min_agreement:
+            least = self.spec.annotate.min_agreement
             return Rejected(id=record_id, stage=STAGE_PARSE, reason="low_agreement", label=top, text=text, meta=meta,
-                            detail=f"{n} of {len(votes)} votes for '{top}', under annotate.min_agreement {self.spec.annotate.min_agreement}")
+                            detail=f"{n} of {len(votes)} votes for '{top}', under annotate.min_agreement {least}")
         return Record({"text": text}, label=top, id=record_id, meta=meta)
 
     def parse_rows(self, prompt: Prompt, completion: Completion, record_id: str) -> list[Record | Rejected]:

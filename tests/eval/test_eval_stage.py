@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
 import pandas as pd
 import yaml
-import random
-
 from conftest import classification_recipe, real_rows, review, scripted, write_recipe
 from loopback_openai import Action
 
