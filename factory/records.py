@@ -52,6 +52,7 @@ class Completion:
     completion_tokens: int = 0
     error: str | None = None
     seconds: float = 0.0
+    cost_usd: float | None = None  # what the request cost when it was sent (None: the model has no known price)
     cached: bool = False
     worker: str = ""  # the engine worker that answered (Ray); like `cached`, not part of the stored reply
 

@@ -235,6 +235,14 @@ class ExportSpec(Strict):
                                    "gpt-4o-mini and gpt-4.1 models; 16,385 for gpt-3.5-turbo).")
 
 
+class BudgetSpec(Strict):
+    """Money a build may spend on paid APIs, enforced before each request is sent."""
+
+    usd: float = Field(gt=0, description="Most US dollars the run may spend, earlier builds of the same run directory "
+                                         "included. Each request's worst case (prompt + max_tokens) is reserved before "
+                                         "it is sent, so no request can take the total past it.")
+
+
 class EngineSpec(Strict):
     """Where the build runs: this process (local) or a Ray cluster. The output is the same."""
 
@@ -283,6 +291,7 @@ class RecipeBase(Strict):
     splits: SplitSpec | None = Field(None, description="Validation and test splits of the final rows (default: train only).")
     export: ExportSpec | None = Field(None, description="Write the dataset in fine-tuning formats too (`factory export` does it later).")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="Run the requests here or on a Ray cluster.")
+    budget: BudgetSpec | None = Field(None, description="A hard money budget for paid APIs (`--budget` overrides it).")
 
     @field_validator("axes")
     @classmethod
@@ -382,7 +391,7 @@ class RecipeBase(Strict):
         """The eval stage's settings, if this kind has one and the recipe asks for it."""
         return None
 
-    def budget(self) -> int:
+    def request_budget(self) -> int:
         return self.generate.max_requests or 4 * sum(self.buckets().values()) + 16
 
     @property

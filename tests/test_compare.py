@@ -46,7 +46,7 @@ SCRIPT = {
 # varies between runs: any of these four sets is right.
 KEPT_CHOICES = [[first, SCRIPT["positive"][3], second]
                 for first in SCRIPT["positive"][1:3] for second in SCRIPT["negative"][2:4]]
-PRICE_IN, PRICE_OUT = 0.5, 1.5
+PRICE_IN, PRICE_OUT = 500.0, 1500.0  # USD per million tokens
 
 
 class Scripted:
@@ -93,7 +93,7 @@ def compare_recipe(tmp_path: Path, base_url: str) -> Path:
         # One thread: llama.cpp's threads spin-wait, and on a busy 2-core machine two of them run 10x+ slower.
         {"name": "smol", "backend": "llamacpp", "model": "smollm2-135m-instruct", "max_tokens": 64, "temperature": 0.7,
          "n_threads": 1},
-        {**data["generators"][0], "price_per_1k_input": PRICE_IN, "price_per_1k_output": PRICE_OUT},
+        {**data["generators"][0], "price": {"input": PRICE_IN, "output": PRICE_OUT}},
     ]
     data["real_data"] = {"path": real_csv(tmp_path), "train_per_label": 4}
     data["filters"] = [{"type": "exact_dedup"}, {"type": "quality"}, {"type": "near_dedup"}]
@@ -137,7 +137,7 @@ def test_compare_a_packaged_model_with_a_scripted_server(tmp_path: Path, loopbac
             assert 0 <= m["fidelity"]["kept"] <= 1 and 0 <= m["fidelity"]["parsed"] <= 1
         if m["kept"] >= 2:
             assert 0 <= m["diversity"]["mean_distance"] <= 2
-    assert data["metrics"]["smol"]["usage"]["cost"] is None  # a local model has no price
+    assert data["metrics"]["smol"]["usage"]["cost"] == 0.0  # a local model costs no money
     assert data["clusters"]["k"] >= 1
 
     # The scripted generator's numbers are known exactly.
@@ -156,7 +156,8 @@ def test_compare_a_packaged_model_with_a_scripted_server(tmp_path: Path, loopbac
     completion_tokens = sum(max(1, len(r.split())) for r in script.replies)
     assert loop["usage"]["prompt_tokens"] == 50 * 8 and loop["usage"]["completion_tokens"] == completion_tokens
     assert loop["usage"]["tokens_per_kept_row"] == pytest.approx((400 + completion_tokens) / 3)
-    assert loop["usage"]["cost"] == pytest.approx((400 * PRICE_IN + completion_tokens * PRICE_OUT) / 1000)
+    assert loop["usage"]["cost"] == pytest.approx((400 * PRICE_IN + completion_tokens * PRICE_OUT) / 1e6)
+    assert loop["usage"]["cost_per_kept_row"] == pytest.approx(loop["usage"]["cost"] / 3)
     assert loop["eval"]["synthetic"]["mean"] is not None
 
     # The verdict ranks synthetic+real per 1k tokens and tests the lead against the seed spread.

@@ -328,7 +328,7 @@ class Builder:
     async def _rounds(self, store: RunStore, progress: BuildProgress) -> tuple[str, ChainResult]:
         """Generate until the targets are met or the budget is spent; the status, and the chain's
         result on every parsed row (the last pass sees them all)."""
-        budget = self.spec.budget()
+        budget = self.spec.request_budget()
         while True:
             chain = await self._filter(store, self._records_in_order())
             self.recipe.observe(chain.kept)
@@ -493,7 +493,7 @@ class Builder:
             "targets": self.targets,
             "progress": {b: {"target": t, "kept": final_counts[b], "reached": final_counts[b] >= t,
                              "requests": self.issued[b]} for b, t in self.targets.items()},
-            "budget": {"max_requests": self.spec.budget(), "used": sum(self.issued.values())},
+            "budget": {"max_requests": self.spec.request_budget(), "used": sum(self.issued.values())},
             "funnel": [
                 {"stage": STAGE_PARSE, "in": len(parsed), "kept": len(records), "dropped": dict(sorted(parse_drops.items()))},
                 *funnel,

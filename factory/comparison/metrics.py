@@ -28,8 +28,10 @@ became rows; "kept rows" the final dataset (after the filters and the trim to th
   real, synthetic and synthetic+real conditions of the recipe's first evaluator (None without eval).
 - usage: prompt and completion tokens of the N x labels requests, `tokens_per_kept_row`,
   `request_s` (the sum of per-request seconds, cached replies included, so a resumed compare still
-  reports what generation took), `wall_s` (this invocation's generation wall time), and `cost`
-  from the generator's price_per_1k_input / price_per_1k_output (None when it has no price).
+  reports what generation took), `wall_s` (this invocation's generation wall time), `cost` in USD
+  (generators/pricing.py: the recipe's price, else the shipped table; None when the model has no
+  known price, 0 for local models) and `cost_per_kept_row`: the cheapest generator per request is
+  often not the cheapest per row that survives the filters.
 
 Pairs (`pair=True`): the rows of each prompt (label, index) next to each other, and per generator
 pair the cross-label collision rate: the share of the two generators' parsed rows (seeded samples of
@@ -58,8 +60,8 @@ from factory.filters.exact import ExactDedup, ExactDedupParams
 from factory.filters.near_dedup import NearDedup, NearDedupParams
 from factory.filters.probe import fit_proba
 from factory.generators.base import GeneratorParams
-from factory.generators.params import OpenAIParams
-from factory.records import Record, Rejected
+from factory.generators.pricing import price_of
+from factory.records import Completion, Record, Rejected
 from factory.run.manifest import Manifest
 from factory.spec import RecipeBase
 from factory.text import normalize, words
@@ -183,11 +185,14 @@ def eval_scores(manifest: Manifest, evaluator: str) -> dict[str, Any] | None:
     return out
 
 
-def price(params: GeneratorParams, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """Cost from the generator's prices per 1k tokens; None when it has none (local models, unpriced servers)."""
-    if not isinstance(params, OpenAIParams) or (params.price_per_1k_input is None and params.price_per_1k_output is None):
+def cost(params: GeneratorParams, completions: Sequence[Completion]) -> float | None:
+    """USD of the requests: what each cost when sent (batch prices included), else its tokens at the
+    generator's price; None when the model has no known price (generators/pricing.py). Local models cost 0."""
+    rate = price_of(params)
+    if rate is None:
         return None
-    return (prompt_tokens * (params.price_per_1k_input or 0.0) + completion_tokens * (params.price_per_1k_output or 0.0)) / 1000
+    return sum(c.cost_usd if c.cost_usd is not None else rate.cost(c.prompt_tokens, c.completion_tokens)
+               for c in completions)
 
 
 def usage(run: GeneratorRun, score: float | None) -> dict[str, Any]:
@@ -203,7 +208,8 @@ def usage(run: GeneratorRun, score: float | None) -> dict[str, Any]:
         "tokens_per_kept_row": share(tokens, kept),
         "request_s": round(sum(c.seconds for c in done), 3),
         "wall_s": run.manifest.timings.generation_s,
-        "cost": price(run.params, prompt_tokens, completion_tokens),
+        "cost": (spent := cost(run.params, done)),
+        "cost_per_kept_row": share(spent, kept) if spent is not None else None,
         "kept_per_1k_tokens": share(kept, per_1k),
         "score_per_1k_tokens": share(score, per_1k) if score is not None else None,
     }

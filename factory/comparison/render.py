@@ -70,12 +70,17 @@ def table_rows(data: dict[str, Any]) -> list[tuple[str, list[str]]]:
         row("tokens (prompt + completion)", lambda m: f"{m['usage']['tokens']:,}"),
         row("tokens per kept row", lambda m: _num(m["usage"]["tokens_per_kept_row"], 0)),
         row("generation seconds (summed)", lambda m: _num(m["usage"]["request_s"], 1)),
-        row("cost", lambda m: "-" if m["usage"]["cost"] is None else f"{m['usage']['cost']:.4f}"),
+        row("cost (USD)", lambda m: _usd(m["usage"]["cost"])),
+        row("cost per kept row (USD)", lambda m: _usd(m["usage"].get("cost_per_kept_row"))),
     ]
     if evaluator:
         lines.append(row("synthetic+real F1 per 1k tokens", lambda m: _num(m["usage"]["score_per_1k_tokens"], 4)))
     lines.append(row("kept rows per 1k tokens", lambda m: _num(m["usage"]["kept_per_1k_tokens"], 2)))
     return lines
+
+
+def _usd(value: float | None) -> str:
+    return "unknown (no price)" if value is None else f"{value:.6f}"
 
 
 def format_table(data: dict[str, Any]) -> str:

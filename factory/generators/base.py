@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from factory.records import Completion, Prompt
+
+if TYPE_CHECKING:
+    from factory.generators.meter import MoneyMeter
 
 
 class GeneratorParams(BaseModel):
@@ -25,6 +30,16 @@ class GeneratorParams(BaseModel):
     max_tokens: int = Field(256, ge=1, le=32768, description="Most tokens per reply; a reply cut here is rejected as truncated.")
 
 
+@dataclass
+class RunContext:
+    """What a build lends its generators: the money meter, and a folder of the run directory for state
+    that must outlive the process (the Batch API's submitted jobs)."""
+
+    meter: MoneyMeter | None = None
+    state_dir: Path | None = None
+    no_wait: bool = False  # the Batch API: submit, then stop instead of waiting for the results
+
+
 class Generator(ABC):
     """A backend that produces one Completion per Prompt.
 
@@ -37,6 +52,14 @@ class Generator(ABC):
 
     def __init__(self, params: GeneratorParams) -> None:
         self.params = params
+        self.run = RunContext()
+        # Set when a reply means every further request would fail the same way (spent credit): the build
+        # stops at once, and this generator sends nothing more.
+        self.halted: str | None = None
+
+    def attach(self, run: RunContext) -> None:
+        """Lend the build's meter and state folder; called before `load()`."""
+        self.run = run
 
     @property
     def name(self) -> str:

@@ -12,7 +12,11 @@ from urllib.parse import urlsplit
 
 from factory.errors import GenerationError
 from factory.generators.base import Generator
+from factory.generators.failures import BUDGET
 from factory.generators.params import OpenAIParams
+from factory.generators.pricing import Price, price_of
+from factory.generators.ratelimit import RateLimiter, parse_reset
+from factory.generators.tokens import PromptCounter
 from factory.records import Completion, Prompt
 
 _JSON_MODES = ("json_schema", "json_object", "none")
@@ -33,11 +37,13 @@ def endpoint(base_url: str) -> str:
 
 
 class OpenAIGenerator(Generator):
-    """Async client with a concurrency limit, per-request timeout and the only retry layer.
+    """Async client with rate limits, a money meter, per-request timeout and the only retry layer.
 
     The SDK's own retries are off (max_retries=0) so that attempts are bounded in one place, and
-    `Retry-After` from a 429 or 503 is honoured. A request that still fails becomes a Completion
-    with `error` set: a rejected row, not an exception.
+    `Retry-After` from a 429 or 503 is honoured. Before a request is sent, the build's money meter
+    reserves its worst case and the rate limiter (generators/ratelimit.py) waits for the account's
+    allowance. A request that still fails becomes a Completion with `error` set: a rejected row, not
+    an exception. `mode: batch` sends the same requests through the Batch API (openai_batch.py).
     """
 
     backend = "openai"
@@ -48,9 +54,16 @@ class OpenAIGenerator(Generator):
         super().__init__(params)
         self._client: Any = None
         self._json_mode = params.json_mode
+        self.price: Price | None = price_of(params)
+        self.counter = PromptCounter(params.tokenizer)
+        self.limiter = RateLimiter(params.concurrency, params.rpm, params.tpm)
 
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "endpoint": endpoint(self.params.base_url), "extra_body": self.params.extra_body}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "mode": self.params.mode,
+                "price": self.price.describe() if self.price else None, "rate_limits": self.limiter.describe()}
 
     def load(self) -> None:
         import openai
@@ -76,11 +89,15 @@ class OpenAIGenerator(Generator):
     async def stream(self, prompts: Sequence[Prompt]) -> AsyncIterator[tuple[Prompt, Completion]]:
         if self._client is None:
             self.load()
-        gate = asyncio.Semaphore(self.params.concurrency)
+        if self.params.mode == "batch":
+            from factory.generators.openai_batch import BatchRunner
+
+            async for done in BatchRunner(self, self._client).stream(prompts):
+                yield done
+            return
 
         async def run(prompt: Prompt) -> tuple[Prompt, Completion]:
-            async with gate:
-                return prompt, await self.complete(prompt)
+            return prompt, await self.complete(prompt)
 
         tasks = [asyncio.ensure_future(run(p)) for p in prompts]
         try:
@@ -98,15 +115,59 @@ class OpenAIGenerator(Generator):
             return {"type": "json_object", "schema": prompt.schema}
         return {"type": "json_schema", "json_schema": {"name": "reply", "schema": prompt.schema}}
 
+    def worst_case(self, prompt: Prompt, batch: bool = False) -> tuple[int, float | None]:
+        """The most tokens a request can be charged (its prompt's bound + max_tokens) and their price."""
+        bound = self.counter.upper_bound(prompt.messages)
+        cost = self.price.cost(bound, self.params.max_tokens, batch) if self.price else None
+        return bound + self.params.max_tokens, cost
+
+    def admit(self, prompt: Prompt, batch: bool = False) -> tuple[float | None, str | None]:
+        """Reserve a request's worst case on the build's meter: (the reservation, None) or (None, why not)."""
+        _, worst = self.worst_case(prompt, batch)
+        meter = self.run.meter
+        if meter is None or worst is None:
+            return None, None
+        if not meter.admit(worst):
+            return None, (f"{BUDGET}: this request could cost up to ${worst:.6f}; ${meter.total_usd:.6f} is spent and "
+                          f"${meter.reserved_usd:.6f} reserved of the budget's ${meter.limit_usd:.2f}")
+        return worst, None
+
+    def charge(self, completion: Completion, batch: bool = False) -> Completion:
+        """Price a finished reply from its reported usage."""
+        if self.price is not None and completion.error is None:
+            completion.cost_usd = self.price.cost(completion.prompt_tokens, completion.completion_tokens, batch)
+        return completion
+
     async def complete(self, prompt: Prompt) -> Completion:
-        """One request with bounded retries. Never raises for server or network faults."""
+        """One request, admitted by the budget and the rate limits, with bounded retries. Never raises for
+        server or network faults."""
+        if self.halted:
+            return self._failed(self.halted, time.perf_counter())
+        reserved, refused = self.admit(prompt)
+        if refused:
+            return self._failed(refused, time.perf_counter())
+        await self.limiter.enter()
+        try:
+            completion = await self._attempts(prompt)
+        finally:
+            self.limiter.leave()
+        if reserved is not None and self.run.meter is not None:
+            if completion.error is None and not (completion.prompt_tokens or completion.completion_tokens):
+                completion.cost_usd = reserved  # no usage reported: charged its worst case, never too little
+            self.run.meter.settle(reserved, completion.cost_usd or 0.0)
+        return completion
+
+    async def _attempts(self, prompt: Prompt) -> Completion:
         import openai
 
         p = self.params
         started = time.perf_counter()
+        tokens, _ = self.worst_case(prompt)
         last_error = ""
         attempt = 0
         while attempt < p.max_attempts:
+            if self.halted:  # another request found the credit spent while this one waited
+                return self._failed(self.halted, started)
             mode = self._json_mode
             fmt = self._response_format("json_schema" if mode == "auto" else mode, prompt)
             kwargs: dict[str, Any] = {
@@ -115,9 +176,13 @@ class OpenAIGenerator(Generator):
                 **({"response_format": fmt} if fmt else {}), **({"extra_body": p.extra_body} if p.extra_body else {}),
             }
             attempt += 1
+            await self.limiter.take(tokens)
             try:
-                reply = await self._client.chat.completions.create(**kwargs)
+                raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
+                self.limiter.observe(raw.headers)
+                reply = raw.parse()
             except openai.APIStatusError as exc:
+                self.limiter.observe(exc.response.headers)
                 if fmt is not None and p.json_mode == "auto" and _refuses_json_mode(exc):
                     # This server refuses this way of asking for JSON: step down (json_schema ->
                     # json_object -> plain text) without spending an attempt.
@@ -126,10 +191,16 @@ class OpenAIGenerator(Generator):
                     continue
                 last_error = f"http_{exc.status_code}"
                 if getattr(exc, "code", None) == "insufficient_quota":  # a 429 that waiting does not cure
-                    return self._failed(f"{last_error}: insufficient_quota: {_short(exc)}", started)
+                    self.halted = f"{last_error}: insufficient_quota: {_short(exc)}"
+                    return self._failed(self.halted, started)
                 if exc.status_code not in (408, 409, 429) and exc.status_code < 500:
                     return self._failed(f"{last_error}: {_short(exc)}", started)
-                await self._backoff(attempt, exc.response.headers.get("retry-after"))
+                retry_after = exc.response.headers.get("retry-after")
+                if exc.status_code == 429:
+                    self.limiter.limited(parse_reset(retry_after) if retry_after else None)
+                    if retry_after:  # the limiter holds every request until then: no second wait here
+                        continue
+                await self._backoff(attempt, retry_after)
             except openai.APITimeoutError:
                 last_error = "timeout"
                 await self._backoff(attempt, None)
@@ -141,9 +212,10 @@ class OpenAIGenerator(Generator):
                 last_error = f"bad_response: {_short(exc)}"
                 await self._backoff(attempt, None)
             else:
+                self.limiter.succeeded()
                 if p.json_mode == "auto" and mode == "auto":
                     self._json_mode = "json_schema"  # accepted: stop probing
-                return self._completion(reply, started)
+                return self.charge(self._completion(reply, started))
         return self._failed(f"{last_error} (gave up after {p.max_attempts} attempts)", started)
 
     def _step_down(self, mode: str) -> None:

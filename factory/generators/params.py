@@ -4,10 +4,33 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from factory.generators.base import GeneratorParams
 from factory.secrets import EnvVarName
+
+
+class PriceSpec(BaseModel):
+    """A model's price in USD per million tokens, when the shipped price table lacks it or is wrong for you."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0, description="USD per million prompt tokens.")
+    output: float = Field(ge=0, description="USD per million completion tokens.")
+    batch_input: float | None = Field(None, ge=0, description="USD per million prompt tokens through the Batch API (default: input).")
+    batch_output: float | None = Field(None, ge=0, description="USD per million completion tokens through the Batch API (default: output).")
+
+
+class BatchSpec(BaseModel):
+    """How `mode: batch` submits and collects OpenAI Batch API jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    completion_window: Literal["24h"] = Field("24h", description="The Batch API's completion window.")
+    poll_s: float = Field(10.0, gt=0, description="Seconds before the first status check; the wait grows 1.5x per check.")
+    poll_max_s: float = Field(120.0, gt=0, description="Longest wait between two status checks.")
+    resubmits: int = Field(2, ge=0, le=10, description="Times a request that failed or expired inside a batch is submitted again.")
+    max_requests: int = Field(50_000, ge=1, le=50_000, description="Requests per batch file (the API takes at most 50,000).")
 
 
 class OpenAIParams(GeneratorParams):
@@ -28,8 +51,19 @@ class OpenAIParams(GeneratorParams):
                             "remembers what the server accepted.",
     )
     extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra fields sent with every request (server-specific).")
-    price_per_1k_input: float | None = Field(None, ge=0, description="Price per 1k prompt tokens, for cost reports.")
-    price_per_1k_output: float | None = Field(None, ge=0, description="Price per 1k completion tokens, for cost reports.")
+    price: PriceSpec | None = Field(
+        None, description="USD per million tokens; default: the shipped price table (a dated copy of litellm's), "
+                          "else unknown (cost null).")
+    rpm: int | None = Field(None, ge=1, description="Requests per minute the account may send (default: learned from "
+                                                   "the server's x-ratelimit headers).")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute (prompt + max_tokens, as OpenAI counts them at "
+                                                   "admission; default: learned from x-ratelimit headers).")
+    tokenizer: str | None = Field(
+        None, description="A local tokenizer (a Hugging Face folder or Hub id, or a packaged model's name) that counts "
+                          "prompt tokens exactly for estimates and the budget; default: an upper bound from the bytes.")
+    mode: Literal["online", "batch"] = Field(
+        "online", description="batch: send the requests through the Batch API (/v1/files, /v1/batches): cheaper, slower.")
+    batch: BatchSpec = Field(default_factory=BatchSpec, description="Settings of mode: batch.")
 
 
 # Measured with benchmarks/local_generation.py on a 2-core machine (docs/benchmarks.md, "Local generation"): 4

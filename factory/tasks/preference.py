@@ -97,9 +97,9 @@ class PreferenceSpec(CountSpec):
             self.filters = [ExactDedupParams()]  # one pair per prompt
         return self
 
-    def budget(self) -> int:
+    def request_budget(self) -> int:
         # Given prompts are answered once each: a dropped pair is not asked again with other seeds.
-        return self.generate.max_requests or (len(self.prompts) if self.prompts else super().budget())
+        return self.generate.max_requests or (len(self.prompts) if self.prompts else super().request_budget())
 
 
 class PreferenceRecipe(Recipe[PreferenceSpec]):

@@ -196,7 +196,7 @@ class TableSpec(RecipeBase):
     def needs_sandbox(self) -> bool:
         return self.method == "program"
 
-    def budget(self) -> int:
+    def request_budget(self) -> int:
         if self.generate.max_requests:
             return self.generate.max_requests
         if self.method == "program":

@@ -1,0 +1,72 @@
+"""Counting a prompt's tokens before it is sent: exactly with the model's tokenizer, else a bound.
+
+An estimate needs the count a server will bill; a budget needs a count that is never too low. With
+a tokenizer (a Hugging Face folder or Hub id, or a packaged GGUF model's name) the prompt is run
+through the model's chat template, as a server that serves that model does. Without one, the
+estimate uses OpenAI's rule of thumb (4 characters a token) and the budget reserves the prompt's
+UTF-8 bytes, which no byte-level tokenizer can exceed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from factory.records import Message
+
+# Tokens a chat format adds per message (role markers, separators) and per reply's opening, as OpenAI
+# documents for its models (3 and 3): an allowance added to the bounds, never to a tokenizer's count.
+PER_MESSAGE, PER_REPLY = 4, 3
+CHARS_PER_TOKEN = 4
+
+
+class PromptCounter:
+    """Counts the prompt tokens of chat messages for one generator; `method` says how, for the estimate."""
+
+    def __init__(self, tokenizer: str | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.exact = tokenizer is not None
+        self.method = (f"the tokenizer of {tokenizer} with its chat template (exact)" if tokenizer
+                       else f"an approximation: {CHARS_PER_TOKEN} characters a token plus {PER_MESSAGE} a message "
+                            "(set the generator's `tokenizer:` for an exact count)")
+
+    def count(self, messages: Sequence[Message]) -> int:
+        """The tokens a server would bill: exact with a tokenizer, else approximate."""
+        if self.tokenizer:
+            return _templated_length(self.tokenizer, _key(messages))
+        chars = sum(len(m.get("content") or "") for m in messages)
+        return math.ceil(chars / CHARS_PER_TOKEN) + PER_MESSAGE * len(messages) + PER_REPLY
+
+    def upper_bound(self, messages: Sequence[Message]) -> int:
+        """A count never below what the server bills: exact with a tokenizer, else the UTF-8 bytes."""
+        if self.tokenizer:
+            return self.count(messages)
+        size = sum(len((m.get("content") or "").encode()) + len(m.get("role", "").encode()) for m in messages)
+        return size + PER_MESSAGE * len(messages) + PER_REPLY
+
+
+def _key(messages: Sequence[Message]) -> tuple[tuple[str, str], ...]:
+    return tuple((m.get("role", ""), m.get("content") or "") for m in messages)
+
+
+@cache
+def _load(name: str) -> Any:
+    import transformers
+
+    from factory.generators.catalog import CATALOG, resolve
+
+    if name in CATALOG:  # a packaged GGUF: its tokenizer and chat template come from the file
+        path = resolve(name).path
+        return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return transformers.AutoTokenizer.from_pretrained(name)
+
+
+def _templated_length(name: str, messages: tuple[tuple[str, str], ...]) -> int:
+    tokenizer = _load(name)
+    chat = [{"role": role, "content": content} for role, content in messages]
+    ids = tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=True)
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # newer transformers return a BatchEncoding
+        ids = ids["input_ids"]
+    return len(ids)
