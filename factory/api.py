@@ -14,14 +14,16 @@ from factory.spec import RecipeBase
 
 
 def build(spec: RecipeBase, run_dir: str | Path | None = None, *, progress: bool = True,
-          only_generator: str | None = None, requests_per_bucket: int | None = None, replace: bool = False) -> BuildResult:
+          only_generator: str | None = None, requests_per_bucket: int | None = None, replace: bool = False,
+          no_wait: bool = False) -> BuildResult:
     """Run a validated recipe into `run_dir` (default runs/<name>), then write its card and report.
 
     Re-running resumes from the request cache. `only_generator` and `requests_per_bucket` are the
     fixed-request mode that `factory compare` uses: one generator, exactly N prompts per bucket.
     `replace`: build even into a folder that holds another recipe's run, replacing that run.
+    `no_wait`: submit Batch API jobs and stop (status batch_pending); the next build collects them.
     """
     builder = Builder(spec, Path(run_dir) if run_dir else default_run_dir(spec), progress=progress,
                       only_generator=only_generator, requests_per_bucket=requests_per_bucket, after=(write_documents,),
-                      replace=replace)
+                      replace=replace, no_wait=no_wait)
     return builder.run()

@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--seed", type=int, help="override the recipe's seed (a table program runs again with it, "
                                                 "uncalled model; real_data.seed pins the split)")
     build.add_argument("--max-requests", type=_positive, help="override the request budget")
+    build.add_argument("--budget", type=_usd, metavar="USD", help="override the money budget (budget.usd): most dollars "
+                       "the run may spend on paid APIs")
+    build.add_argument("--estimate", "--dry-run", action="store_true", help="print what the build would send and "
+                       "cost, per generator, and send nothing")
+    build.add_argument("--no-wait", action="store_true", help="mode: batch generators: submit the Batch API jobs and "
+                       "stop; run the command again to collect them")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.add_argument("--no-push", action="store_true", help="skip the push that the recipe's hub: section asks for")
     build.add_argument("--force", action="store_true", help="push even when the eval gate fails; build even into a "
@@ -93,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _usd(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of US dollars")
+    return number
+
+
 def _env_name(value: str) -> str:
     """argparse type for flags that name an environment variable (a pasted token is refused, not echoed)."""
     try:
@@ -113,6 +126,12 @@ def _load(args: argparse.Namespace) -> RecipeBase:
         raise RecipeError(str(args.recipe), [str(exc)]) from None
     if getattr(args, "max_requests", None):
         spec.generate.max_requests = args.max_requests
+    if getattr(args, "budget", None):
+        from factory.spec import BudgetSpec
+
+        spec.budget = BudgetSpec(usd=args.budget)
+        if problem := spec.budget_problem():
+            raise RecipeError(str(args.recipe), [problem.replace("budget.usd", "--budget", 1)])
     if getattr(args, "seed", None) is not None:
         spec.seed = args.seed
     for flag in ("engine", "address", "workers"):
@@ -141,7 +160,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     from factory.api import build
 
     spec = _load(args)
-    result = build(spec, args.out, progress=not args.no_progress, replace=args.force)
+    if args.estimate:
+        from factory.builder.estimate import estimate, format_estimate
+
+        print(format_estimate(estimate(spec, args.out)))
+        return 0
+    result = build(spec, args.out, progress=not args.no_progress, replace=args.force, no_wait=args.no_wait)
     manifest = result.manifest
     if result.replaced:
         print(f"--force: replaced {result.replaced}", file=sys.stderr)

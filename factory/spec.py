@@ -330,6 +330,27 @@ class RecipeBase(Strict):
         return self
 
     @model_validator(mode="after")
+    def _check_budget(self) -> RecipeBase:
+        problem = self.budget_problem()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def budget_problem(self) -> str | None:
+        """Why `budget.usd` cannot be enforced for this recipe (None when it can, or there is none)."""
+        from factory.generators.pricing import price_of
+
+        if self.budget is None:
+            return None
+        if self.engine.name == "ray":
+            return "budget.usd: the money budget is enforced by the local engine only; remove it or use engine: local"
+        unpriced = [f"{g.name} ({g.model})" for g in self.generators if price_of(g) is None]
+        if unpriced:
+            return (f"budget.usd: no price is known for generator(s) {', '.join(unpriced)}, so their spend cannot be "
+                    "capped; add price: {input: USD, output: USD} (per million tokens) to each")
+        return None
+
+    @model_validator(mode="after")
     def _check_export(self) -> RecipeBase:
         refused = [f for f in (self.export.formats if self.export else []) if f not in self.export_formats]
         if refused:

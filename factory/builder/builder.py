@@ -30,7 +30,10 @@ from factory.export import EXPORT_DIR, export_run
 from factory.filters import build_filter
 from factory.filters.base import Filter, FilterContext, FilterResult, weight_spread
 from factory.generators import Generator
-from factory.generators.failures import ADVICE, describe, failure_kind
+from factory.generators.base import RunContext
+from factory.generators.failures import ADVICE, BATCH_PENDING, BUDGET, describe, failure_kind, not_sent
+from factory.generators.meter import MoneyMeter
+from factory.generators.pricing import Price, price_of, table_version
 from factory.records import OWN_TEXT, STAGE_FINAL, STAGE_PARSE, STAGE_TARGET, WEIGHT, Completion, Prompt, Record, Rejected
 from factory.run.claim import claim
 from factory.run.manifest import Manifest, ManifestError, load_manifest
@@ -59,9 +62,18 @@ class GeneratorStats:
     seconds: float = 0.0
     models: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)  # failed requests by kind (generators/failures.py)
+    price: Price | None = None  # None: the model has no known price, so its costs are unknown
+    cost_usd: float = 0.0  # requests this build sent
+    replies_usd: float = 0.0  # every reply counted, cached ones included: what the rows cost to make
 
     def add(self, completion: Completion) -> None:
         self.requests += 1
+        if completion.error is None and self.price is not None:
+            # A reply cached before costs were stored is priced from its tokens.
+            cost = completion.cost_usd if completion.cost_usd is not None else self.price.cost(
+                completion.prompt_tokens, completion.completion_tokens)
+            self.replies_usd += cost
+            self.cost_usd += 0.0 if completion.cached else cost
         self.cached += completion.cached
         self.failed += completion.error is not None
         if completion.error is not None:
@@ -114,12 +126,13 @@ class Builder:
     def __init__(self, spec: RecipeBase, run_dir: Path, *, progress: bool = True, only_generator: str | None = None,
                  requests_per_bucket: int | None = None, after: Sequence[AfterBuild] = (),
                  generators: Mapping[str, Generator] | None = None, filters: Sequence[Filter] | None = None,
-                 embedder: Embedder | None = None, replace: bool = False) -> None:
+                 embedder: Embedder | None = None, replace: bool = False, no_wait: bool = False) -> None:
         """Store the settings; nothing is read, loaded or fitted until `run()` holds the run's lock.
 
         `generators` (by name), `filters` (unfitted, in order) and `embedder` replace what the
         recipe would make, for callers that bring their own. `replace`: build even into a run
-        directory that holds another recipe's run, replacing it (run/claim.py).
+        directory that holds another recipe's run, replacing it (run/claim.py). `no_wait`: submit
+        Batch API jobs and stop; a later build collects them.
         """
         self.spec = spec
         self.run_dir = Path(run_dir)
@@ -135,12 +148,16 @@ class Builder:
         self.generators: dict[str, Generator] = dict(generators) if generators is not None else {
             g.name: self.engine.generator(g) for g in chosen}
         self._generator_params = {g.name: g for g in spec.generators}
+        self.meter = MoneyMeter(limit_usd=spec.budget.usd if spec.budget else None)
+        self.no_wait = no_wait
+        self.held_back: Counter[str] = Counter()  # requests not sent, by why (generators/failures.py: NOT_SENT)
         self.answers: dict[str, Completion] = {}  # replies to the filters' requests (a judge's verdicts), by request key
         self.stage_costs: dict[int, GeneratorStats] = defaultdict(GeneratorStats)  # those requests, per filter stage
         self._filters = filters
         self._embedder = embedder
         self.targets = spec.buckets()
-        self.stats: dict[str, GeneratorStats] = defaultdict(GeneratorStats)
+        self.stats: dict[str, GeneratorStats] = {
+            g.name: GeneratorStats(price=price_of(g)) for g in spec.generators}
         self.parsed: dict[tuple[str, int], list[Record | Rejected]] = {}  # a reply may hold several rows (a table batch)
         self.issued: Counter[str] = Counter()
         self._loaded: set[str] = set()
@@ -177,6 +194,7 @@ class Builder:
         if not load:
             return generator
         if name not in self._loaded:  # load lazily: a fully cached re-run never loads a model
+            generator.attach(RunContext(self.meter, self.run_dir / "batches" / name, self.no_wait))
             generator.load()
             self._loaded.add(name)
         return generator
@@ -230,6 +248,10 @@ class Builder:
         identity = generator.identity()
         async for prompt, completion in generator.stream([p for _, p in items]):
             key = keys[id(prompt)]
+            held = not_sent(completion.error)
+            if held:  # never sent (the budget, a batch still running): no row, no failure; a later build sends it
+                self.held_back[held] += 1
+                continue
             if completion.error is None:
                 # Persist before anything else: a finished request is never sent again.
                 store.cache.put(key, prompt, identity, completion)
@@ -276,7 +298,8 @@ class Builder:
                 entry["stats"] = {**entry.get("stats", {}), "auto": choice}
             if self.stage_costs[position].requests:
                 cost = _stats_json(self.stage_costs[position])
-                del cost["models_reported"]
+                for key in ("models_reported", "cost_usd", "replies_usd"):  # judges' money is in the run's total
+                    del cost[key]
                 entry["stats"] = {**entry.get("stats", {}), "requests": cost}
             chain.funnel.append(entry)
             chain.dropped.extend(result.dropped)
@@ -362,11 +385,25 @@ class Builder:
             sent, failed = self._sent_and_failed()
             # One stream per round: the generator keeps its concurrency full; rows flush per batch.
             await self._run_prompts(store, prompts, progress)
+            stop = self._must_stop()
+            if stop is not None:
+                return stop, await self._filter(store, self._records_in_order())
             sent_now, failed_now = self._sent_and_failed()
             if sent_now > sent and failed_now - failed == sent_now - sent:
                 # Every request of the round failed: the next round would fail the same way, and cost.
                 chain = await self._filter(store, self._records_in_order())
                 return "requests_failed", chain
+
+    def _must_stop(self) -> str | None:
+        """A status when the next round cannot be sent: the money is spent, a batch is still running, or a
+        generator halted (its account's credit is spent)."""
+        if self.held_back[BUDGET]:
+            return "budget_exhausted"
+        if self.held_back[BATCH_PENDING]:
+            return "batch_pending"
+        if any(self.generators[name].halted for name in self._loaded):
+            return "requests_failed"
+        return None
 
     def _sent_and_failed(self) -> tuple[int, int]:
         """Requests sent to a generator so far (not answered from the cache), and those that failed."""
@@ -381,6 +418,12 @@ class Builder:
             return claim(root, self.spec.name, self.spec.task, self.spec.source, replace=self.replace)
 
         with RunStore(self.run_dir, make_ours) as store, BuildProgress(self.targets, enabled=self.show_progress) as progress:
+            self.meter.spent_before_usd = store.cache.spent_usd()  # what earlier builds paid counts against the budget
+            for name, stats in self.stats.items():
+                if stats.price is None and name in self.generators:  # said once, before anything is sent
+                    log.warning("generator %r: no price is known for model %r, so its cost is unknown (null); add "
+                                "price: {input: USD, output: USD} per million tokens to its recipe entry",
+                                name, self._generator_params[name].model)
             self._prepare()
             with interrupts.asyncio_handles_ctrl_c():
                 status, chain = asyncio.run(self._generate(store, progress))
@@ -455,6 +498,15 @@ class Builder:
             return f"every request of the last round failed, so the build stopped early: {detail}"
         if manifest.status == "requests_spent":  # compare's fixed number of requests per bucket
             return "every fixed request was sent" + (f": {detail}" if detail else "")
+        if manifest.status == "batch_pending":
+            return (f"{self.held_back[BATCH_PENDING]} request(s) wait in submitted Batch API jobs (their ids are in "
+                    f"{self.run_dir / 'batches'}); run the same command again to collect them")
+        if self.held_back[BUDGET]:
+            meter = self.meter
+            return (f"the money budget is spent: ${meter.total_usd:.4f} of ${meter.limit_usd:.2f} "
+                    f"(${meter.spent_usd:.4f} by this build); the next request could have cost up to "
+                    f"${meter.refused_worst_usd:.4f}, so it was not sent" + (f": {detail}" if detail else "")
+                    + "; raise budget.usd or --budget to go on")
         return (f"the request budget ran out ({manifest.budget.used} of {manifest.budget.max_requests} requests)"
                 + (f": {detail}" if detail else "") + "; raise generate.max_requests or --max-requests")
 
@@ -503,6 +555,7 @@ class Builder:
             "kind_report": self.recipe.report(final),
             "own_text_rows": sum(bool(r.meta.get(OWN_TEXT)) for r in final),
             "weights": weight_spread(final, self.recipe.bucket) if any(r.meta.get(WEIGHT, 1.0) != 1.0 for r in final) else None,
+            "cost": self._cost(len(final)),
             "tokens": {
                 "prompt": sum(s.prompt_tokens for s in self.stats.values()),
                 "completion": sum(s.completion_tokens for s in self.stats.values()),
@@ -511,6 +564,17 @@ class Builder:
                         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
         })
 
+
+    def _cost(self, kept: int) -> dict[str, Any]:
+        """The money: the dataset's, per kept row, this build's and the run's, against the budget."""
+        used = [s for s in self.stats.values() if s.requests]
+        unpriced = [name for name, s in self.stats.items() if s.requests and s.price is None]
+        dataset = None if unpriced else round(sum(s.replies_usd for s in used), 6)
+        return {"dataset_usd": dataset, "per_kept_row_usd": round(dataset / kept, 8) if dataset is not None and kept else None,
+                "this_build_usd": None if unpriced else round(self.meter.spent_usd, 6),
+                "run_total_usd": round(self.meter.total_usd, 6),
+                "budget_usd": self.meter.limit_usd, "refused_requests": self.held_back[BUDGET],
+                "unpriced": unpriced, "price_table": table_version()}
 
     def _corpus_stats(self, final: list[Record]) -> list[dict[str, Any]] | None:
         if self.corpus is None:
@@ -525,6 +589,8 @@ def _stats_json(stats: GeneratorStats) -> dict[str, Any]:
         "requests": stats.requests, "cached": stats.cached, "failed": stats.failed, "failures": dict(stats.failures),
         "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
         "seconds": round(stats.seconds, 3), "models_reported": dict(stats.models),
+        "cost_usd": round(stats.cost_usd, 6) if stats.price else None,
+        "replies_usd": round(stats.replies_usd, 6) if stats.price else None,
     }
 
 

@@ -107,6 +107,11 @@ class OpenAIGenerator(Generator):
             for task in tasks:
                 task.cancel()
 
+    def response_format(self, prompt: Prompt) -> dict[str, Any] | None:
+        """How a batch asks for JSON: the mode the recipe sets (auto: json_schema, which OpenAI's batches take)."""
+        mode = self.params.json_mode
+        return self._response_format("json_schema" if mode == "auto" else mode, prompt)
+
     def _response_format(self, mode: str, prompt: Prompt) -> dict[str, Any] | None:
         if prompt.schema is None or mode == "none":
             return None
@@ -121,13 +126,13 @@ class OpenAIGenerator(Generator):
         cost = self.price.cost(bound, self.params.max_tokens, batch) if self.price else None
         return bound + self.params.max_tokens, cost
 
-    def admit(self, prompt: Prompt, batch: bool = False) -> tuple[float | None, str | None]:
+    async def admit(self, prompt: Prompt, batch: bool = False) -> tuple[float | None, str | None]:
         """Reserve a request's worst case on the build's meter: (the reservation, None) or (None, why not)."""
         _, worst = self.worst_case(prompt, batch)
         meter = self.run.meter
         if meter is None or worst is None:
             return None, None
-        if not meter.admit(worst):
+        if not await meter.admit(worst):
             return None, (f"{BUDGET}: this request could cost up to ${worst:.6f}; ${meter.total_usd:.6f} is spent and "
                           f"${meter.reserved_usd:.6f} reserved of the budget's ${meter.limit_usd:.2f}")
         return worst, None
@@ -143,7 +148,7 @@ class OpenAIGenerator(Generator):
         server or network faults."""
         if self.halted:
             return self._failed(self.halted, time.perf_counter())
-        reserved, refused = self.admit(prompt)
+        reserved, refused = await self.admit(prompt)
         if refused:
             return self._failed(refused, time.perf_counter())
         await self.limiter.enter()
@@ -215,7 +220,7 @@ class OpenAIGenerator(Generator):
                 self.limiter.succeeded()
                 if p.json_mode == "auto" and mode == "auto":
                     self._json_mode = "json_schema"  # accepted: stop probing
-                return self.charge(self._completion(reply, started))
+                return self.charge(self.completion_of(reply, started))
         return self._failed(f"{last_error} (gave up after {p.max_attempts} attempts)", started)
 
     def _step_down(self, mode: str) -> None:
@@ -228,7 +233,7 @@ class OpenAIGenerator(Generator):
     def _failed(error: str, started: float) -> Completion:
         return Completion(text="", error=error, seconds=time.perf_counter() - started)
 
-    def _completion(self, reply: Any, started: float) -> Completion:
+    def completion_of(self, reply: Any, started: float) -> Completion:
         choices = getattr(reply, "choices", None) or []
         if not choices:
             return self._failed("bad_response: no choices in the reply", started)

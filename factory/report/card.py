@@ -283,7 +283,7 @@ def render_card(run_dir: Path) -> str:
                     [[g["name"], g["backend"], g["model"], ", ".join(g.get("models_reported") or {}) or "-",
                       g.get("temperature"), g.get("top_p"), g.get("max_tokens"), g.get("requests"),
                       f"{g.get('prompt_tokens', 0)} / {g.get('completion_tokens', 0)}"] for g in manifest.generators]),
-             ""]
+             "", *([manifest.cost.sentence(), ""] if manifest.cost else [])]
     counts = {label: state.kept for label, state in manifest.progress.items()}
     lines += ["## Rows per label", "", _table(["label", "rows", "target"],
                                               [[k, v, manifest.targets[k]] for k, v in counts.items()]), ""]

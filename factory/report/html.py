@@ -207,6 +207,7 @@ def render_report(run_dir: Path, embedder: Embedder | None = None) -> str:
         f"recipe {manifest.recipe_hash} · generators: "
         + ", ".join(html.escape(f"{g['name']} ({', '.join(g.get('models_reported') or {}) or g['model']})") for g in manifest.generators)
         + "</p>",
+        *([f"<p class='meta'>{html.escape(manifest.cost.sentence())}</p>"] if manifest.cost else []),
         "<h2>Label balance</h2>", f"<img alt='label balance' src='{balance_chart(before, after, labels)}'>",
         "<h2>Filter funnel</h2>", f"<img alt='funnel' src='{funnel_chart(manifest.funnel)}'>",
         rows_table([{"stage": s.stage, "in": s.rows_in, "kept": s.kept,

@@ -20,8 +20,9 @@ from factory.errors import FactoryError
 # the same fields and load as version 1.
 SCHEMA_VERSION = 1
 # requests_failed: every request of a round failed (the server is down, the key refused), so the build
-# stopped rather than spend its budget on a dead endpoint.
-Status = Literal["complete", "budget_exhausted", "requests_spent", "requests_failed"]
+# stopped rather than spend its budget on a dead endpoint. batch_pending: requests wait in a submitted
+# Batch API job (`--no-wait`); the next build collects them.
+Status = Literal["complete", "budget_exhausted", "requests_spent", "requests_failed", "batch_pending"]
 
 
 class ManifestError(FactoryError):
@@ -54,6 +55,28 @@ class FunnelStage(_Part):
     kept: int
     dropped: dict[str, int]
     stats: dict[str, Any] | None = None
+
+
+class Cost(_Part):
+    """Money, in USD, from each request's price (generators/pricing.py); None where a price is unknown."""
+
+    dataset_usd: float | None  # every reply behind this build's rows, cached ones included (each was paid once)
+    per_kept_row_usd: float | None
+    this_build_usd: float | None  # requests sent by this build
+    run_total_usd: float  # everything the run directory's cache holds: what the budget counts
+    budget_usd: float | None
+    refused_requests: int = 0  # not sent: their worst case did not fit the budget
+    unpriced: list[str] = Field(default_factory=list)  # generators whose model has no known price
+    price_table: dict[str, str]  # which table priced it: source, litellm_version, date
+
+    def sentence(self) -> str:
+        """What the rows cost, in one sentence for the card and the report."""
+        table = f"prices: the recipe's, else litellm's price map {self.price_table['litellm_version']} of {self.price_table['date']}"
+        if self.dataset_usd is None:
+            return (f"Cost: unknown: no price is known for {', '.join(self.unpriced)} ({table}).")
+        per_row = f", ${self.per_kept_row_usd:.6f} per kept row" if self.per_kept_row_usd is not None else ""
+        budget = f"; budget ${self.budget_usd:.2f}, ${self.run_total_usd:.4f} spent in all" if self.budget_usd else ""
+        return f"Cost: ${self.dataset_usd:.4f} of requests behind these rows{per_row}{budget} ({table})."
 
 
 class Tokens(_Part):
@@ -117,6 +140,7 @@ class Manifest(_Part):
     own_text_rows: int = 0
     # Per bucket, the final rows' weights (rows, mean, p10/p50/p90), when some row weighs less than 1.
     weights: dict[str, dict[str, Any]] | None = None
+    cost: Cost | None = None
 
     @property
     def task(self) -> str:

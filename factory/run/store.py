@@ -156,6 +156,12 @@ class RequestCache:
         with self._errors():
             return self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
 
+    def spent_usd(self) -> float:
+        """What the stored replies cost when they were sent: the run's spend so far (a reply is paid once)."""
+        with self._errors():
+            total = self._db.execute("SELECT SUM(json_extract(completion, '$.cost_usd')) FROM requests").fetchone()[0]
+        return float(total or 0.0)
+
     def keys(self) -> Iterator[str]:
         with self._errors():
             yield from (key for (key,) in self._db.execute("SELECT key FROM requests"))
