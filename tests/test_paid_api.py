@@ -301,3 +301,34 @@ def test_a_build_killed_mid_batch_collects_it_on_the_next_run(tmp_path: Path, lo
     assert subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300).returncode == 0
     assert len(server.batches) == 1 and manifest(run)["rows"] == 12
     assert max(Counter(e.fingerprint for e in server.completed()).values()) == 1
+
+
+# -- the estimate ----------------------------------------------------------------------------------
+
+
+def test_the_estimate_sends_nothing_and_its_prompt_tokens_are_exact(tmp_path: Path, loopback, canary_key: str,
+                                                                     smollm2_tokenizer, capsys) -> None:
+    def templated(messages: list[dict[str, str]]) -> int:  # what a server running SmolLM2 bills
+        text = smollm2_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(smollm2_tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    server = loopback(prompt_tokens=templated)
+    recipe = priced_recipe(server.base_url, generate={"per_label": 5}, budget={"usd": 0.5})
+    recipe["generators"][0]["tokenizer"] = "smollm2-135m-instruct"
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    run = tmp_path / "run"
+    assert main(["build", str(path), "--estimate", "--out", str(run)]) == 0
+    shown = capsys.readouterr().out
+    assert server.log == [] and not run.exists()
+    assert "nothing was sent" in shown and "(exact)" in shown and "the budget caps it at $0.50" in shown
+    from factory.builder.estimate import estimate
+
+    planned = estimate(load_recipe(path), run)["generators"][0]
+    assert planned["requests"] == 12  # ceil(5 x 1.05) per label
+    build(load_recipe(path), run, progress=False)
+    first_round = server.completed()[:12]
+    assert planned["prompt_tokens"] == sum(templated(e.body["messages"]) for e in first_round)
+    assert planned["usd"]["at_most"] == 0.5  # 12 x 16 requests could cost more: the budget caps it
+    # A second estimate measures the replies it finds in the cache.
+    again = estimate(load_recipe(path), run)["generators"][0]
+    assert again["cached"] == 12 and again["prompt_tokens"] == 0 and "cache" in again["assumed_because"]

@@ -164,7 +164,7 @@ class Builder:
         self.used_keys: set[str] = set()  # request keys this build answered from the cache or stored in it
         self.seen_prompts: Counter[str] = Counter()  # identical prompts so far, for their seeds (settle_seeds)
 
-    def _prepare(self) -> None:
+    def _prepare(self, fit_filters: bool = True) -> None:
         """Read the real rows, make the recipe and fit the filters (bad data fails here, before any model loads)."""
         name_secret_variables(recipe_secret_variables(self.spec.resolved()))  # scrubbed from all output
         self.real = real_split(self.spec)
@@ -180,6 +180,8 @@ class Builder:
                                      passages={p.id: p.text for p in self.corpus.passages} if self.corpus else {},
                                      generators=tuple(self._generator_params), answer=self._answer,
                                      answer_fields=self.recipe.answer_fields)
+        if not fit_filters:  # the estimate: prompts only
+            return
         stages = self._filters if self._filters is not None else [build_filter(p, self.spec.row_shape) for p in self.spec.filters]
         self.filters = [self.engine.stage(stage).fit(self.context) for stage in stages]
 
@@ -371,16 +373,7 @@ class Builder:
                                   self.recipe.rows_per_request, self.recipe.requests_per_round)
                 if not plan:
                     return "budget_exhausted", chain
-            focus = top_up_focus(chain.funnel)
-            per_bucket = []
-            for bucket, n in plan.items():
-                start = self.issued[bucket]
-                aims = focus.get(bucket, [])
-                per_bucket.append([self.recipe.prompt(bucket, i, self.only_generator, aims[k] if k < len(aims) else ())
-                                   for k, i in enumerate(range(start, start + n))])
-                self.issued[bucket] += n
-            # Taken in turns, so that the labels fill together: a build stopped half-way is not one-sided.
-            prompts = [p for turn in itertools.zip_longest(*per_bucket) for p in turn if p is not None]
+            prompts = self._round_prompts(plan, top_up_focus(chain.funnel))
             progress.plan(len(prompts))
             sent, failed = self._sent_and_failed()
             # One stream per round: the generator keeps its concurrency full; rows flush per batch.
@@ -393,6 +386,30 @@ class Builder:
                 # Every request of the round failed: the next round would fail the same way, and cost.
                 chain = await self._filter(store, self._records_in_order())
                 return "requests_failed", chain
+
+    def _round_prompts(self, plan: Mapping[str, int], focus: Mapping[str, list[list[str]]]) -> list[Prompt]:
+        """The next prompts of each bucket in `plan`, counted as issued."""
+        per_bucket = []
+        for bucket, n in plan.items():
+            start = self.issued[bucket]
+            aims = focus.get(bucket, [])
+            per_bucket.append([self.recipe.prompt(bucket, i, self.only_generator, aims[k] if k < len(aims) else ())
+                               for k, i in enumerate(range(start, start + n))])
+            self.issued[bucket] += n
+        # Taken in turns, so that the labels fill together: a build stopped half-way is not one-sided.
+        return [p for turn in itertools.zip_longest(*per_bucket) for p in turn if p is not None]
+
+    def first_round(self) -> list[Prompt]:
+        """The prompts a fresh build sends first, seeds settled, without sending them (the estimate)."""
+        self._prepare(fit_filters=False)
+        if self.requests_per_bucket is not None:
+            plan = fixed_round(self.targets, {}, self.requests_per_bucket)
+        else:
+            plan = plan_round({b: t for b, t in self.targets.items() if not self.recipe.waiting(b)}, {}, {},
+                              self.spec.request_budget(), self.recipe.rows_per_request, self.recipe.requests_per_round)
+        prompts = self._round_prompts(plan, {})
+        settle_seeds(prompts, Counter(), self.recipe.seed_salt)
+        return prompts
 
     def _must_stop(self) -> str | None:
         """A status when the next round cannot be sent: the money is spent, a batch is still running, or a

@@ -39,6 +39,12 @@ class PromptCounter:
         chars = sum(len(m.get("content") or "") for m in messages)
         return math.ceil(chars / CHARS_PER_TOKEN) + PER_MESSAGE * len(messages) + PER_REPLY
 
+    def count_text(self, text: str) -> int:
+        """Tokens of a bare text (a reply): the tokenizer's count, else the approximation."""
+        if self.tokenizer:
+            return len(_load(self.tokenizer)(text, add_special_tokens=False)["input_ids"])
+        return math.ceil(len(text) / CHARS_PER_TOKEN)
+
     def upper_bound(self, messages: Sequence[Message]) -> int:
         """A count never below what the server bills: exact with a tokenizer, else the UTF-8 bytes."""
         if self.tokenizer:

@@ -187,6 +187,11 @@ class Recipe(ABC, Generic[SpecT]):
         multi-request row, such as a conversation, is not finished)."""
         return [self.parse(prompt, completion, record_id)]
 
+    def typical_reply(self, bucket: str) -> str | None:
+        """A reply of the length this kind expects for `bucket`, from the recipe's examples (the estimate
+        counts its tokens); None when the kind cannot tell."""
+        return None
+
     async def examine(self, prompt: Prompt, completion: Completion) -> None:
         """Slow work a reply needs before `parse_rows` (running a solution's tests), awaited off the
         event loop's critical path: the build keeps generating meanwhile. Nothing by default."""

@@ -177,6 +177,12 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
             return "topic"
         return mode
 
+    def typical_reply(self, bucket: str) -> str | None:
+        if self.spec.grounding.mode == ANNOTATE:  # a vote names a label
+            return json.dumps({"label": bucket})
+        texts = sorted(self.examples[bucket], key=len)
+        return json.dumps({"label": bucket, "text": texts[len(texts) // 2]}, ensure_ascii=False) if texts else None
+
     def prompt(self, bucket: str, index: int, generator: str | None = None, focus: Sequence[str] = ()) -> Prompt:
         mode = self.mode(bucket, index)
         if mode == ANNOTATE:
