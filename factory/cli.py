@@ -130,13 +130,14 @@ def _load(args: argparse.Namespace) -> RecipeBase:
         from factory.spec import BudgetSpec
 
         spec.budget = BudgetSpec(usd=args.budget)
-        if problem := spec.budget_problem():
-            raise RecipeError(str(args.recipe), [problem.replace("budget.usd", "--budget", 1)])
     if getattr(args, "seed", None) is not None:
         spec.seed = args.seed
     for flag in ("engine", "address", "workers"):
         if getattr(args, flag, None) is not None:
             setattr(spec.engine, "name" if flag == "engine" else flag, getattr(args, flag))
+    if problem := spec.budget_problem():  # the flags above may have made the recipe's budget unenforceable
+        raise RecipeError(str(args.recipe), [problem if not getattr(args, "budget", None) else
+                                             problem.replace("budget.usd", "--budget", 1)])
     return spec
 
 
@@ -177,6 +178,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             if manifest.cache["unused"] else ""))
     for bucket, state in manifest.progress.items():
         print(f"  {bucket}: {state.kept}/{state.target}")
+    if manifest.cost is not None and any("price" in g for g in manifest.generators):  # a server that may charge
+        print(f"  {manifest.cost.sentence()}")
     print_engine(manifest)
     for stage in manifest.funnel:
         dropped = ", ".join(f"{k}={v}" for k, v in stage.dropped.items()) or "-"

@@ -55,6 +55,7 @@ class LoggedRequest:
     started: float
     finished: float = 0.0
     batch_id: str | None = None        # set for lines answered inside a batch
+    usage: dict[str, int] | None = None  # the usage billed in a 200 reply
 
 
 def fingerprint(body: dict[str, Any]) -> str:
@@ -503,7 +504,8 @@ class LoopbackOpenAI:
 
     Optional (all off by default): `prompt_tokens(messages)` / `completion_tokens(text)` count the `usage`
     tokens (else 50 and the reply's word count); `rpm` / `tpm` per `window` seconds limit chat requests like
-    OpenAI (429 + x-ratelimit-* headers, Retry-After unless `rate_limit_retry_after=False`); `batch_seconds`
+    OpenAI (429 + x-ratelimit-* headers unless `rate_limit_headers=False`, Retry-After unless
+    `rate_limit_retry_after=False`); `batch_seconds`
     is how long a batch takes to complete, `batch_expire_after` how many lines a batch answers before it
     expires (an int, a list indexed by batch creation order, or a callable of that index).
     """
@@ -512,7 +514,7 @@ class LoopbackOpenAI:
                  port: int = 0, prompt_tokens: Callable[[list[dict[str, Any]]], int] | None = None,
                  completion_tokens: Callable[[str], int] | None = None, rpm: int | None = None,
                  tpm: int | None = None, window: float = 60.0, rate_limit_retry_after: bool = True,
-                 batch_seconds: float = 0.0, batch_expire_after: ExpireAfter = None) -> None:
+                 rate_limit_headers: bool = True, batch_seconds: float = 0.0, batch_expire_after: ExpireAfter = None) -> None:
         self.script = script or (lambda body, n: Action(text=default_text(body)))
         self.delay = delay
         self.accept_json_schema = accept_json_schema
@@ -520,6 +522,7 @@ class LoopbackOpenAI:
         self.count_completion = completion_tokens
         self.limiter = RateLimiter(rpm, tpm, window) if rpm is not None or tpm is not None else None
         self.rate_limit_retry_after = rate_limit_retry_after
+        self.rate_limit_headers = rate_limit_headers  # False: a server that enforces limits without saying them
         self.rate_limited = 0                   # 429s sent by the limiter (not by the script)
         self.rate_limited_at: list[float] = []  # time.time() of each
         self.log: list[LoggedRequest] = []
@@ -586,10 +589,13 @@ class LoopbackOpenAI:
         """Answer one batch line with the script; batch lines skip the limiter and all delays."""
         fp, action = self._decide(body)
         now = time.time()
+        entry = LoggedRequest(fp, body, {}, action.status, now, now, batch_id=batch_id)
         with self._lock:
-            self.log.append(LoggedRequest(fp, body, {}, action.status, now, now, batch_id=batch_id))
+            self.log.append(entry)
         if action.status == 200 and action.body is None:
-            return 200, self._completion(fp, body, action)
+            reply = self._completion(fp, body, action)
+            entry.usage = reply["usage"]
+            return 200, reply
         raw = action.body if action.status == 200 else self._error_payload(action)
         try:
             return action.status, json.loads(raw)
@@ -716,7 +722,7 @@ class LoopbackOpenAI:
                 limit_headers: dict[str, str] = {}
                 if server.limiter is not None:
                     verdict = server.limiter.admit(server.admission_tokens(body))
-                    limit_headers = verdict.headers
+                    limit_headers = verdict.headers if server.rate_limit_headers else {}
                     if verdict.kind is not None:
                         self._reject(body, verdict)
                         return
@@ -728,7 +734,9 @@ class LoopbackOpenAI:
                 if action.body is not None or action.status != 200:
                     payload = server._error_payload(action)
                 else:
-                    payload = json.dumps(server._completion(fp, body, action)).encode()
+                    reply = server._completion(fp, body, action)
+                    entry.usage = reply["usage"]
+                    payload = json.dumps(reply).encode()
                 try:
                     self._send(action.status, payload, {**limit_headers, **action.headers})
                     entry.finished = time.time()
@@ -743,7 +751,7 @@ class LoopbackOpenAI:
                     server.rate_limited_at.append(now)
                     server.log.append(LoggedRequest(fingerprint(body), body, {k.lower(): v for k, v in self.headers.items()},
                                                     429, now, now))
-                headers = dict(verdict.headers)
+                headers = dict(verdict.headers) if server.rate_limit_headers else {}
                 if server.rate_limit_retry_after and verdict.retry_after is not None:
                     headers["Retry-After"] = f"{verdict.retry_after:.3f}"
                 payload = json.dumps({"error": {"message": verdict.message, "type": verdict.kind, "param": None,

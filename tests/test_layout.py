@@ -51,6 +51,9 @@ ALLOWED = {
     ("factory/report/card.py", "language"),
     # A compared row's rejection reason (every kind's rows can be rejected), not a preference pair's column.
     ("factory/comparison/render.py", "rejected"),
+    # The Batch API's result lines carry a `response` and an error `code` (OpenAI's protocol), not the
+    # instruction and code kinds' columns.
+    ("factory/generators/openai_batch.py", "response"), ("factory/generators/openai_batch.py", "code"),
 }
 SPECISH = {"spec", "recipe", "resolved"}  # how the code names a recipe (a spec model, or its resolved dict)
 

@@ -158,7 +158,9 @@ def test_a_refused_key_or_a_spent_quota_stops_the_build_after_one_round(
     assert "every request of the last round failed" in error and kind in error and advice in error
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "requests_failed" and manifest["budget"]["used"] <= 8  # one round, not 40
-    assert len(server.log) == manifest["budget"]["used"]  # neither is retried: waiting cures neither
+    assert len(server.log) <= manifest["budget"]["used"]  # neither is retried: waiting cures neither
+    if kind == "(quota ":  # spent credit stops at once: only the requests already in flight (concurrency 4) went
+        assert len(server.log) <= 4
 
 
 def test_a_renamed_recipe_says_where_its_old_run_is(tmp_path: Path, loopback, canary_key, caplog) -> None:
