@@ -119,10 +119,13 @@ def _assumed_completion(builder: Builder, params: Any, group: list[Prompt], coun
         if len(replies) >= MIN_MEASURED:
             mean = sum(c.completion_tokens for c in replies) / len(replies)
             return math.ceil(mean), f"the mean of {len(replies)} replies of this run's cache"
-    typical = [builder.recipe.typical_reply(p.bucket) for p in group]
-    known = [t for t in typical if t]
-    if known:
-        mean = sum(counter.count_text(t) for t in known) / len(known)
+    lengths: dict[str, float] = {}  # the mean tokens of each bucket's example replies
+    for bucket in {p.bucket for p in group}:
+        replies = builder.recipe.typical_replies(bucket)
+        if replies:
+            lengths[bucket] = sum(counter.count_text(r) for r in replies) / len(replies)
+    if lengths:
+        mean = sum(lengths.get(p.bucket, 0.0) for p in group) / sum(p.bucket in lengths for p in group)
         return min(math.ceil(mean), params.max_tokens), f"the recipe's examples as replies, counted with {counter.method}"
     return params.max_tokens // 2, "half of max_tokens (this kind gives no typical reply)"
 

@@ -187,10 +187,10 @@ class Recipe(ABC, Generic[SpecT]):
         multi-request row, such as a conversation, is not finished)."""
         return [self.parse(prompt, completion, record_id)]
 
-    def typical_reply(self, bucket: str) -> str | None:
-        """A reply of the length this kind expects for `bucket`, from the recipe's examples (the estimate
-        counts its tokens); None when the kind cannot tell."""
-        return None
+    def typical_replies(self, bucket: str) -> list[str]:
+        """Replies like those this kind expects for `bucket`, from the recipe's examples: the estimate takes
+        their mean length in tokens. Empty when the kind cannot tell."""
+        return []
 
     async def examine(self, prompt: Prompt, completion: Completion) -> None:
         """Slow work a reply needs before `parse_rows` (running a solution's tests), awaited off the

@@ -177,11 +177,10 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
             return "topic"
         return mode
 
-    def typical_reply(self, bucket: str) -> str | None:
+    def typical_replies(self, bucket: str) -> list[str]:
         if self.spec.grounding.mode == ANNOTATE:  # a vote names a label
-            return json.dumps({"label": bucket})
-        texts = sorted(self.examples[bucket], key=len)
-        return json.dumps({"label": bucket, "text": texts[len(texts) // 2]}, ensure_ascii=False) if texts else None
+            return [json.dumps({"label": bucket})]
+        return [json.dumps({"label": bucket, "text": text}, ensure_ascii=False) for text in self.examples[bucket]]
 
     def prompt(self, bucket: str, index: int, generator: str | None = None, focus: Sequence[str] = ()) -> Prompt:
         mode = self.mode(bucket, index)
