@@ -737,11 +737,12 @@ class LoopbackOpenAI:
                     reply = server._completion(fp, body, action)
                     entry.usage = reply["usage"]
                     payload = json.dumps(reply).encode()
+                # Marked before the write: a client that reads the reply and then the log must find it finished.
+                entry.finished = time.time()
                 try:
                     self._send(action.status, payload, {**limit_headers, **action.headers})
-                    entry.finished = time.time()
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout): the reply never arrived
+                    entry.finished = 0.0  # the client gave up (timeout): the reply never arrived
 
             def _reject(self, body: dict[str, Any], verdict: Verdict) -> None:
                 """The limiter's 429: logged, counted, never shown to the script."""

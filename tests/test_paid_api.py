@@ -332,3 +332,20 @@ def test_the_estimate_sends_nothing_and_its_prompt_tokens_are_exact(tmp_path: Pa
     # A second estimate measures the replies it finds in the cache.
     again = estimate(load_recipe(path), run)["generators"][0]
     assert again["cached"] == 12 and again["prompt_tokens"] == 0 and "cache" in again["assumed_because"]
+
+
+def test_the_byte_bound_is_never_below_a_real_tokenizer(smollm2_tokenizer) -> None:
+    from factory.generators.tokens import PromptCounter
+
+    bound = PromptCounter()
+    for text in ("plain words", "Ünïcödé ✓ 漢字テスト 🙂🙂", "x" * 500, '{"label": "fresh", "text": "A sharp film."}'):
+        messages = [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": text}]
+        rendered = smollm2_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert bound.upper_bound(messages) >= len(smollm2_tokenizer(rendered, add_special_tokens=False)["input_ids"])
+
+
+def test_a_budget_on_the_ray_engine_is_refused(tmp_path: Path, loopback, canary_key: str, capsys) -> None:
+    server = loopback()
+    path = write_recipe(tmp_path / "r.yaml", priced_recipe(server.base_url, budget={"usd": 1.0}))
+    assert main(["build", str(path), "--engine", "ray", "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    assert "local engine only" in capsys.readouterr().err and server.log == []

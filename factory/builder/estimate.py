@@ -126,7 +126,8 @@ def _assumed_completion(builder: Builder, params: Any, group: list[Prompt], coun
             lengths[bucket] = sum(counter.count_text(r) for r in replies) / len(replies)
     if lengths:
         mean = sum(lengths.get(p.bucket, 0.0) for p in group) / sum(p.bucket in lengths for p in group)
-        return min(math.ceil(mean), params.max_tokens), f"the recipe's examples as replies, counted with {counter.method}"
+        return min(math.ceil(mean), params.max_tokens), ("the recipe's examples as replies (a model may write longer: "
+                                                         "send a pilot with --max-requests 10 to measure it)")
     return params.max_tokens // 2, "half of max_tokens (this kind gives no typical reply)"
 
 

@@ -98,7 +98,7 @@ class BatchRunner:
             for cid in job.custom_ids:
                 if cid in wanted:
                     attempts[cid] = job.attempt
-                    _, worst = self.generator.worst_case(wanted[cid], batch=True)
+                    worst = self.generator.worst_cost(wanted[cid], batch=True)
                     if worst is not None and self.generator.run.meter is not None:
                         self.generator.run.meter.hold(worst)  # submitted by an earlier build: committed
                         job.worst_usd[cid] = worst
@@ -118,13 +118,17 @@ class BatchRunner:
                         yield wanted[cid], Completion(text="", error=f"{BATCH_PENDING}: in batch {job.batch_id}")
             return
         delay = self.params.batch.poll_s
+        shown: dict[str, tuple[str, int]] = {}
         while running:
             finished = []
             for job in running:
                 batch = await self.client.batches.retrieve(job.batch_id)
                 counts = batch.request_counts
-                log.info("batch %s: %s, %s of %s requests done", job.batch_id, batch.status,
-                         counts.completed if counts else "?", counts.total if counts else "?")
+                state = (batch.status, counts.completed if counts else 0)
+                if shown.get(job.batch_id) != state:  # progress, said when it changes
+                    shown[job.batch_id] = state
+                    log.info("batch %s: %s, %d of %d requests done", job.batch_id, batch.status, state[1],
+                             counts.total if counts else len(job.custom_ids))
                 if batch.status not in RUNNING:
                     finished.append((job, batch))
             for job, batch in finished:

@@ -120,15 +120,15 @@ class OpenAIGenerator(Generator):
             return {"type": "json_object", "schema": prompt.schema}
         return {"type": "json_schema", "json_schema": {"name": "reply", "schema": prompt.schema}}
 
-    def worst_case(self, prompt: Prompt, batch: bool = False) -> tuple[int, float | None]:
-        """The most tokens a request can be charged (its prompt's bound + max_tokens) and their price."""
-        bound = self.counter.upper_bound(prompt.messages)
-        cost = self.price.cost(bound, self.params.max_tokens, batch) if self.price else None
-        return bound + self.params.max_tokens, cost
+    def worst_cost(self, prompt: Prompt, batch: bool = False) -> float | None:
+        """The most a request can be charged: its prompt's token bound + max_tokens, at its price."""
+        if self.price is None:
+            return None
+        return self.price.cost(self.counter.upper_bound(prompt.messages), self.params.max_tokens, batch)
 
     async def admit(self, prompt: Prompt, batch: bool = False) -> tuple[float | None, str | None]:
         """Reserve a request's worst case on the build's meter: (the reservation, None) or (None, why not)."""
-        _, worst = self.worst_case(prompt, batch)
+        worst = self.worst_cost(prompt, batch)
         meter = self.run.meter
         if meter is None or worst is None:
             return None, None
@@ -146,13 +146,14 @@ class OpenAIGenerator(Generator):
     async def complete(self, prompt: Prompt) -> Completion:
         """One request, admitted by the budget and the rate limits, with bounded retries. Never raises for
         server or network faults."""
-        if self.halted:
-            return self._failed(self.halted, time.perf_counter())
-        reserved, refused = await self.admit(prompt)
-        if refused:
-            return self._failed(refused, time.perf_counter())
+        # A slot in the concurrency window first, then the money: only requests about to be sent hold a reservation.
         await self.limiter.enter()
         try:
+            if self.halted:
+                return self._failed(self.halted, time.perf_counter())
+            reserved, refused = await self.admit(prompt)
+            if refused:
+                return self._failed(refused, time.perf_counter())
             completion = await self._attempts(prompt)
         finally:
             self.limiter.leave()
@@ -167,7 +168,8 @@ class OpenAIGenerator(Generator):
 
         p = self.params
         started = time.perf_counter()
-        tokens, _ = self.worst_case(prompt)
+        # What the provider counts against TPM at admission: its estimate of the prompt, plus max_tokens.
+        tokens = self.counter.count(prompt.messages) + p.max_tokens
         last_error = ""
         attempt = 0
         while attempt < p.max_attempts:

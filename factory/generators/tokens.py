@@ -2,7 +2,8 @@
 
 An estimate needs the count a server will bill; a budget needs a count that is never too low. With
 a tokenizer (a Hugging Face folder or Hub id, or a packaged GGUF model's name) the prompt is run
-through the model's chat template, as a server that serves that model does. Without one, the
+through the model's chat template, as a server that serves that model does (a tokenizer without a
+template, such as a port of OpenAI's, counts each message plus OpenAI's allowance). Without one, the
 estimate uses OpenAI's rule of thumb (4 characters a token) and the budget reserves the prompt's
 UTF-8 bytes, which no byte-level tokenizer can exceed.
 """
@@ -27,10 +28,16 @@ class PromptCounter:
 
     def __init__(self, tokenizer: str | None = None) -> None:
         self.tokenizer = tokenizer
-        self.exact = tokenizer is not None
-        self.method = (f"the tokenizer of {tokenizer} with its chat template (exact)" if tokenizer
-                       else f"an approximation: {CHARS_PER_TOKEN} characters a token plus {PER_MESSAGE} a message "
-                            "(set the generator's `tokenizer:` for an exact count)")
+
+    @property
+    def method(self) -> str:
+        """How `count` counts, for the estimate to say."""
+        if not self.tokenizer:
+            return (f"an approximation: {CHARS_PER_TOKEN} characters a token plus {PER_MESSAGE} a message "
+                    "(set the generator's `tokenizer:` for an exact count)")
+        if _load(self.tokenizer).chat_template:
+            return f"the tokenizer of {self.tokenizer} with its chat template (exact)"
+        return f"the tokenizer of {self.tokenizer}, plus {PER_MESSAGE} tokens a message (it has no chat template)"
 
     def count(self, messages: Sequence[Message]) -> int:
         """The tokens a server would bill: exact with a tokenizer, else approximate."""
@@ -71,6 +78,9 @@ def _load(name: str) -> Any:
 
 def _templated_length(name: str, messages: tuple[tuple[str, str], ...]) -> int:
     tokenizer = _load(name)
+    if not tokenizer.chat_template:  # e.g. a GPT-4o tokenizer port: OpenAI's documented per-message allowance
+        return sum(len(tokenizer(content, add_special_tokens=False)["input_ids"]) + PER_MESSAGE
+                   for _, content in messages) + PER_REPLY
     chat = [{"role": role, "content": content} for role, content in messages]
     ids = tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=True)
     if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # newer transformers return a BatchEncoding
