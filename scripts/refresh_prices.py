@@ -14,7 +14,7 @@ The factory prices requests to paid OpenAI-compatible APIs from that file rather
 When to run it: when a provider changes its prices or adds a model that the factory should price, and before
 a release, so the file's ``date`` stays recent. Review the diff before committing it.
 
-How to run it (from the repository root; standard library only, no litellm needed except for --installed):
+How to run it (from the repository root, with the factory installed; no litellm needed except for --installed):
 
     python scripts/refresh_prices.py
         Online: litellm's main-branch map from GitHub (litellm_version "main"), dated today (UTC).
@@ -33,14 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import urllib.request
 from datetime import UTC, date, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from factory.run.store import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "factory" / "generators" / "model_prices.json"
@@ -197,21 +197,6 @@ def load_url(url: str, timeout: float) -> dict[str, Any]:
     return _parse_map(raw, url)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the file is ordinary package data
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _iso_date(text: str) -> str:
     try:
         return date.fromisoformat(text).isoformat()
@@ -258,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     document = build_document(price_map, source=source, litellm_version=version, day=day)
     text = render(document)
     json.loads(text)  # the hand-laid-out JSON must still parse
-    write_atomic(args.out, text)
+    atomic_write_text(args.out, text)
     size = len(text.encode("utf-8"))
     print(f"wrote {args.out}: {len(document['models'])} models from {source} (litellm {version}, {day}), {size} bytes")
     return 0
