@@ -349,3 +349,14 @@ def test_a_budget_on_the_ray_engine_is_refused(tmp_path: Path, loopback, canary_
     path = write_recipe(tmp_path / "r.yaml", priced_recipe(server.base_url, budget={"usd": 1.0}))
     assert main(["build", str(path), "--engine", "ray", "--out", str(tmp_path / "run"), "--no-progress"]) == 1
     assert "local engine only" in capsys.readouterr().err and server.log == []
+
+
+def test_a_tokenizer_that_cannot_load_stops_before_any_request(tmp_path: Path, loopback, canary_key: str, capsys) -> None:
+    server = loopback()
+    recipe = priced_recipe(server.base_url)
+    recipe["generators"][0]["tokenizer"] = str(tmp_path / "no-such-tokenizer")
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    for extra in (["--estimate"], []):
+        assert main(["build", str(path), *extra, "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+        assert "cannot be loaded" in capsys.readouterr().err
+    assert server.log == []

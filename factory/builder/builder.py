@@ -581,7 +581,6 @@ class Builder:
                         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
         })
 
-
     def _cost(self, kept: int) -> dict[str, Any]:
         """The money: the dataset's, per kept row, this build's and the run's, against the budget."""
         used = [s for s in self.stats.values() if s.requests]

@@ -68,6 +68,8 @@ class OpenAIGenerator(Generator):
     def load(self) -> None:
         import openai
 
+        self.counter.check()
+
         key = "not-needed"
         if self.params.api_key_env:
             key = os.environ.get(self.params.api_key_env, "")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+from factory.errors import GenerationError
 from factory.records import Message
 
 # Tokens a chat format adds per message (role markers, separators) and per reply's opening, as OpenAI
@@ -28,6 +29,11 @@ class PromptCounter:
 
     def __init__(self, tokenizer: str | None = None) -> None:
         self.tokenizer = tokenizer
+
+    def check(self) -> None:
+        """Load the tokenizer now: a bad name fails before any request, with GenerationError."""
+        if self.tokenizer:
+            _load(self.tokenizer)
 
     @property
     def method(self) -> str:
@@ -70,10 +76,14 @@ def _load(name: str) -> Any:
 
     from factory.generators.catalog import CATALOG, resolve
 
-    if name in CATALOG:  # a packaged GGUF: its tokenizer and chat template come from the file
-        path = resolve(name).path
-        return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    return transformers.AutoTokenizer.from_pretrained(name)
+    try:
+        if name in CATALOG:  # a packaged GGUF: its tokenizer and chat template come from the file
+            path = resolve(name).path
+            return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        return transformers.AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:  # not a folder, not on the Hub, or the Hub out of reach
+        raise GenerationError(f"tokenizer {name!r} cannot be loaded ({str(exc).splitlines()[0][:200]}); name a local "
+                              "Hugging Face tokenizer folder, a Hub id, or a packaged model (`factory models`)") from None
 
 
 def _templated_length(name: str, messages: tuple[tuple[str, str], ...]) -> int:
