@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import platform
@@ -36,6 +37,7 @@ from factory.generators.meter import MoneyMeter
 from factory.generators.pricing import Price, price_of, table_version
 from factory.records import OWN_TEXT, STAGE_FINAL, STAGE_PARSE, STAGE_TARGET, WEIGHT, Completion, Prompt, Record, Rejected
 from factory.run.claim import claim
+from factory.run.decisions import REJECTED_BY_REVIEWER, REVIEW_STAGE, Verdict, verdicts
 from factory.run.manifest import Manifest, ManifestError, load_manifest
 from factory.run.store import RunStore, atomic_write_text, request_key, settle_seeds
 from factory.secrets import name_secret_variables, recipe_secret_variables
@@ -163,6 +165,7 @@ class Builder:
         self._loaded: set[str] = set()
         self.used_keys: set[str] = set()  # request keys this build answered from the cache or stored in it
         self.seen_prompts: Counter[str] = Counter()  # identical prompts so far, for their seeds (settle_seeds)
+        self.verdicts: dict[str, Verdict] = {}  # a person's decisions on rows (run/decisions.py), read by run()
 
     def _prepare(self, fit_filters: bool = True) -> None:
         """Read the real rows, make the recipe and fit the filters (bad data fails here, before any model loads)."""
@@ -284,7 +287,19 @@ class Builder:
         return [row for k in keys for row in self.parsed[k]]
 
     def _records_in_order(self) -> list[Record]:
-        return [row for row in self._parsed_in_order() if isinstance(row, Record)]
+        """Every parsed row in prompt order, with the label a person gave it (a relabel) where there is one."""
+        rows = [row for row in self._parsed_in_order() if isinstance(row, Record)]
+        if not self.verdicts:
+            return rows
+        return [self._relabelled(row) for row in rows]
+
+    def _relabelled(self, row: Record) -> Record:
+        verdict = self.verdicts.get(row.id)
+        if verdict is None or verdict.label is None or verdict.label == row.label:
+            return row
+        if verdict.label not in self.targets:  # a label the recipe no longer has: the decision cannot apply
+            return row
+        return dataclasses.replace(row, label=verdict.label, meta={**row.meta, "relabelled_from": row.label})
 
     async def _filter(self, store: RunStore, records: list[Record]) -> ChainResult:
         chain = ChainResult(records, [], [], [])
@@ -307,7 +322,30 @@ class Builder:
             chain.dropped.extend(result.dropped)
             chain.kept = result.kept
             chain.stages.append((stage.type, result.kept))
+        if self.verdicts:
+            self._review(chain, records)
         return chain
+
+    def _review(self, chain: ChainResult, records: list[Record]) -> None:
+        """A person's decisions, after every filter: a rejected row goes whatever the filters kept, an accepted
+        (or relabelled) one stays whatever they dropped. Decided rows come first, so the trim to the target
+        keeps them; the rows that replace the rejected ones come from the next round, as for any drop."""
+        verdict = self.verdicts
+        kept_by_id = {r.id: r for r in chain.kept}
+        # A row the filters kept keeps what they gave it (its weight, its scores).
+        accepted = [kept_by_id.get(r.id, r) for r in records if (v := verdict.get(r.id)) is not None and v.keep]
+        restored = {r.id for r in accepted if r.id not in kept_by_id}
+        rejected = [r for r in chain.kept if (v := verdict.get(r.id)) is not None and not v.keep]
+        kept = accepted + [r for r in chain.kept if r.id not in verdict]
+        chain.funnel.append({
+            "stage": REVIEW_STAGE, "in": len(chain.kept) + len(restored), "kept": len(kept),
+            "dropped": {REJECTED_BY_REVIEWER: len(rejected)} if rejected else {},
+            "stats": {"restored": len(restored), "relabelled": sum("relabelled_from" in r.meta for r in accepted)},
+        })
+        chain.dropped = [d for d in chain.dropped if d.id not in restored] + [
+            Rejected.from_record(r, REVIEW_STAGE, REJECTED_BY_REVIEWER, verdict[r.id].note) for r in rejected]
+        chain.kept = kept
+        chain.stages.append((REVIEW_STAGE, kept))
 
     def _judge(self, stage: Filter, before: list[Record], result: FilterResult) -> dict[str, Any]:
         """Whether an `auto` stage stays on in this build, judged on the real training rows (eval/choice.py)."""
@@ -435,6 +473,7 @@ class Builder:
             return claim(root, self.spec.name, self.spec.task, self.spec.source, replace=self.replace)
 
         with RunStore(self.run_dir, make_ours) as store, BuildProgress(self.targets, enabled=self.show_progress) as progress:
+            self.verdicts = verdicts(self.run_dir)
             self.meter.spent_before_usd = store.cache.spent_usd()  # what earlier builds paid counts against the budget
             for name, stats in self.stats.items():
                 if stats.price is None and name in self.generators:  # said once, before anything is sent
@@ -573,6 +612,7 @@ class Builder:
             "own_text_rows": sum(bool(r.meta.get(OWN_TEXT)) for r in final),
             "weights": weight_spread(final, self.recipe.bucket) if any(r.meta.get(WEIGHT, 1.0) != 1.0 for r in final) else None,
             "cost": self._cost(len(final)),
+            "review": self._review_counts(records) if self.verdicts else None,
             "tokens": {
                 "prompt": sum(s.prompt_tokens for s in self.stats.values()),
                 "completion": sum(s.completion_tokens for s in self.stats.values()),
@@ -580,6 +620,13 @@ class Builder:
             "timings": {"generation_s": round(generated_s, 3), "total_s": round(time.time() - started, 3),
                         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
         })
+
+    def _review_counts(self, records: list[Record]) -> dict[str, int]:
+        """How many of this run's rows a person decided on, and how (the card says so only when any did)."""
+        decided = [self.verdicts[r.id] for r in records if r.id in self.verdicts]
+        return {"decisions": sum(v.decisions for v in self.verdicts.values()), "reviewed": len(decided),
+                "accepted": sum(v.keep and v.label is None for v in decided),
+                "rejected": sum(not v.keep for v in decided), "relabelled": sum(v.label is not None for v in decided)}
 
     def _cost(self, kept: int) -> dict[str, Any]:
         """The money: the dataset's, per kept row, this build's and the run's, against the budget."""

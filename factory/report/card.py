@@ -13,6 +13,7 @@ from factory.eval.names import CONDITIONS, SYNTHETIC_REAL
 from factory.export.formats import LAYOUTS
 from factory.records import DEFAULT_CONFIG, STAGE_PARSE
 from factory.run.dataset import dataset_configs
+from factory.run.decisions import REVIEW_STAGE
 from factory.run.manifest import Manifest, load_manifest
 from factory.run.store import atomic_write_text, read_jsonl
 from factory.secrets import name_secret_variables, recipe_secret_variables, redact
@@ -167,6 +168,19 @@ def _choices_section(manifest: Manifest) -> list[str]:
             _table(["stage", "in this run", "evidence"], rows), ""]
 
 
+def _review_section(manifest: Manifest) -> list[str]:
+    """Said only when a person decided on rows: the card never claims a review that did not happen."""
+    review = manifest.review
+    if not review or not review.get("reviewed"):
+        return []
+    restored = next(((s.stats or {}).get("restored", 0) for s in manifest.funnel if s.stage == REVIEW_STAGE), 0)
+    return ["## Human review", "",
+            f"A person reviewed {review['reviewed']} of the generated rows with `factory review` and decided: "
+            f"{review['accepted']} accepted ({restored} of the kept rows had been dropped by a filter), "
+            f"{review['rejected']} rejected, {review['relabelled']} relabelled. The filters cannot override these "
+            "decisions; the other rows were not looked at by a person.", ""]
+
+
 def _weights_section(manifest: Manifest) -> list[str]:
     if not manifest.weights:
         return []
@@ -296,6 +310,7 @@ def render_card(run_dir: Path) -> str:
     lines += _sources_section(manifest)
     lines += _choices_section(manifest)
     lines += _weights_section(manifest)
+    lines += _review_section(manifest)
     lines += _judge_sections(manifest)
     lines += _finetune_sections(manifest)
     if manifest.kind_report:  # what the kind measured (a table: its checks and fidelity), in the kind's words

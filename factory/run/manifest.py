@@ -141,6 +141,9 @@ class Manifest(_Part):
     # Per bucket, the final rows' weights (rows, mean, p10/p50/p90), when some row weighs less than 1.
     weights: dict[str, dict[str, Any]] | None = None
     cost: Cost | None = None
+    # A person's decisions (factory review, run/decisions.py) applied by this build: how many rows were
+    # reviewed, accepted, rejected and relabelled; None when nobody reviewed the run.
+    review: dict[str, int] | None = None
 
     @property
     def task(self) -> str:

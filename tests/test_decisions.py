@@ -1,0 +1,96 @@
+"""A person's decisions (run/decisions.py) and how the build honours them: a rejection is never overridden
+by a filter, an acceptance never dropped by one, a relabel replaces the label, and the quota counts after."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import classification_recipe, write_recipe
+from loopback_openai import Action, default_text
+
+from factory import build, load_recipe
+from factory.run.decisions import ACCEPT, REJECT, RELABEL, Decision, append, decisions, verdicts
+
+
+def test_the_latest_decision_wins_and_a_relabel_keeps_the_row(tmp_path: Path) -> None:
+    append(tmp_path, [Decision("a", REJECT, note="off topic"), Decision("b", RELABEL, label="negative"),
+                      Decision("c", ACCEPT)])
+    append(tmp_path, [Decision("a", ACCEPT, who="ann")])
+    state = verdicts(tmp_path)
+    assert state["a"].keep and state["a"].note == "off topic" and state["a"].decisions == 2
+    assert state["b"].keep and state["b"].label == "negative"
+    assert state["c"].keep and state["c"].label is None
+    assert all(d.at for d in decisions(tmp_path))
+    with pytest.raises(ValueError):
+        Decision("d", "maybe")
+    with pytest.raises(ValueError):
+        Decision("d", RELABEL)
+
+
+def _writer(run_dir: str, start: int) -> None:
+    for i in range(start, start + 200):
+        append(Path(run_dir), [Decision(f"row-{i}", REJECT, note="x" * 2000)])
+
+
+def test_two_writers_never_interleave_a_line(tmp_path: Path) -> None:
+    procs = [multiprocessing.Process(target=_writer, args=(str(tmp_path), k * 1000)) for k in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    lines = (tmp_path / "decisions.jsonl").read_text().splitlines()
+    assert len(lines) == 400 and len({json.loads(line)["id"] for line in lines}) == 400
+
+
+def test_the_build_honours_the_decisions(tmp_path: Path, loopback, canary_key: str) -> None:
+    def script(body: dict, n: int) -> Action:
+        text = default_text(body)
+        if body.get("seed", 0) % 4 == 0:  # some replies say the same thing: exact_dedup drops them
+            reply = json.loads(text)
+            text = json.dumps({**reply, "text": f"The same words for {reply['label']}."})
+        return Action(text=text)
+
+    server = loopback(script=script)
+    recipe = classification_recipe(server.base_url, generate={"per_label": 5}, filters=[{"type": "exact_dedup"}])
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    run = tmp_path / "run"
+    build(load_recipe(path), run, progress=False)
+    table = pd.read_parquet(run / "dataset" / "data" / "train.parquet")
+    dropped = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines()]
+    duplicate = next(d for d in dropped if d["reason"] == "exact_duplicate")
+    positive = table[table["label"] == "positive"]["id"].tolist()
+    negative = table[table["label"] == "negative"]["id"].tolist()
+    append(run, [Decision(positive[0], REJECT, note="too generic"), Decision(negative[0], REJECT),
+                 Decision(positive[1], RELABEL, label="negative"), Decision(duplicate["id"], ACCEPT)])
+    sent = len(server.log)
+
+    result = build(load_recipe(path), run, progress=False)
+    again = pd.read_parquet(run / "dataset" / "data" / "train.parquet")
+    ids = set(again["id"])
+    assert positive[0] not in ids and negative[0] not in ids  # rejected, whatever the filters say
+    assert again.set_index("id").loc[positive[1], "label"] == "negative"  # relabelled
+    assert duplicate["id"] in ids  # accepted, though exact_dedup drops it
+    assert again["label"].value_counts().to_dict() == {"positive": 5, "negative": 5}  # topped up after the decisions
+    assert len(server.log) > sent  # the top-up round asked for new rows...
+    assert len({e.fingerprint for e in server.log}) == len(server.log)  # ...and re-sent none
+    m = result.manifest
+    review = next(s for s in m.funnel if s.stage == "review")
+    assert review.dropped == {"rejected_by_reviewer": 2} and review.stats["restored"] == 1
+    assert m.review == {"decisions": 4, "reviewed": 4, "accepted": 1, "rejected": 2, "relabelled": 1}
+    rejected = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines()]
+    assert {(r["id"], r["reason"]) for r in rejected if r["stage"] == "review"} == {
+        (positive[0], "rejected_by_reviewer"), (negative[0], "rejected_by_reviewer")}
+    assert "A person reviewed 4 of the generated rows" in (run / "README.md").read_text()
+    assert "review" in json.loads((run / "stages.json").read_text())
+
+
+def test_a_card_without_decisions_claims_no_review(tmp_path: Path, loopback, canary_key: str) -> None:
+    server = loopback()
+    result = build(load_recipe(write_recipe(tmp_path / "r.yaml", classification_recipe(server.base_url))),
+                   tmp_path / "run", progress=False)
+    assert result.manifest.review is None
+    assert "Human review" not in (tmp_path / "run" / "README.md").read_text()
