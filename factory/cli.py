@@ -1,4 +1,4 @@
-"""The `factory` command: build | validate | eval | export | push | compare | models."""
+"""The `factory` command: build | validate | eval | export | push | compare | models | review."""
 
 from __future__ import annotations
 
@@ -88,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--instruction", help="classification as chat: the instruction before each text")
     export.add_argument("--openai-max-tokens", type=_positive, help="OpenAI's per-example token limit (default 65536)")
 
+    review = sub.add_parser("review", help="look at every row of a run in a local page and decide on them")
+    review.add_argument("run_dir", type=Path)
+    review.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    review.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    review.add_argument("--who", help="the name the decisions are recorded with (default: the login name)")
+    review.add_argument("--no-open", action="store_true", help="print the address but open no browser")
+    review.add_argument("--no-map", action="store_true", help="skip the 2-D embedding map (large runs)")
+
     push = sub.add_parser("push", help="publish a finished run to the Hugging Face Hub")
     push.add_argument("run_dir", type=Path)
     push.add_argument("--repo", help="dataset repo id, owner/name (default: the recipe's hub.repo_id)")
@@ -155,6 +163,26 @@ def print_engine(manifest: Manifest) -> None:
         print(f"  ray data: {step}: {done['rows']:.0f} rows in {done['calls']:.0f} passes, {done['seconds']:.1f} s")
     if engine.get("on_driver"):
         print(f"  in this process (they need every row at once): {', '.join(engine['on_driver'])}")
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from factory.review.server import ReviewServer
+
+    server = ReviewServer(args.run_dir, host=args.host, port=args.port, who=args.who, with_map=not args.no_map)
+    print(f"reviewing {args.run_dir} ({len(server.data['rows'])} rows) at {server.url}")
+    print("decisions go to decisions.jsonl; `factory build` applies them. Ctrl+C stops the page.", flush=True)
+    if not args.no_open:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        interrupts.handled()  # the way to stop the page, not an interrupted job
+        print("review stopped; the decisions are saved", file=sys.stderr)
+    finally:
+        server.shutdown()
+    return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -283,6 +311,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     evaluators = args.evaluators.split(",") if args.evaluators else None
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    from factory.run.decisions import unapplied
+    from factory.run.manifest import load_manifest
+
+    pending = unapplied(args.run_dir, (load_manifest(args.run_dir).review or {}).get("decisions", 0))
+    if pending:
+        print(f"note: {pending} review decision(s) came after the last build; these are the last build's rows (its "
+              "ablation's review stage scores its decisions); `factory build` applies the new ones", file=sys.stderr)
     results = rescore(args.run_dir, evaluators=evaluators, seeds=seeds)
     write_documents(args.run_dir)
     print_warning(results)
@@ -290,10 +325,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0 if results["gate"]["passed"] else EXIT_GATE_FAILED
 
 
+def _require_reviewed(run_dir: Path, command: str) -> None:
+    """Export and push publish what the last build wrote: refused while newer review decisions wait for one."""
+    from factory.run.decisions import require_applied
+    from factory.run.manifest import load_manifest
+
+    require_applied(run_dir, (load_manifest(run_dir).review or {}).get("decisions", 0), command)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from factory.export import export_finished
     from factory.report.card import write_card
 
+    _require_reviewed(args.run_dir, "export")
     formats = [f.strip() for f in args.format.split(",") if f.strip()] if args.format else None
     exports = export_finished(args.run_dir, formats=formats, system_prompt=args.system_prompt,
                               instruction=args.instruction, openai_max_tokens=args.openai_max_tokens)
@@ -335,6 +379,7 @@ def cmd_push(args: argparse.Namespace) -> int:
                          if (args.run_dir / "manifest.json").exists() else None)
     if not repo:
         raise FactoryError("push needs --repo owner/name (the recipe has no hub.repo_id)")
+    _require_reviewed(args.run_dir, "push")
     result = push_run(args.run_dir, repo, token_env=args.token_env, private=args.private,
                       include_rejected=args.include_rejected, force=args.force)
     _print_push(args.run_dir, result)
@@ -351,7 +396,7 @@ def _print_push(run_dir: Path, result: dict) -> None:
 
 
 COMMANDS = {"build": cmd_build, "compare": cmd_compare, "validate": cmd_validate, "eval": cmd_eval, "models": cmd_models,
-            "push": cmd_push, "export": cmd_export}
+            "push": cmd_push, "export": cmd_export, "review": cmd_review}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,12 @@ def catch_ctrl_c() -> Iterator[None]:
         _pressed = False
 
 
+def handled() -> None:
+    """A command whose normal way to stop is Ctrl+C (a server) took the press: nothing to raise again."""
+    global _pressed
+    _pressed = False
+
+
 def check() -> None:
     """Raise KeyboardInterrupt if Ctrl+C was pressed and something swallowed it."""
     if _pressed:

@@ -501,6 +501,7 @@ class Builder:
             out.mkdir(exist_ok=True)
             parse_drops = [row for row in self._parsed_in_order() if isinstance(row, Rejected)]
             store.write_rejected([*parse_drops, *chain.dropped, *surplus], out)
+            store.write_kept(final, out)
             split_report = self._write_dataset(store, final, out)
             stages = [(STAGE_PARSE, records), *chain.stages, (STAGE_FINAL, final)]
             store.write_stages(dict(stages), out)

@@ -364,6 +364,12 @@ class RunStore:
                 lines.append(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
         atomic_write_text((into or self.root) / "rejected.jsonl", "".join(lines))
 
+    def write_kept(self, rows: Iterable[Record], into: Path | None = None) -> None:
+        """kept.jsonl: the final rows as the filters left them, their scores in `meta` (confidence, critic,
+        judge, weight, cluster), for `factory review`; generated.jsonl holds only what the parse gave."""
+        atomic_write_text((into or self.root) / "kept.jsonl",
+                          "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rows))
+
     def write_stages(self, stages: dict[str, list[Record]], into: Path | None = None) -> None:
         """stages.json: the ids that stood after each stage, so `factory eval` can re-score the ablation; and
         stage_weights.json: each row's weight after each stage (a weight stage sets it; generated.jsonl holds

@@ -1,0 +1,103 @@
+"""What the review page shows: every row of a run, kept or dropped, with its provenance, scores and decision.
+
+Read from the run directory only: kept.jsonl (the final rows and their scores), rejected.jsonl (each dropped
+row with the stage and reason), generated.jsonl (what the parse gave, for rows dropped before the filters
+scored them), corpus/passages.jsonl (grounding passages) and decisions.jsonl. The 2-D map is computed apart
+(`embedding_map`), because embedding a large run takes a while and the rows must show at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from factory.records import WEIGHT
+from factory.run.decisions import Verdict, verdicts
+from factory.run.manifest import load_manifest
+from factory.run.store import read_jsonl
+
+# Meta keys that are scores a filter gave (shown as scores, not provenance).
+SCORES = ("confidence", "critic_score", "judge_score", WEIGHT, "agreement")
+PROVENANCE = ("generator", "model", "bucket", "index", "document", "source_index", "passage_id")
+KEPT, DROPPED = "kept", "rejected"
+
+
+def _scores(meta: dict[str, Any]) -> dict[str, Any]:
+    found = {k: meta[k] for k in SCORES if isinstance(meta.get(k), int | float)}
+    found.update({k: v for k, v in meta.items() if k.startswith("judge_") and isinstance(v, int | float)})
+    annotation = meta.get("annotation")
+    if isinstance(annotation, dict) and "agreement" in annotation:
+        found["agreement"] = annotation["agreement"]
+    return found
+
+
+def _provenance(meta: dict[str, Any], passages: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: meta[k] for k in PROVENANCE if meta.get(k) not in (None, "")}
+    axes = {k.removeprefix("axis_"): v for k, v in meta.items() if k.startswith("axis_")}
+    if axes:
+        out["axes"] = axes
+    if meta.get("passage_id") in passages:
+        out["passage"] = passages[meta["passage_id"]]
+    if meta.get("relabelled_from"):
+        out["relabelled_from"] = meta["relabelled_from"]
+    return out
+
+
+def _decision(verdict: Verdict | None) -> dict[str, Any] | None:
+    if verdict is None:
+        return None
+    return {"keep": verdict.keep, "label": verdict.label, "note": verdict.note}
+
+
+def review_rows(run_dir: Path) -> dict[str, Any]:
+    """The page's data: the run's labels and every row, kept first, then dropped, each once."""
+    run_dir = Path(run_dir)
+    manifest = load_manifest(run_dir)
+    parsed = {row["id"]: row for row in read_jsonl(run_dir / "generated.jsonl")}
+    passages = {p["id"]: p["text"] for p in read_jsonl(run_dir / "corpus" / "passages.jsonl")}
+    decided = verdicts(run_dir)
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for row in read_jsonl(run_dir / "kept.jsonl"):
+        seen.add(row["id"])
+        rows.append(_row(row["id"], row.get("fields") or {}, row.get("label"), row.get("meta") or {}, KEPT, "", "", "",
+                         passages, decided))
+    for drop in read_jsonl(run_dir / "rejected.jsonl"):
+        if drop["id"] in seen:
+            continue
+        seen.add(drop["id"])
+        source = parsed.get(drop["id"]) or {}
+        fields = source.get("fields") or {"text": drop.get("text", "")}
+        meta = {**(source.get("meta") or {}), **(drop.get("meta") or {})}
+        rows.append(_row(drop["id"], fields, drop.get("label"), meta, DROPPED, drop.get("stage", ""),
+                         drop.get("reason", ""), drop.get("detail", ""), passages, decided))
+    labels = [label for label in manifest.targets if label != "all"]
+    return {"name": manifest.name, "task": manifest.task, "labels": labels, "rows": rows,
+            "built": manifest.timings.started, "review": manifest.review}
+
+
+def _row(row_id: str, fields: dict[str, Any], label: str | None, meta: dict[str, Any], status: str, stage: str,
+         reason: str, detail: str, passages: dict[str, str], decided: dict[str, Verdict]) -> dict[str, Any]:
+    texts = {k: v if isinstance(v, str) else str(v) for k, v in fields.items()}
+    return {"id": row_id, "text": next(iter(texts.values()), ""), "fields": texts if len(texts) > 1 else None,
+            "label": label, "status": status, "stage": stage, "reason": reason, "detail": detail,
+            "generator": meta.get("generator", ""), "cluster": meta.get("cluster"),
+            "provenance": _provenance(meta, passages), "scores": _scores(meta),
+            "decision": _decision(decided.get(row_id))}
+
+
+def embedding_map(run_dir: Path, rows: list[dict[str, Any]], seed: int = 0) -> dict[str, list[float | int]]:
+    """Each row's place on a 2-D map (PCA of its MiniLM embedding, the run's embedding cache reused) and its
+    KMeans cluster: {id: [x, y, cluster]}."""
+    if len(rows) < 3:
+        return {}
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.decomposition import PCA
+
+    from factory.embeddings import Embedder
+
+    vectors = Embedder(cache=Path(run_dir) / "embeddings.sqlite").encode([r["text"] for r in rows])
+    points = PCA(n_components=2, random_state=seed).fit_transform(vectors)
+    k = max(2, min(12, len(rows) // 25))
+    clusters = MiniBatchKMeans(n_clusters=min(k, len(rows)), n_init=3, random_state=seed).fit_predict(vectors)
+    return {r["id"]: [round(float(x), 4), round(float(y), 4), int(c)] for r, (x, y), c in zip(rows, points, clusters)}
