@@ -94,3 +94,29 @@ def test_a_card_without_decisions_claims_no_review(tmp_path: Path, loopback, can
                    tmp_path / "run", progress=False)
     assert result.manifest.review is None
     assert "Human review" not in (tmp_path / "run" / "README.md").read_text()
+
+
+def test_eval_scores_the_run_with_and_without_the_decisions(tmp_path: Path, loopback, canary_key: str, capsys) -> None:
+    from conftest import real_rows, scripted
+
+    from factory.cli import main
+
+    server = loopback(script=scripted)
+    data = classification_recipe(server.base_url, generate={"per_label": 12})
+    data["real_data"] = {"path": real_rows(tmp_path), "train_per_label": 4}
+    data["filters"] = [{"type": "exact_dedup"}]
+    data["eval"] = {"evaluators": ["linear"], "seeds": [0, 1], "bootstrap": 200}
+    path = write_recipe(tmp_path / "r.yaml", data)
+    run = tmp_path / "run"
+    assert main(["build", str(path), "--out", str(run), "--no-progress"]) == 0
+    table = pd.read_parquet(run / "dataset" / "data" / "train.parquet")
+    # A person flips four rows' labels (a careless reviewer): the ablation must show what that did.
+    flip = {"positive": "negative", "negative": "positive"}
+    append(run, [Decision(i, RELABEL, label=flip[label]) for i, label in zip(table["id"][:4], table["label"][:4])])
+    assert main(["eval", str(run)]) == 0
+    assert "4 review decision(s) came after the last build" in capsys.readouterr().err
+    assert main(["build", str(path), "--out", str(run), "--no-progress"]) == 0
+    ablation = json.loads((run / "manifest.json").read_text())["eval"]["ablation"]
+    assert [a["stage"] for a in ablation] == ["parse", "exact_dedup", "review", "final"]
+    review = next(a for a in ablation if a["stage"] == "review")
+    assert review["synthetic+real"] is not None and "change" in review

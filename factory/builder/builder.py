@@ -287,17 +287,12 @@ class Builder:
         return [row for k in keys for row in self.parsed[k]]
 
     def _records_in_order(self) -> list[Record]:
-        """Every parsed row in prompt order, with the label a person gave it (a relabel) where there is one."""
-        rows = [row for row in self._parsed_in_order() if isinstance(row, Record)]
-        if not self.verdicts:
-            return rows
-        return [self._relabelled(row) for row in rows]
+        return [row for row in self._parsed_in_order() if isinstance(row, Record)]
 
     def _relabelled(self, row: Record) -> Record:
+        """The row with the label a person gave it, if any (and if the recipe still has that label)."""
         verdict = self.verdicts.get(row.id)
-        if verdict is None or verdict.label is None or verdict.label == row.label:
-            return row
-        if verdict.label not in self.targets:  # a label the recipe no longer has: the decision cannot apply
+        if verdict is None or verdict.label is None or verdict.label == row.label or verdict.label not in self.targets:
             return row
         return dataclasses.replace(row, label=verdict.label, meta={**row.meta, "relabelled_from": row.label})
 
@@ -328,12 +323,14 @@ class Builder:
 
     def _review(self, chain: ChainResult, records: list[Record]) -> None:
         """A person's decisions, after every filter: a rejected row goes whatever the filters kept, an accepted
-        (or relabelled) one stays whatever they dropped. Decided rows come first, so the trim to the target
-        keeps them; the rows that replace the rejected ones come from the next round, as for any drop."""
+        or relabelled one stays, with its new label, whatever they dropped. Decided rows come first, so the trim
+        to the target keeps them; the rows that replace the rejected ones come from the next round, as for any
+        drop. One stage for all of it, so that the eval's ablation scores the rows with and without them."""
         verdict = self.verdicts
         kept_by_id = {r.id: r for r in chain.kept}
         # A row the filters kept keeps what they gave it (its weight, its scores).
-        accepted = [kept_by_id.get(r.id, r) for r in records if (v := verdict.get(r.id)) is not None and v.keep]
+        accepted = [self._relabelled(kept_by_id.get(r.id, r)) for r in records
+                    if (v := verdict.get(r.id)) is not None and v.keep]
         restored = {r.id for r in accepted if r.id not in kept_by_id}
         rejected = [r for r in chain.kept if (v := verdict.get(r.id)) is not None and not v.keep]
         kept = accepted + [r for r in chain.kept if r.id not in verdict]
