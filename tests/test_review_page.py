@@ -82,8 +82,12 @@ def test_the_server_refuses_without_the_token_and_reads_nothing_outside_the_run(
         for path in ("/../../etc/passwd", "/manifest.json", "/requests.sqlite", "/%2e%2e/%2e%2e/etc/passwd"):
             status, body = _get(f"{base}{path}?token={server.token}")
             assert status == 404 and "root:" not in body
-        rows = json.loads(_get(f"{base}/api/rows?token={server.token}")[1])["rows"]
-        one = rows[0]["id"]
+        listed = json.loads(_get(f"{base}/api/rows?token={server.token}")[1])
+        one = listed["columns"]["id"][0]
+        assert listed["count"] == len(listed["columns"]["text"]) > 0
+        assert _get(f"{base}/api/row?id=nope&token={server.token}")[0] == 404
+        assert "provenance" in json.loads(_get(f"{base}/api/row?id={one}&token={server.token}")[1])
+        assert json.loads(_get(f"{base}/api/decisions?token={server.token}")[1]) == {}
         assert _post(server, {"ids": ["not-a-row"], "action": "reject"})[0] == 400
         assert _post(server, {"ids": [one], "action": "relabel", "label": "nonsense"})[0] == 400
         assert _post(server, {"ids": [one], "action": "delete"})[0] == 400

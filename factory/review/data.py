@@ -2,17 +2,18 @@
 
 Read from the run directory only: kept.jsonl (the final rows and their scores), rejected.jsonl (each dropped
 row with the stage and reason), generated.jsonl (what the parse gave, for rows dropped before the filters
-scored them), corpus/passages.jsonl (grounding passages) and decisions.jsonl. The 2-D map is computed apart
+scored them) and corpus/passages.jsonl (grounding passages); the server adds the decisions, read fresh for
+each request. The 2-D map is computed apart
 (`embedding_map`), because embedding a large run takes a while and the rows must show at once.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from factory.records import WEIGHT
-from factory.run.decisions import Verdict, verdicts
+from factory.records import STAGE_FINAL, WEIGHT
 from factory.run.manifest import load_manifest
 from factory.run.store import read_jsonl
 
@@ -20,6 +21,8 @@ from factory.run.store import read_jsonl
 SCORES = ("confidence", "critic_score", "judge_score", WEIGHT, "agreement")
 PROVENANCE = ("generator", "model", "bucket", "index", "document", "source_index", "passage_id")
 KEPT, DROPPED = "kept", "rejected"
+LIST_KEYS = ("id", "text", "label", "status", "stage", "reason", "generator", "cluster")  # what the list filters on
+DETAIL_KEYS = ("fields", "detail", "provenance", "scores")  # what one row's view adds
 
 
 def _scores(meta: dict[str, Any]) -> dict[str, Any]:
@@ -43,25 +46,22 @@ def _provenance(meta: dict[str, Any], passages: dict[str, str]) -> dict[str, Any
     return out
 
 
-def _decision(verdict: Verdict | None) -> dict[str, Any] | None:
-    if verdict is None:
-        return None
-    return {"keep": verdict.keep, "label": verdict.label, "note": verdict.note}
-
-
 def review_rows(run_dir: Path) -> dict[str, Any]:
     """The page's data: the run's labels and every row, kept first, then dropped, each once."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
     parsed = {row["id"]: row for row in read_jsonl(run_dir / "generated.jsonl")}
     passages = {p["id"]: p["text"] for p in read_jsonl(run_dir / "corpus" / "passages.jsonl")}
-    decided = verdicts(run_dir)
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for row in read_jsonl(run_dir / "kept.jsonl"):
+    kept_path = run_dir / "kept.jsonl"
+    # A run built before kept.jsonl existed: its final rows from stages.json, as the parse gave them (no scores).
+    kept_rows = read_jsonl(kept_path) if kept_path.is_file() else [
+        parsed[i] for i in _final_ids(run_dir) if i in parsed]
+    for row in kept_rows:
         seen.add(row["id"])
         rows.append(_row(row["id"], row.get("fields") or {}, row.get("label"), row.get("meta") or {}, KEPT, "", "", "",
-                         passages, decided))
+                         passages))
     for drop in read_jsonl(run_dir / "rejected.jsonl"):
         if drop["id"] in seen:
             continue
@@ -70,20 +70,37 @@ def review_rows(run_dir: Path) -> dict[str, Any]:
         fields = source.get("fields") or {"text": drop.get("text", "")}
         meta = {**(source.get("meta") or {}), **(drop.get("meta") or {})}
         rows.append(_row(drop["id"], fields, drop.get("label"), meta, DROPPED, drop.get("stage", ""),
-                         drop.get("reason", ""), drop.get("detail", ""), passages, decided))
+                         drop.get("reason", ""), drop.get("detail", ""), passages))
     labels = [label for label in manifest.targets if label != "all"]
     return {"name": manifest.name, "task": manifest.task, "labels": labels, "rows": rows,
             "built": manifest.timings.started, "review": manifest.review}
 
 
+def _final_ids(run_dir: Path) -> list[str]:
+    path = run_dir / "stages.json"
+    return json.loads(path.read_text(encoding="utf-8")).get(STAGE_FINAL, []) if path.is_file() else []
+
+
 def _row(row_id: str, fields: dict[str, Any], label: str | None, meta: dict[str, Any], status: str, stage: str,
-         reason: str, detail: str, passages: dict[str, str], decided: dict[str, Verdict]) -> dict[str, Any]:
+         reason: str, detail: str, passages: dict[str, str]) -> dict[str, Any]:
     texts = {k: v if isinstance(v, str) else str(v) for k, v in fields.items()}
     return {"id": row_id, "text": next(iter(texts.values()), ""), "fields": texts if len(texts) > 1 else None,
             "label": label, "status": status, "stage": stage, "reason": reason, "detail": detail,
             "generator": meta.get("generator", ""), "cluster": meta.get("cluster"),
-            "provenance": _provenance(meta, passages), "scores": _scores(meta),
-            "decision": _decision(decided.get(row_id))}
+            "provenance": _provenance(meta, passages), "scores": _scores(meta)}
+
+
+def list_columns(data: dict[str, Any]) -> dict[str, Any]:
+    """The page's list as columns, each categorical one as codes into its own table of values (a third of
+    the bytes of one object per row)."""
+    rows = data["rows"]
+    columns: dict[str, Any] = {"id": [r["id"] for r in rows], "text": [r["text"] for r in rows],
+                               "cluster": [r["cluster"] for r in rows]}
+    for key in ("label", "status", "stage", "reason", "generator"):
+        values = list(dict.fromkeys(r[key] for r in rows))
+        code = {v: i for i, v in enumerate(values)}
+        columns[key] = {"values": values, "codes": [code[r[key]] for r in rows]}
+    return {**{k: v for k, v in data.items() if k != "rows"}, "count": len(rows), "columns": columns}
 
 
 def embedding_map(run_dir: Path, rows: list[dict[str, Any]], seed: int = 0) -> dict[str, list[float | int]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from factory.review.data import embedding_map, review_rows
+from factory.review.data import DETAIL_KEYS, embedding_map, list_columns, review_rows
 from factory.run.decisions import ACTIONS, RELABEL, Decision, append, verdicts
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,10 @@ class ReviewServer:
         self.run_dir = Path(run_dir)
         self.data = review_rows(self.run_dir)  # a run that is not finished fails here, before the port opens
         self.ids = {row["id"] for row in self.data["rows"]}
+        # The list is serialised once, as columns: a 100k-row run then loads in one short transfer and parse.
+        # Each row's details (every field, provenance, scores) come when the page opens that row.
+        self.list_blob = json.dumps(list_columns(self.data), ensure_ascii=False).encode()
+        self.details = {row["id"]: {k: row[k] for k in DETAIL_KEYS} for row in self.data["rows"]}
         self.token = secrets.token_urlsafe(24)
         self.who = who or _user()
         self.map: dict[str, Any] = {"ready": False}
@@ -75,10 +79,9 @@ class ReviewServer:
 
     # -- the routes -------------------------------------------------------------------------------
 
-    def rows(self) -> dict[str, Any]:
-        decided = verdicts(self.run_dir)  # fresh: another tab may have decided since
-        rows = [{**row, "decision": _decision(decided.get(row["id"]))} for row in self.data["rows"]]
-        return {**self.data, "rows": rows}
+    def decisions(self) -> dict[str, Any]:
+        """Every decided row's decision, read fresh: another tab may have decided since."""
+        return {row_id: _decision(verdict) for row_id, verdict in verdicts(self.run_dir).items() if row_id in self.ids}
 
     def decide(self, body: dict[str, Any]) -> dict[str, Any]:
         ids, action, label = body.get("ids"), body.get("action"), body.get("label")
@@ -164,7 +167,13 @@ def _handler(server: ReviewServer) -> type[BaseHTTPRequestHandler]:
                        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
                 self._send(200, server.page(nonce), "text/html; charset=utf-8", {"Content-Security-Policy": csp})
             elif route == "/api/rows":
-                self._json(200, server.rows())
+                self._send(200, server.list_blob)
+            elif route == "/api/decisions":
+                self._json(200, server.decisions())
+            elif route == "/api/row":
+                row_id = (parse_qs(urlsplit(self.path).query).get("id") or [""])[0]
+                detail = server.details.get(row_id)
+                self._json(200, detail) if detail is not None else self._json(404, {"error": "no such row"})
             elif route == "/api/map":
                 self._json(200, server.map)
             else:
