@@ -51,6 +51,8 @@ ALLOWED = {
     ("factory/report/card.py", "language"),
     # A compared row's rejection reason (every kind's rows can be rejected), not a preference pair's column.
     ("factory/comparison/render.py", "rejected"),
+    # The rows a reviewer rejected (manifest.review), not a preference pair's column.
+    ("factory/report/card.py", "rejected"),
     # The Batch API's result lines carry a `response` and an error `code` (OpenAI's protocol), not the
     # instruction and code kinds' columns.
     ("factory/generators/openai_batch.py", "response"), ("factory/generators/openai_batch.py", "code"),
