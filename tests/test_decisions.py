@@ -120,3 +120,22 @@ def test_eval_scores_the_run_with_and_without_the_decisions(tmp_path: Path, loop
     assert [a["stage"] for a in ablation] == ["parse", "exact_dedup", "review", "final"]
     review = next(a for a in ablation if a["stage"] == "review")
     assert review["synthetic+real"] is not None and "change" in review
+
+
+def test_rows_a_person_kept_teach_the_confidence_filter(tmp_path: Path, loopback, canary_key: str) -> None:
+    from conftest import real_rows, scripted
+
+    server = loopback(script=scripted)
+    data = classification_recipe(server.base_url, generate={"per_label": 8})
+    data["real_data"] = {"path": real_rows(tmp_path), "train_per_label": 4}
+    data["filters"] = [{"type": "confidence", "min_prob": 0.01}]
+    path = write_recipe(tmp_path / "r.yaml", data)
+    run = tmp_path / "run"
+    first = build(load_recipe(path), run, progress=False)
+    assert "reviewed_rows" not in (first.manifest.funnel[1].stats or {})
+    table = pd.read_parquet(run / "dataset" / "data" / "train.parquet")
+    append(run, [Decision(i, ACCEPT) for i in table["id"][:4]])
+    again = build(load_recipe(path), run, progress=False)
+    confidence = next(s for s in again.manifest.funnel if s.stage == "confidence")
+    assert confidence.stats["reviewed_rows"] == 4 and confidence.stats["train_rows"] > 8
+    assert "confidence trained on 4 of them besides the real rows" in (run / "README.md").read_text()

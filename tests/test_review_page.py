@@ -188,13 +188,21 @@ def test_the_page_filters_searches_and_takes_keyboard_decisions(run_dir: tuple[P
         driver.execute_script("move(state.shown.findIndex(r => r.id === arguments[0]))", dropped)
         _keys(driver, "a")  # accept a row a filter dropped
         _wait(driver, "document.getElementById('status').textContent.startsWith('accept')")
+        _select(driver, "f-status", "kept")
+        for chosen in unique[2:4]:  # a selection of two, rejected with one key
+            driver.execute_script("move(state.shown.findIndex(r => r.id === arguments[0]))", chosen)
+            _keys(driver, "x")
+        assert driver.execute_script("return document.querySelectorAll('.row.selected').length") == 2
+        _keys(driver, "r")
+        _wait(driver, "document.getElementById('status').textContent === 'reject: 2 row(s) saved'")
         driver.refresh()
         _wait(driver, f"document.getElementById('count').textContent === '{total} of {total} rows'")
         decided = driver.execute_script("return Object.fromEntries(state.rows.filter(r => r.decision).map(r => "
                                         "[r.id, r.decision.keep ? (r.decision.label || 'accept') : 'reject']))")
         labels = dict(zip(kept["id"], kept["label"]))
         other = {"positive": "negative", "negative": "positive"}
-        assert decided == {reject_id: "reject", relabel_id: other[labels[relabel_id]], dropped: "accept"}
+        assert decided == {reject_id: "reject", relabel_id: other[labels[relabel_id]], dropped: "accept",
+                           unique[2]: "reject", unique[3]: "reject"}
         marks = driver.execute_script("return document.querySelectorAll('.decided').length")
         assert marks >= 1
     finally:
@@ -202,13 +210,14 @@ def test_the_page_filters_searches_and_takes_keyboard_decisions(run_dir: tuple[P
         server.shutdown()
     log = [json.loads(line) for line in (run / "decisions.jsonl").read_text().splitlines()]
     assert [(d["id"], d["action"], d["who"]) for d in log] == [
-        (reject_id, "reject", "tester"), (relabel_id, "relabel", "tester"), (dropped, "accept", "tester")]
+        (reject_id, "reject", "tester"), (relabel_id, "relabel", "tester"), (dropped, "accept", "tester"),
+        (unique[2], "reject", "tester"), (unique[3], "reject", "tester")]
 
     # Export and push refuse to publish rows a person overruled until a build applies the decisions.
     capsys.readouterr()
     assert main(["export", str(run), "--format", "columns"]) == 1
     assert main(["push", str(run), "--repo", "me/rows"]) == 1
-    assert capsys.readouterr().err.count("3 review decision(s)") == 2
+    assert capsys.readouterr().err.count("5 review decision(s)") == 2
     # The next build and export honour them.
     assert main(["build", str(recipe), "--out", str(run), "--no-progress"]) == 0
     assert main(["export", str(run), "--format", "columns"]) == 0
@@ -218,6 +227,6 @@ def test_the_page_filters_searches_and_takes_keyboard_decisions(run_dir: tuple[P
     assert text_of[reject_id] not in texts
     assert texts[text_of[relabel_id]] == other[labels[relabel_id]]
     final_ids = set(pd.read_parquet(run / "dataset" / "data" / "train.parquet")["id"])
-    assert dropped in final_ids and reject_id not in final_ids  # by id: the restored row repeats another's text
-    assert json.loads((run / "manifest.json").read_text())["review"]["reviewed"] == 3
+    assert dropped in final_ids and not {reject_id, *unique[2:4]} & final_ids  # by id: the restored row repeats a text
+    assert json.loads((run / "manifest.json").read_text())["review"]["reviewed"] == 5
     assert data["review"] is None

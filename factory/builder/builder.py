@@ -39,7 +39,7 @@ from factory.records import OWN_TEXT, STAGE_FINAL, STAGE_PARSE, STAGE_TARGET, WE
 from factory.run.claim import claim
 from factory.run.decisions import REJECTED_BY_REVIEWER, REVIEW_STAGE, Verdict, verdicts
 from factory.run.manifest import Manifest, ManifestError, load_manifest
-from factory.run.store import RunStore, atomic_write_text, request_key, settle_seeds
+from factory.run.store import RunStore, atomic_write_text, read_jsonl, request_key, settle_seeds
 from factory.secrets import name_secret_variables, recipe_secret_variables
 from factory.spec import RecipeBase
 from factory.splits import SPLITS, TRAIN, assign_splits
@@ -182,7 +182,7 @@ class Builder:
                                      real_holdout=[*self.real.validation, *self.recipe.reference_rows()], embedder=embedder,
                                      passages={p.id: p.text for p in self.corpus.passages} if self.corpus else {},
                                      generators=tuple(self._generator_params), answer=self._answer,
-                                     answer_fields=self.recipe.answer_fields)
+                                     answer_fields=self.recipe.answer_fields, reviewed=self._reviewed_rows())
         if not fit_filters:  # the estimate: prompts only
             return
         stages = self._filters if self._filters is not None else [build_filter(p, self.spec.row_shape) for p in self.spec.filters]
@@ -288,6 +288,13 @@ class Builder:
 
     def _records_in_order(self) -> list[Record]:
         return [row for row in self._parsed_in_order() if isinstance(row, Record)]
+
+    def _reviewed_rows(self) -> list[Record]:
+        """Rows a person kept (earlier builds parsed them into generated.jsonl), with the label they gave."""
+        if not self.verdicts:
+            return []
+        rows = {row["id"]: Record.from_json(row) for row in read_jsonl(self.run_dir / "generated.jsonl")}
+        return [self._relabelled(rows[i]) for i, v in self.verdicts.items() if v.keep and i in rows]
 
     def _relabelled(self, row: Record) -> Record:
         """The row with the label a person gave it, if any (and if the recipe still has that label)."""

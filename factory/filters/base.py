@@ -19,7 +19,8 @@ class FilterContext:
     """What a filter may learn from: the run's seed and labels, the user's real rows, shared embeddings.
 
     `real_train` are the real rows a filter may train on; `real_holdout` are rows it must never train
-    on but may compare against (the leakage check protects both). `embedder` is shared by every filter
+    on but may compare against (the leakage check protects both). `reviewed` are generated rows a person
+    accepted or relabelled (run/decisions.py), which a filter may train on as it does on real rows. `embedder` is shared by every filter
     of the run, so each text is embedded once. `passages` are the grounding passages by id (a grounded
     row's meta names its `passage_id`). A stage that needs a model's judgement (`Filter.request`) reads
     the replies through `answer`: the build sends the requests, through its cache, before the stage runs.
@@ -35,6 +36,8 @@ class FilterContext:
     # The row fields that answer the row's first field (an instruction's response), judged by an answer's rules.
     answer_fields: tuple[str, ...] = ()
     answer: Callable[[Prompt], Completion | None] | None = None  # the build's reply to a stage's request
+    # Rows a person kept in `factory review`, with the label they gave: the best labels a filter can learn from.
+    reviewed: Sequence[Record] = ()
 
     def embeddings(self) -> Embedder:
         if self.embedder is None:

@@ -15,6 +15,8 @@ from factory.filters.probe import crossfit_proba, fit_proba
 from factory.records import Record, Rejected
 from factory.training import train_setfit
 
+MIN_REVIEWED = 4  # fewer reviewed rows than this would sway the classifier more than they inform it
+
 
 class Confidence(Filter):
     """Keeps a row only if a classifier gives its label at least `min_prob`.
@@ -22,7 +24,8 @@ class Confidence(Filter):
     With real training rows of two labels or more, the linear probe is cross-fitted on the synthetic
     rows with the real rows in every fold (`train_on: real+synthetic`, the default: a few real rows
     alone give a biased probe), or trained on the real rows alone (`train_on: real`, and always for
-    SetFit). Without them it is cross-fitted on the synthetic rows alone. Either way no row is scored
+    SetFit). Rows a person accepted or relabelled in `factory review` (4 or more) join the real rows.
+    Without either, it is cross-fitted on the synthetic rows alone. Either way no row is scored
     by a model that saw it. A row whose label the classifier cannot score (no real rows of that label,
     too few synthetic rows to cross-fit, no label at all) passes through unscored and is counted in
     the stats.
@@ -34,7 +37,10 @@ class Confidence(Filter):
 
     def fit(self, context: FilterContext) -> Confidence:
         super().fit(context)
-        train = [r for r in context.real_train if r.label is not None]
+        # Rows a person kept carry labels as good as real ones: with enough of them, they train the classifier too.
+        reviewed = [r for r in context.reviewed if r.label is not None]
+        self.reviewed_rows_ = len(reviewed) if len(reviewed) >= MIN_REVIEWED else 0
+        train = [r for r in context.real_train if r.label is not None] + (reviewed if self.reviewed_rows_ else [])
         # Label order: the recipe's first, then any extra real label, so stats read in recipe order.
         order = {label: i for i, label in enumerate(context.labels)}
         self.train_labels_ = sorted({r.label for r in train}, key=lambda label: (order.get(label, len(order)), label))
@@ -118,6 +124,8 @@ class Confidence(Filter):
         dropped = [Rejected.from_record(scores[i], self.type, "low_confidence", detail) for i, detail in low.items()]
         unscored = Counter(r.label or "(none)" for i, r in enumerate(records) if i not in scores)
         stats |= {"scored": len(idx), "unscored": sum(unscored.values())}
+        if self.reviewed_rows_:
+            stats["reviewed_rows"] = self.reviewed_rows_
         if idx:
             stats["mean_confidence"] = round(float(np.mean([scores[i].meta["confidence"] for i in idx])), 4)
         if unscored:

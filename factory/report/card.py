@@ -174,11 +174,14 @@ def _review_section(manifest: Manifest) -> list[str]:
     if not review or not review.get("reviewed"):
         return []
     restored = next(((s.stats or {}).get("restored", 0) for s in manifest.funnel if s.stage == REVIEW_STAGE), 0)
+    learned = [f"{s.stage} trained on {s.stats['reviewed_rows']} of them besides the real rows"
+               for s in manifest.funnel if (s.stats or {}).get("reviewed_rows")]
     return ["## Human review", "",
             f"A person reviewed {review['reviewed']} of the generated rows with `factory review` and decided: "
             f"{review['accepted']} accepted ({restored} of the kept rows had been dropped by a filter), "
             f"{review['rejected']} rejected, {review['relabelled']} relabelled. The filters cannot override these "
-            "decisions; the other rows were not looked at by a person.", ""]
+            "decisions; the other rows were not looked at by a person."
+            + (f" The rows a person kept taught the filters too: {'; '.join(learned)}." if learned else ""), ""]
 
 
 def _weights_section(manifest: Manifest) -> list[str]:
