@@ -86,7 +86,8 @@ def test_the_server_refuses_without_the_token_and_reads_nothing_outside_the_run(
         one = listed["columns"]["id"][0]
         assert listed["count"] == len(listed["columns"]["text"]) > 0
         assert _get(f"{base}/api/row?id=nope&token={server.token}")[0] == 404
-        assert "provenance" in json.loads(_get(f"{base}/api/row?id={one}&token={server.token}")[1])
+        detail = json.loads(_get(f"{base}/api/row?id={one}&token={server.token}")[1])
+        assert "provenance" in detail and detail["prompt"][-1]["role"] == "user"  # the request that made the row
         assert json.loads(_get(f"{base}/api/decisions?token={server.token}")[1]) == {}
         assert _post(server, {"ids": ["not-a-row"], "action": "reject"})[0] == 400
         assert _post(server, {"ids": [one], "action": "relabel", "label": "nonsense"})[0] == 400
@@ -164,6 +165,7 @@ def test_the_page_filters_searches_and_takes_keyboard_decisions(run_dir: tuple[P
         search = driver.find_element("id", "search")
         search.send_keys(payload.split(":")[0])  # "Payload 12"
         _wait(driver, "document.getElementById('count').textContent.startsWith('1 of')")
+        _wait(driver, "document.getElementById('detail').textContent.includes('[user]')")  # the prompt came
         detail = driver.find_element("id", "detail").text
         assert payload in detail  # the payload, verbatim, as text
         assert driver.execute_script("return window.__pwned === undefined && !document.getElementById('bold')")

@@ -10,6 +10,8 @@ each request. The 2-D map is computed apart
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,22 @@ def _row(row_id: str, fields: dict[str, Any], label: str | None, meta: dict[str,
             "label": label, "status": status, "stage": stage, "reason": reason, "detail": detail,
             "generator": meta.get("generator", ""), "cluster": meta.get("cluster"),
             "provenance": _provenance(meta, passages), "scores": _scores(meta)}
+
+
+def prompt_of(run_dir: Path, row_id: str) -> list[dict[str, str]] | None:
+    """The messages of the request that made a row (its system prompt, few-shot examples, axes, passage), from
+    requests.sqlite, opened read-only. A row's id starts with the first 16 hex digits of its request's key."""
+    prefix = row_id[:16]
+    path = Path(run_dir) / "requests.sqlite"
+    if len(prefix) < 16 or not path.is_file() or any(c not in "0123456789abcdef" for c in prefix):
+        return None
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            found = db.execute("SELECT request FROM requests WHERE key >= ? AND key < ? LIMIT 1",
+                               (prefix, prefix + "g")).fetchone()
+    except sqlite3.Error:
+        return None
+    return json.loads(found[0]).get("messages") if found else None
 
 
 def list_columns(data: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from factory.review.data import DETAIL_KEYS, embedding_map, list_columns, review_rows
+from factory.review.data import DETAIL_KEYS, embedding_map, list_columns, prompt_of, review_rows
 from factory.run.decisions import ACTIONS, RELABEL, Decision, append, verdicts
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,10 @@ def _handler(server: ReviewServer) -> type[BaseHTTPRequestHandler]:
             elif route == "/api/row":
                 row_id = (parse_qs(urlsplit(self.path).query).get("id") or [""])[0]
                 detail = server.details.get(row_id)
-                self._json(200, detail) if detail is not None else self._json(404, {"error": "no such row"})
+                if detail is None:
+                    self._json(404, {"error": "no such row"})
+                else:
+                    self._json(200, {**detail, "prompt": prompt_of(server.run_dir, row_id)})
             elif route == "/api/map":
                 self._json(200, server.map)
             else:
