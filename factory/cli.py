@@ -311,10 +311,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     evaluators = args.evaluators.split(",") if args.evaluators else None
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    from factory.run.decisions import unapplied
-    from factory.run.manifest import load_manifest
-
-    pending = unapplied(args.run_dir, (load_manifest(args.run_dir).review or {}).get("decisions", 0))
+    pending = _pending_decisions(args.run_dir)
     if pending:
         print(f"note: {pending} review decision(s) came after the last build; these are the last build's rows (its "
               "ablation's review stage scores its decisions); `factory build` applies the new ones", file=sys.stderr)
@@ -325,12 +322,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0 if results["gate"]["passed"] else EXIT_GATE_FAILED
 
 
-def _require_reviewed(run_dir: Path, command: str) -> None:
-    """Export and push publish what the last build wrote: refused while newer review decisions wait for one."""
-    from factory.run.decisions import require_applied
+def _pending_decisions(run_dir: Path) -> int:
+    """Review decisions made after the last build (factory review), which only a build applies."""
+    from factory.run.decisions import unapplied
     from factory.run.manifest import load_manifest
 
-    require_applied(run_dir, (load_manifest(run_dir).review or {}).get("decisions", 0), command)
+    return unapplied(run_dir, (load_manifest(run_dir).review or {}).get("decisions", 0))
+
+
+def _require_reviewed(run_dir: Path, command: str) -> None:
+    """Export and push publish what the last build wrote: refused while newer review decisions wait for one."""
+    pending = _pending_decisions(run_dir)
+    if pending:
+        raise FactoryError(f"{pending} review decision(s) in {run_dir / 'decisions.jsonl'} came after the last build; "
+                           f"run `factory build` with the same recipe to apply them (it reuses every cached reply), "
+                           f"then `factory {command}` again")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

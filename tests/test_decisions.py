@@ -19,8 +19,9 @@ from factory.run.decisions import ACCEPT, REJECT, RELABEL, Decision, append, dec
 def test_the_latest_decision_wins_and_a_relabel_keeps_the_row(tmp_path: Path) -> None:
     append(tmp_path, [Decision("a", REJECT, note="off topic"), Decision("b", RELABEL, label="negative"),
                       Decision("c", ACCEPT)])
-    append(tmp_path, [Decision("a", ACCEPT, who="ann")])
+    append(tmp_path, [Decision("a", ACCEPT, who="ann"), Decision("e", RELABEL, label="x"), Decision("e", REJECT)])
     state = verdicts(tmp_path)
+    assert not state["e"].keep and state["e"].label is None  # rejected, not also counted as relabelled
     assert state["a"].keep and state["a"].note == "off topic" and state["a"].decisions == 2
     assert state["b"].keep and state["b"].label == "negative"
     assert state["c"].keep and state["c"].label is None

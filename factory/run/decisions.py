@@ -88,11 +88,12 @@ def decisions(run_dir: Path) -> list[Decision]:
 
 
 def verdicts(run_dir: Path) -> dict[str, Verdict]:
-    """Each decided row's verdict: the latest accept or reject wins; a relabel also keeps the row."""
+    """Each decided row's verdict: the latest decision wins; a relabel also keeps the row."""
     state: dict[str, Verdict] = {}
     for d in decisions(run_dir):
         before = state.get(d.id)
-        label = d.label if d.action == RELABEL else (before.label if before else None)
+        # A relabel sets the label, an accept keeps the one a person gave before, a reject drops the row (and it).
+        label = d.label if d.action == RELABEL else (before.label if before and d.action == ACCEPT else None)
         state[d.id] = Verdict(keep=d.action != REJECT, label=label, note=d.note or (before.note if before else ""),
                               decisions=(before.decisions if before else 0) + 1)
     return state
@@ -101,14 +102,3 @@ def verdicts(run_dir: Path) -> dict[str, Verdict]:
 def unapplied(run_dir: Path, applied: int) -> int:
     """Decisions made after the build that applied `applied` of them (its manifest's review.decisions)."""
     return max(0, len(decisions(run_dir)) - applied)
-
-
-def require_applied(run_dir: Path, applied: int, command: str) -> None:
-    """Refuse to publish rows a person has overruled since the last build: the build applies decisions."""
-    pending = unapplied(run_dir, applied)
-    if pending:
-        from factory.errors import FactoryError
-
-        raise FactoryError(f"{pending} review decision(s) in {Path(run_dir) / DECISIONS} came after the last build; run "
-                           f"`factory build` with the same recipe to apply them (it reuses every cached reply), then "
-                           f"`factory {command}` again")
