@@ -3,8 +3,8 @@
 Read from the run directory only: kept.jsonl (the final rows and their scores), rejected.jsonl (each dropped
 row with the stage and reason), generated.jsonl (what the parse gave, for rows dropped before the filters
 scored them) and corpus/passages.jsonl (grounding passages); the server adds the decisions, read fresh for
-each request. The 2-D map is computed apart
-(`embedding_map`), because embedding a large run takes a while and the rows must show at once.
+each request. The 2-D map is computed apart (`embedding_map`), because embedding a large run takes a while
+and the rows must show at once.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from factory.run.store import read_jsonl
 SCORES = ("confidence", "critic_score", "judge_score", WEIGHT, "agreement")
 PROVENANCE = ("generator", "model", "bucket", "index", "document", "source_index", "passage_id")
 KEPT, DROPPED = "kept", "rejected"
-LIST_KEYS = ("id", "text", "label", "status", "stage", "reason", "generator", "cluster")  # what the list filters on
 DETAIL_KEYS = ("fields", "detail", "provenance", "scores")  # what one row's view adds
 
 
@@ -73,7 +72,8 @@ def review_rows(run_dir: Path) -> dict[str, Any]:
         meta = {**(source.get("meta") or {}), **(drop.get("meta") or {})}
         rows.append(_row(drop["id"], fields, drop.get("label"), meta, DROPPED, drop.get("stage", ""),
                          drop.get("reason", ""), drop.get("detail", ""), passages))
-    labels = [label for label in manifest.targets if label != "all"]
+    # A kind whose rows carry labels has them as its targets; one without (instructions, tables) offers no relabel.
+    labels = list(manifest.targets) if any(r["label"] is not None for r in rows) else []
     return {"name": manifest.name, "task": manifest.task, "labels": labels, "rows": rows,
             "built": manifest.timings.started, "review": manifest.review}
 
