@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from factory.builder.builder import Builder, BuildResult, default_run_dir
+from factory.recipe_file import recipe_of_run
 from factory.report import write_documents
 from factory.spec import RecipeBase
 
@@ -26,4 +27,18 @@ def build(spec: RecipeBase, run_dir: str | Path | None = None, *, progress: bool
     builder = Builder(spec, Path(run_dir) if run_dir else default_run_dir(spec), progress=progress,
                       only_generator=only_generator, requests_per_bucket=requests_per_bucket, after=(write_documents,),
                       replace=replace, no_wait=no_wait)
+    return builder.run()
+
+
+def apply_decisions(run_dir: str | Path, *, evaluate: bool = True, progress: bool = False) -> BuildResult:
+    """Build `run_dir` again from its own recipe and cached replies alone, so that a person's decisions
+    (`factory review`) made since its last build hold in its dataset, card and eval; nothing is sent.
+
+    What the filters drop and the trim keeps is decided again with the decisions applied: surplus rows
+    replace rejected ones. Should a rejection need a row that only a new request would bring, the build
+    stops short (status offline) and says so; `factory build` sends it. `evaluate`: run the recipe's eval.
+    """
+    run_dir = Path(run_dir)
+    builder = Builder(recipe_of_run(run_dir), run_dir, progress=progress, after=(write_documents,), offline=True,
+                      evaluate=evaluate)
     return builder.run()

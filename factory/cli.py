@@ -311,10 +311,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     evaluators = args.evaluators.split(",") if args.evaluators else None
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    pending = _pending_decisions(args.run_dir)
-    if pending:
-        print(f"note: {pending} review decision(s) came after the last build; these are the last build's rows (its "
-              "ablation's review stage scores its decisions); `factory build` applies the new ones", file=sys.stderr)
+    _apply_pending_decisions(args.run_dir, evaluate=False)  # scored next, with this command's options
     results = rescore(args.run_dir, evaluators=evaluators, seeds=seeds)
     write_documents(args.run_dir)
     print_warning(results)
@@ -323,27 +320,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _pending_decisions(run_dir: Path) -> int:
-    """Review decisions made after the last build (factory review), which only a build applies."""
+    """Review decisions made after the last build (factory review)."""
     from factory.run.decisions import unapplied
     from factory.run.manifest import load_manifest
 
     return unapplied(run_dir, (load_manifest(run_dir).review or {}).get("decisions", 0))
 
 
-def _require_reviewed(run_dir: Path, command: str) -> None:
-    """Export and push publish what the last build wrote: refused while newer review decisions wait for one."""
+def _apply_pending_decisions(run_dir: Path, *, evaluate: bool = True) -> None:
+    """Eval, export and push honour every review decision: those the last build did not apply are applied first,
+    by building the run again from its cached replies alone (api.apply_decisions: nothing is sent)."""
+    from factory.api import apply_decisions
+
     pending = _pending_decisions(run_dir)
-    if pending:
-        raise FactoryError(f"{pending} review decision(s) in {run_dir / 'decisions.jsonl'} came after the last build; "
-                           f"run `factory build` with the same recipe to apply them (it reuses every cached reply), "
-                           f"then `factory {command}` again")
+    if not pending:
+        return
+    print(f"applying {pending} review decision(s) made since the last build, from the cached replies (nothing is "
+          "sent)", file=sys.stderr)
+    manifest = apply_decisions(run_dir, evaluate=evaluate).manifest
+    print(f"  {manifest.rows} rows; " + ", ".join(f"{b}: {s.kept}/{s.target}" for b, s in manifest.progress.items()),
+          file=sys.stderr)
+    if not manifest.complete:
+        print(f"warning: {manifest.stopped}", file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from factory.export import export_finished
     from factory.report.card import write_card
 
-    _require_reviewed(args.run_dir, "export")
+    _apply_pending_decisions(args.run_dir)
     formats = [f.strip() for f in args.format.split(",") if f.strip()] if args.format else None
     exports = export_finished(args.run_dir, formats=formats, system_prompt=args.system_prompt,
                               instruction=args.instruction, openai_max_tokens=args.openai_max_tokens)
@@ -385,7 +390,7 @@ def cmd_push(args: argparse.Namespace) -> int:
                          if (args.run_dir / "manifest.json").exists() else None)
     if not repo:
         raise FactoryError("push needs --repo owner/name (the recipe has no hub.repo_id)")
-    _require_reviewed(args.run_dir, "push")
+    _apply_pending_decisions(args.run_dir)
     result = push_run(args.run_dir, repo, token_env=args.token_env, private=args.private,
                       include_rejected=args.include_rejected, force=args.force)
     _print_push(args.run_dir, result)

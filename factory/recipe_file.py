@@ -142,6 +142,21 @@ def load_recipe(path: str | Path) -> RecipeBase:
     return spec
 
 
+def recipe_of_run(run_dir: str | Path) -> RecipeBase:
+    """The recipe a run was built from, as its manifest holds it (resolved, overrides included), with the
+    folder its relative paths start from and the file it was read from."""
+    from factory.run.claim import owner
+    from factory.run.manifest import load_manifest
+
+    run_dir = Path(run_dir)
+    manifest = load_manifest(run_dir)
+    spec = parse_recipe(manifest.recipe, str(run_dir / "manifest.json"))
+    spec._base_dir = Path(manifest.recipe_dir)
+    held = owner(run_dir) or {}
+    spec._source = Path(held["file"]) if held.get("file") else None
+    return spec
+
+
 def recipe_schema() -> dict[str, Any]:
     """JSON schema of recipe files, generated from the pydantic models."""
     return _adapter().json_schema()

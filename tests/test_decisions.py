@@ -114,9 +114,10 @@ def test_eval_scores_the_run_with_and_without_the_decisions(tmp_path: Path, loop
     # A person flips four rows' labels (a careless reviewer): the ablation must show what that did.
     flip = {"positive": "negative", "negative": "positive"}
     append(run, [Decision(i, RELABEL, label=flip[label]) for i, label in zip(table["id"][:4], table["label"][:4])])
-    assert main(["eval", str(run)]) == 0
-    assert "4 review decision(s) came after the last build" in capsys.readouterr().err
-    assert main(["build", str(path), "--out", str(run), "--no-progress"]) == 0
+    sent = len(server.log)
+    assert main(["eval", str(run)]) == 0  # applies them from the cached replies, then scores
+    assert "applying 4 review decision(s)" in capsys.readouterr().err
+    assert len(server.log) == sent
     ablation = json.loads((run / "manifest.json").read_text())["eval"]["ablation"]
     assert [a["stage"] for a in ablation] == ["parse", "exact_dedup", "review", "final"]
     review = next(a for a in ablation if a["stage"] == "review")
@@ -140,3 +141,37 @@ def test_rows_a_person_kept_teach_the_confidence_filter(tmp_path: Path, loopback
     confidence = next(s for s in again.manifest.funnel if s.stage == "confidence")
     assert confidence.stats["reviewed_rows"] == 4 and confidence.stats["train_rows"] > 8
     assert "confidence trained on 4 of them besides the real rows" in (run / "README.md").read_text()
+
+
+def test_export_applies_new_decisions_from_the_cache_and_a_build_tops_up(tmp_path: Path, loopback, canary_key: str,
+                                                                        capsys) -> None:
+    from factory.cli import main
+
+    server = loopback()
+    path = write_recipe(tmp_path / "r.yaml", classification_recipe(server.base_url))
+    run = tmp_path / "run"
+    assert main(["build", str(path), "--out", str(run), "--no-progress"]) == 0
+    table = pd.read_parquet(run / "dataset" / "data" / "train.parquet")
+    gone = table[table["label"] == "positive"]["id"].tolist()[:3]
+    append(run, [Decision(i, REJECT, note="not a review") for i in gone])
+    sent = len(server.log)
+    capsys.readouterr()
+
+    assert main(["export", str(run), "--format", "columns"]) == 0
+    err = capsys.readouterr().err
+    assert len(server.log) == sent  # applied from the cached replies: nothing sent
+    assert "applying 3 review decision(s)" in err and "warning:" in err
+    manifest = json.loads((run / "manifest.json").read_text())
+    # Three rejections leave "positive" short: the export says so, and publishes what the person decided.
+    assert manifest["status"] == "offline" and "run `factory build`" in manifest["stopped"]
+    assert manifest["progress"]["positive"]["kept"] < 5
+    assert not set(gone) & set(pd.read_parquet(run / "dataset" / "data" / "train.parquet")["id"])
+    exported = [json.loads(line)["text"] for line in (run / "export" / "columns" / "train.jsonl").read_text().splitlines()]
+    assert not set(table.set_index("id").loc[gone, "text"]) & set(exported)
+    assert not (run / "partial").exists()
+
+    # The next build sends what the rejections left short, and nothing twice.
+    assert main(["build", str(path), "--out", str(run), "--no-progress"]) == 0
+    assert len(server.log) > sent and len({e.fingerprint for e in server.log}) == len(server.log)
+    again = pd.read_parquet(run / "dataset" / "data" / "train.parquet")
+    assert again["label"].value_counts().to_dict() == {"positive": 5, "negative": 5} and not set(gone) & set(again["id"])

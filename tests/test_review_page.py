@@ -43,12 +43,12 @@ def _script(body: dict[str, Any], n: int) -> Action:
 
 
 @pytest.fixture()
-def run_dir(tmp_path: Path, loopback, canary_key: str) -> Iterator[tuple[Path, Path]]:
+def run_dir(tmp_path: Path, loopback, canary_key: str) -> Iterator[tuple[Path, Path, Any]]:
     server = loopback(script=_script)
     recipe = classification_recipe(server.base_url, generate={"per_label": 8}, filters=[{"type": "exact_dedup"}])
     path = write_recipe(tmp_path / "r.yaml", recipe)
     build(load_recipe(path), tmp_path / "run", progress=False)
-    yield tmp_path / "run", path
+    yield tmp_path / "run", path, server
 
 
 def _get(url: str, host: str | None = None) -> tuple[int, str]:
@@ -70,8 +70,8 @@ def _post(server: ReviewServer, body: dict[str, Any]) -> tuple[int, dict[str, An
         return exc.code, json.loads(exc.read())
 
 
-def test_the_server_refuses_without_the_token_and_reads_nothing_outside_the_run(run_dir: tuple[Path, Path]) -> None:
-    run, _ = run_dir
+def test_the_server_refuses_without_the_token_and_reads_nothing_outside_the_run(run_dir: tuple[Path, Path, Any]) -> None:
+    run, _, _ = run_dir
     server = ReviewServer(run, with_map=False).start()
     try:
         base = f"http://127.0.0.1:{server.port}"
@@ -138,9 +138,9 @@ def _select(driver: Any, element_id: str, value: str) -> None:
         "s.dispatchEvent(new Event('input'));", element_id, value)
 
 
-def test_the_page_filters_searches_and_takes_keyboard_decisions(run_dir: tuple[Path, Path], canary_key: str,
+def test_the_page_filters_searches_and_takes_keyboard_decisions(run_dir: tuple[Path, Path, Any], canary_key: str,
                                                                 capsys) -> None:
-    run, recipe = run_dir
+    run, recipe, openai_server = run_dir
     data = json.loads((run / "manifest.json").read_text())
     rejected = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines()]
     kept = pd.read_parquet(run / "dataset" / "data" / "train.parquet")
@@ -215,14 +215,12 @@ def test_the_page_filters_searches_and_takes_keyboard_decisions(run_dir: tuple[P
         (reject_id, "reject", "tester"), (relabel_id, "relabel", "tester"), (dropped, "accept", "tester"),
         (unique[2], "reject", "tester"), (unique[3], "reject", "tester")]
 
-    # Export and push refuse to publish rows a person overruled until a build applies the decisions.
+    # The export applies the decisions from the cached replies: nothing is sent.
     capsys.readouterr()
-    assert main(["export", str(run), "--format", "columns"]) == 1
-    assert main(["push", str(run), "--repo", "me/rows"]) == 1
-    assert capsys.readouterr().err.count("5 review decision(s)") == 2
-    # The next build and export honour them.
-    assert main(["build", str(recipe), "--out", str(run), "--no-progress"]) == 0
+    sent = len(openai_server.log)
     assert main(["export", str(run), "--format", "columns"]) == 0
+    assert "applying 5 review decision(s)" in capsys.readouterr().err
+    assert len(openai_server.log) == sent
     exported = [json.loads(line) for line in (run / "export" / "columns" / "train.jsonl").read_text().splitlines()]
     texts = {row["text"]: row["label"] for row in exported}
     text_of = {**dict(zip(kept["id"], kept["text"])), **{r["id"]: r["text"] for r in rejected}}
@@ -232,3 +230,9 @@ def test_the_page_filters_searches_and_takes_keyboard_decisions(run_dir: tuple[P
     assert dropped in final_ids and not {reject_id, *unique[2:4]} & final_ids  # by id: the restored row repeats a text
     assert json.loads((run / "manifest.json").read_text())["review"]["reviewed"] == 5
     assert data["review"] is None
+    # A later build tops up what the rejections left short: new requests only, none sent twice.
+    assert main(["build", str(recipe), "--out", str(run), "--no-progress"]) == 0
+    assert len({e.fingerprint for e in openai_server.log}) == len(openai_server.log)
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "columns"]) == 0
+    assert "applying" not in capsys.readouterr().err  # nothing left to apply

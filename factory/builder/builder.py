@@ -32,7 +32,7 @@ from factory.filters import build_filter
 from factory.filters.base import Filter, FilterContext, FilterResult, weight_spread
 from factory.generators import Generator
 from factory.generators.base import RunContext
-from factory.generators.failures import ADVICE, BATCH_PENDING, BUDGET, describe, failure_kind, not_sent
+from factory.generators.failures import ADVICE, BATCH_PENDING, BUDGET, UNCACHED, describe, failure_kind, not_sent
 from factory.generators.meter import MoneyMeter
 from factory.generators.pricing import Price, price_of, table_version
 from factory.records import OWN_TEXT, STAGE_FINAL, STAGE_PARSE, STAGE_TARGET, WEIGHT, Completion, Prompt, Record, Rejected
@@ -128,13 +128,17 @@ class Builder:
     def __init__(self, spec: RecipeBase, run_dir: Path, *, progress: bool = True, only_generator: str | None = None,
                  requests_per_bucket: int | None = None, after: Sequence[AfterBuild] = (),
                  generators: Mapping[str, Generator] | None = None, filters: Sequence[Filter] | None = None,
-                 embedder: Embedder | None = None, replace: bool = False, no_wait: bool = False) -> None:
+                 embedder: Embedder | None = None, replace: bool = False, no_wait: bool = False,
+                 offline: bool = False, evaluate: bool = True) -> None:
         """Store the settings; nothing is read, loaded or fitted until `run()` holds the run's lock.
 
         `generators` (by name), `filters` (unfitted, in order) and `embedder` replace what the
         recipe would make, for callers that bring their own. `replace`: build even into a run
         directory that holds another recipe's run, replacing it (run/claim.py). `no_wait`: submit
-        Batch API jobs and stop; a later build collects them.
+        Batch API jobs and stop; a later build collects them. `offline`: send nothing: a request the cache
+        cannot answer is held back, the build stops there (status offline) and its rows replace the run's
+        dataset even when short of the targets (export, push and eval apply a person's decisions this way).
+        `evaluate`: False leaves the recipe's eval to the caller (`factory eval`, with its own options).
         """
         self.spec = spec
         self.run_dir = Path(run_dir)
@@ -152,6 +156,8 @@ class Builder:
         self._generator_params = {g.name: g for g in spec.generators}
         self.meter = MoneyMeter(limit_usd=spec.budget.usd if spec.budget else None)
         self.no_wait = no_wait
+        self.offline = offline
+        self.evaluate = evaluate
         self.held_back: Counter[str] = Counter()  # requests not sent, by why (generators/failures.py: NOT_SENT)
         self.answers: dict[str, Completion] = {}  # replies to the filters' requests (a judge's verdicts), by request key
         self.stage_costs: dict[int, GeneratorStats] = defaultdict(GeneratorStats)  # those requests, per filter stage
@@ -221,6 +227,9 @@ class Builder:
         for key, prompt in keyed:
             if key not in cached:
                 pending[prompt.generator].append((key, prompt))
+        if self.offline:
+            self.held_back[UNCACHED] += sum(len(items) for items in pending.values())
+            pending.clear()
         await asyncio.gather(*(self.recipe.examine(prompt, cached[key]) for key, prompt in hits))
         self._flush(store, [row for key, prompt in hits for row in self._accept(key, prompt, cached[key], progress, follow_ups)])
 
@@ -376,7 +385,9 @@ class Builder:
                 self.stats[name].add(completion)
                 cost.add(completion)
             missing = [(k, p) for k, p in items.items() if k not in cached]
-            if missing:
+            if missing and self.offline:  # the stage runs without these replies, as when the money ran out
+                self.held_back[UNCACHED] += len(missing)
+            elif missing:
                 async for key, _, completion in self._send(store, name, missing):
                     self.answers[key] = completion
                     self.stats[name].add(completion)
@@ -460,6 +471,8 @@ class Builder:
             return "budget_exhausted"
         if self.held_back[BATCH_PENDING]:
             return "batch_pending"
+        if self.held_back[UNCACHED]:
+            return "offline"
         if any(self.generators[name].halted for name in self._loaded):
             return "requests_failed"
         return None
@@ -498,8 +511,10 @@ class Builder:
                 stage, kept, dropped = last_check
                 funnel.append(FilterResult(kept, dropped).funnel(stage, len(final)))
                 final, surplus = kept, surplus + dropped
-            # A build that fell short never replaces a complete dataset: its own goes beside it, in partial/.
-            out = self.run_dir / PARTIAL_DIR if status != "complete" and _complete_run(self.run_dir) else self.run_dir
+            # A build that fell short never replaces a complete dataset: its own goes beside it, in partial/. An
+            # offline build does: it applies a person's decisions, which the previous dataset does not honour.
+            short = status != "complete" and not self.offline
+            out = self.run_dir / PARTIAL_DIR if short and _complete_run(self.run_dir) else self.run_dir
             if out == self.run_dir:
                 shutil.rmtree(self.run_dir / PARTIAL_DIR, ignore_errors=True)
             out.mkdir(exist_ok=True)
@@ -521,7 +536,7 @@ class Builder:
             for name, text in self.recipe.artifacts().items():  # e.g. a table's accepted program
                 atomic_write_text(self.run_dir / name, text)
             store.write_manifest(manifest)
-            eval_spec = self.spec.evaluation()
+            eval_spec = self.spec.evaluation() if self.evaluate else None
             if eval_spec is not None:
                 manifest.eval = evaluate(
                     eval_spec, list(self.targets), self.real.train, self.real.validation, stages,
@@ -559,6 +574,10 @@ class Builder:
             return f"every request of the last round failed, so the build stopped early: {detail}"
         if manifest.status == "requests_spent":  # compare's fixed number of requests per bucket
             return "every fixed request was sent" + (f": {detail}" if detail else "")
+        if manifest.status == "offline":
+            return (f"{self.held_back[UNCACHED]} request(s) had no cached reply and were not sent (this command "
+                    f"sends none: it applies the review decisions to the replies the run has); run `factory build` "
+                    f"to send them" + (f": {detail}" if detail else ""))
         if manifest.status == "batch_pending":
             return (f"{self.held_back[BATCH_PENDING]} request(s) wait in submitted Batch API jobs (their ids are in "
                     f"{self.run_dir / 'batches'}); run the same command again to collect them")

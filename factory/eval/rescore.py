@@ -12,7 +12,7 @@ from factory.data.real import real_split, split_seed
 from factory.embeddings import Embedder
 from factory.errors import FactoryError
 from factory.eval.runner import evaluate
-from factory.recipe_file import parse_recipe
+from factory.recipe_file import recipe_of_run
 from factory.records import Record
 from factory.run.manifest import load_manifest
 from factory.run.store import RunStore, stage_rows
@@ -26,11 +26,10 @@ def rescore(run_dir: Path, *, evaluators: list[str] | None = None, seeds: list[i
     """
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
-    spec = parse_recipe(manifest.recipe, str(run_dir / "manifest.json"))
+    spec = recipe_of_run(run_dir)
     recipe_eval = spec.evaluation()
     if spec.real_rows() is None:
         raise FactoryError(f"{run_dir}: the recipe has no real_data, so there are no real validation rows to score on")
-    spec._base_dir = Path(manifest.recipe_dir)
     overrides = {k: v for k, v in (("evaluators", evaluators), ("seeds", seeds)) if v}
     try:
         eval_spec = EvalSpec.model_validate({**(recipe_eval.model_dump() if recipe_eval else {}), **overrides})

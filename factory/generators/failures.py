@@ -11,9 +11,10 @@ import re
 
 CONNECTION, AUTH, QUOTA, RATE_LIMIT, SERVER, TIMEOUT, BAD_RESPONSE, OTHER = (
     "connection", "auth", "quota", "rate_limit", "server", "timeout", "bad_response", "other")
-# Requests that were never sent, so not failures: the money budget refused them, or they wait in a
-# submitted batch (`--no-wait`). The build stops on them without counting them as rejected rows.
-NOT_SENT = BUDGET, BATCH_PENDING = "budget_exhausted", "batch_pending"
+# Requests that were never sent, so not failures: the money budget refused them, they wait in a
+# submitted batch (`--no-wait`), or the build sends nothing (`offline`: export, push and eval applying
+# review decisions) and the cache had no reply. The build stops on them without counting them as rejected rows.
+NOT_SENT = BUDGET, BATCH_PENDING, UNCACHED = "budget_exhausted", "batch_pending", "uncached"
 
 ADVICE = {
     CONNECTION: "the server could not be reached: check base_url and that the server is up",
@@ -30,7 +31,7 @@ _HTTP = re.compile(r"^http_(\d{3})")
 
 
 def not_sent(error: str | None) -> str | None:
-    """BUDGET or BATCH_PENDING when a request was held back rather than failed."""
+    """A NOT_SENT kind when a request was held back rather than failed."""
     return next((kind for kind in NOT_SENT if error and error.startswith(kind)), None)
 
 

@@ -21,8 +21,9 @@ from factory.errors import FactoryError
 SCHEMA_VERSION = 1
 # requests_failed: every request of a round failed (the server is down, the key refused), so the build
 # stopped rather than spend its budget on a dead endpoint. batch_pending: requests wait in a submitted
-# Batch API job (`--no-wait`); the next build collects them.
-Status = Literal["complete", "budget_exhausted", "requests_spent", "requests_failed", "batch_pending"]
+# Batch API job (`--no-wait`); the next build collects them. offline: a build that sends nothing (export, push
+# and eval applying review decisions) needed a reply the cache did not have; `factory build` sends it.
+Status = Literal["complete", "budget_exhausted", "requests_spent", "requests_failed", "batch_pending", "offline"]
 
 
 class ManifestError(FactoryError):

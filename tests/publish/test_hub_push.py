@@ -417,3 +417,18 @@ def test_a_grounded_run_publishes_passage_ids_but_no_document_names_or_folders(h
         json.loads(line)["id"] for line in (run / "corpus" / "passages.jsonl").read_text().splitlines()}
     assert all("passage_id" in json.loads(m) for m in hub_table(hub, "rejected/train-")["meta"])
     assert "| local documents 1 | 6 | 6 |" in hub.files(REPO)["README.md"].decode()
+
+
+def test_push_applies_new_review_decisions_first(run_dir: Path, hub: LoopbackHub, capsys) -> None:
+    from factory.run.decisions import REJECT, RELABEL, Decision, append
+
+    local = pd.read_parquet(run_dir / "dataset" / "data" / "train.parquet")
+    gone, flipped = local["id"][0], local["id"][1]
+    other = {"positive": "negative", "negative": "positive"}[local["label"][1]]
+    append(run_dir, [Decision(gone, REJECT, note="off topic"), Decision(flipped, RELABEL, label=other)])
+    # No OpenAI server runs and no key is set here: the decisions are applied from the cached replies alone.
+    assert main(["push", str(run_dir), "--repo", REPO]) == 0
+    assert "applying 2 review decision(s)" in capsys.readouterr().err
+    pushed = hub_table(hub, "data/train-").set_index("id")
+    assert gone not in pushed.index and pushed.loc[flipped, "label"] == other
+    assert "A person reviewed 2 of the generated rows" in hub.files(REPO)["README.md"].decode()
