@@ -124,23 +124,26 @@ def test_eval_scores_the_run_with_and_without_the_decisions(tmp_path: Path, loop
     assert review["synthetic+real"] is not None and "change" in review
 
 
-def test_rows_a_person_kept_teach_the_confidence_filter(tmp_path: Path, loopback, canary_key: str) -> None:
+def test_rows_a_person_kept_teach_the_confidence_filter_and_the_critic(tmp_path: Path, loopback, canary_key: str) -> None:
     from conftest import real_rows, scripted
 
     server = loopback(script=scripted)
     data = classification_recipe(server.base_url, generate={"per_label": 8})
     data["real_data"] = {"path": real_rows(tmp_path), "train_per_label": 4}
-    data["filters"] = [{"type": "confidence", "min_prob": 0.01}]
+    data["filters"] = [{"type": "confidence", "min_prob": 0.01}, {"type": "critic", "drop_fraction": 0.1}]
     path = write_recipe(tmp_path / "r.yaml", data)
     run = tmp_path / "run"
     first = build(load_recipe(path), run, progress=False)
-    assert "reviewed_rows" not in (first.manifest.funnel[1].stats or {})
+    assert not any("reviewed_rows" in (s.stats or {}) for s in first.manifest.funnel)
     table = pd.read_parquet(run / "dataset" / "data" / "train.parquet")
     append(run, [Decision(i, ACCEPT) for i in table["id"][:4]])
     again = build(load_recipe(path), run, progress=False)
     confidence = next(s for s in again.manifest.funnel if s.stage == "confidence")
     assert confidence.stats["reviewed_rows"] == 4 and confidence.stats["train_rows"] > 8
-    assert "confidence trained on 4 of them besides the real rows" in (run / "README.md").read_text()
+    critic = next(s for s in again.manifest.funnel if s.stage == "critic")
+    assert critic.stats["reviewed_rows"] == 4 and critic.stats["real_rows"] == 8
+    card = (run / "README.md").read_text()
+    assert "confidence trained on 4 of them besides the real rows" in card and "critic trained on 4 of them" in card
 
 
 def test_export_applies_new_decisions_from_the_cache_and_a_build_tops_up(tmp_path: Path, loopback, canary_key: str,

@@ -13,6 +13,14 @@ from factory.embeddings import Embedder
 from factory.filters.params import FilterParams
 from factory.records import WEIGHT, Completion, Prompt, Record, Rejected
 
+# Fewer rows a person kept than this would sway a filter's model more than they inform it.
+MIN_REVIEWED = 4
+
+
+def enough_reviewed(rows: Sequence[Record]) -> list[Record]:
+    """`rows` (a person's kept rows) when there are enough to learn from, else none."""
+    return list(rows) if len(rows) >= MIN_REVIEWED else []
+
 
 @dataclass(slots=True)
 class FilterContext:
@@ -20,9 +28,10 @@ class FilterContext:
 
     `real_train` are the real rows a filter may train on; `real_holdout` are rows it must never train
     on but may compare against (the leakage check protects both). `reviewed` are generated rows a person
-    accepted or relabelled (run/decisions.py), which a filter may train on as it does on real rows. `embedder` is shared by every filter
-    of the run, so each text is embedded once. `passages` are the grounding passages by id (a grounded
-    row's meta names its `passage_id`). A stage that needs a model's judgement (`Filter.request`) reads
+    accepted or relabelled (run/decisions.py), which a filter may train on as it does on real rows (with at
+    least MIN_REVIEWED of them: `enough_reviewed`). `embedder` is shared by every filter of the run, so
+    each text is embedded once. `passages` are the grounding passages by id (a grounded row's meta names
+    its `passage_id`). A stage that needs a model's judgement (`Filter.request`) reads
     the replies through `answer`: the build sends the requests, through its cache, before the stage runs.
     """
 

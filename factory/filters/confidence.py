@@ -9,13 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from factory.filters.base import Filter, FilterContext, FilterResult
+from factory.filters.base import Filter, FilterContext, FilterResult, enough_reviewed
 from factory.filters.params import ConfidenceParams
 from factory.filters.probe import crossfit_proba, fit_proba
 from factory.records import Record, Rejected
 from factory.training import train_setfit
-
-MIN_REVIEWED = 4  # fewer reviewed rows than this would sway the classifier more than they inform it
 
 
 class Confidence(Filter):
@@ -38,9 +36,9 @@ class Confidence(Filter):
     def fit(self, context: FilterContext) -> Confidence:
         super().fit(context)
         # Rows a person kept carry labels as good as real ones: with enough of them, they train the classifier too.
-        reviewed = [r for r in context.reviewed if r.label is not None]
-        self.reviewed_rows_ = len(reviewed) if len(reviewed) >= MIN_REVIEWED else 0
-        train = [r for r in context.real_train if r.label is not None] + (reviewed if self.reviewed_rows_ else [])
+        reviewed = enough_reviewed([r for r in context.reviewed if r.label is not None])
+        self.reviewed_rows_ = len(reviewed)
+        train = [r for r in context.real_train if r.label is not None] + reviewed
         # Label order: the recipe's first, then any extra real label, so stats read in recipe order.
         order = {label: i for i, label in enumerate(context.labels)}
         self.train_labels_ = sorted({r.label for r in train}, key=lambda label: (order.get(label, len(order)), label))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from factory.errors import require
-from factory.filters.base import Filter, FilterResult
+from factory.filters.base import Filter, FilterResult, enough_reviewed
 from factory.filters.params import CriticParams
 from factory.filters.probe import crossfit_proba
 from factory.records import Record, Rejected
@@ -26,7 +26,8 @@ class Critic(Filter):
     Logistic regression on the shared embeddings (or on surface style measures, `features`), with
     balanced class weights because real rows are few, cross-fitted over real + synthetic rows so that
     every score comes from a model that did not see the row. Only `real_train` is used: the holdout rows are
-    validation data. The ROC AUC of the
+    validation data. Rows a person kept in `factory review` join the real side (with at least MIN_REVIEWED of
+    them). The ROC AUC of the
     out-of-fold scores, before and after the drop, says how separable the two sets were and still are
     (0.5: indistinguishable).
     """
@@ -55,12 +56,21 @@ class Critic(Filter):
         if reason is not None:
             return FilterResult(records, [], {"skipped": reason, "real_rows": len(real), "synthetic_rows": len(records)})
 
-        x = self._features(real + [r.text for r in records])
-        y = np.array([0] * len(real) + [1] * len(records))
-        folds = min(self.params.folds, len(real), len(records))
+        # Rows a person kept are what the data should look like, as real rows are: with enough of them they
+        # train on the real side (those among `records` too, still scored out of fold), so that rows like
+        # them stop counting as artificial. Separability (the AUC) is measured on the rows nobody reviewed.
+        reviewed = {r.id: r.text for r in enough_reviewed(context.reviewed)}
+        here = {r.id for r in records}
+        extra = [text for i, text in reviewed.items() if i not in here]
+        x = self._features(real + extra + [r.text for r in records])
+        y = np.array([0] * (len(real) + len(extra)) + [int(r.id not in reviewed) for r in records])
+        folds = min(self.params.folds, int((y == 0).sum()), int(y.sum()))
         scores = crossfit_proba(x, [_CLASSES[v] for v in y], _CLASSES, context.seed, folds=folds,
                                 class_weight="balanced", C=self.params.C)[:, 1]
-        synthetic = scores[len(real):]
+        synthetic = scores[len(real) + len(extra):]
+        # The user's rows against the generated rows nobody reviewed.
+        unreviewed = np.array([True] * len(real) + [False] * len(extra) + [r.id not in reviewed for r in records])
+        origin = np.array([0] * len(real) + [1] * (len(extra) + len(records)))
         # Rank 1 = most artificial; ties go to the earlier row so the choice is stable.
         order = sorted(range(len(records)), key=lambda i: (-synthetic[i], i))
         rank = {i: r + 1 for r, i in enumerate(order)}
@@ -80,12 +90,14 @@ class Critic(Filter):
                 dropped.append(Rejected.from_record(scored, self.type, "too_artificial", detail))
             else:
                 kept.append(scored)
-        keep_mask = np.array([True] * len(real) + [i not in drop for i in range(len(records))])
+        kept_mask = unreviewed & np.array([True] * (len(real) + len(extra)) + [i not in drop for i in range(len(records))])
         stats: dict[str, Any] = {
             "real_rows": len(real), "synthetic_rows": len(records), "folds": folds, "rule": rule,
-            "auc_before": _auc(y, scores), "auc_after": _auc(y[keep_mask], scores[keep_mask]),
+            "auc_before": _auc(origin[unreviewed], scores[unreviewed]),
+            "auc_after": _auc(origin[kept_mask], scores[kept_mask]),
             "mean_score_real": round(float(scores[: len(real)].mean()), 4),
             "mean_score_synthetic": round(float(synthetic.mean()), 4),
+            **({"reviewed_rows": len(reviewed)} if reviewed else {}),
         }
         return FilterResult(kept, dropped, stats)
 

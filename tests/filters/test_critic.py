@@ -142,3 +142,30 @@ def test_style_critic_drops_on_topic_rows_that_are_too_long(context: FilterConte
     result = Critic(CriticParams(features="style", drop_fraction=0.5)).fit(context).apply(rows)  # 10 of 20
     assert sorted(d.id for d in result.dropped) == sorted(r.id for r in rambling)
     assert result.stats["auc_after"] < result.stats["auc_before"]
+
+
+# Formal letters: no real row reads like them, but a person decides they are good data.
+FORMAL = [Record({"text": f"Dear support team, I am writing regarding order {n}: {issue}. Kind regards, {name}."},
+                 "complaint", id=f"formal{i}")
+          for i, (n, issue, name) in enumerate([
+              (1042, "the parcel has not arrived", "Anna"), (2210, "I was charged twice", "Ben"),
+              (3301, "the kettle leaks", "Chloe"), (4417, "the size is wrong", "Dev"),
+              (5530, "the refund is overdue", "Emil"), (6644, "the invoice is wrong", "Fay")])]
+
+
+def test_rows_a_person_kept_teach_the_critic(embedder: Embedder) -> None:
+    def scores(reviewed: list[Record]) -> tuple[dict[str, float], dict]:
+        context = FilterContext(seed=0, labels=("complaint",), real_train=REAL, embedder=embedder, reviewed=reviewed)
+        result = Critic(CriticParams(drop_fraction=0.0)).fit(context).apply(SYNTHETIC + FORMAL)
+        return {r.id: r.meta["critic_score"] for r in result.kept}, result.stats
+
+    before, stats_before = scores([])
+    # Four of the six formal letters accepted: the two nobody reviewed look less artificial than they did.
+    after, stats_after = scores(FORMAL[:4])
+    unreviewed = ["formal4", "formal5"]
+    assert sum(after[i] for i in unreviewed) < sum(before[i] for i in unreviewed) - 0.2
+    assert stats_after["reviewed_rows"] == 4 and "reviewed_rows" not in stats_before
+    # The boilerplate no one accepted still scores as artificial as ever, above every formal letter.
+    assert min(after[f"template{i}"] for i in range(3)) > max(after[i] for i in unreviewed)
+    # Three are too few to learn from: the critic is as it was.
+    assert scores(FORMAL[:3]) == (before, stats_before)
