@@ -16,6 +16,9 @@ DEFAULT_CONFIG = "default"
 OWN_TEXT = "own_text"
 # Row meta: how far to trust the row, in [0, 1] (1.0 when absent); evaluators train with it.
 WEIGHT = "weight"
+# A row's meta key (and its prompt's target key): the ids of the few-shot examples it was written after (a real
+# row's id, or where the recipe writes the example, as `labels.positive.examples[0]`).
+FEW_SHOT = "few_shot"
 
 
 @dataclass(slots=True)

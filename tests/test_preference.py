@@ -87,6 +87,8 @@ def test_pairs_are_judged_in_both_orders_and_flips_ties_and_injections_are_dropp
     rejected = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines()]
     reasons = {r["reason"] for r in rejected}
     assert {"position_bias", "tie", "judge_injection"} <= reasons
+    generated = [json.loads(line) for line in (run / "generated.jsonl").read_text().splitlines()]
+    assert all(r["meta"]["few_shot"] == ["examples[0]"] for r in generated)  # the prompt was written after it
     flipped = next(r for r in rejected if r["reason"] == "position_bias")
     assert "flips with the order: scores [9, 3] in order, [3, 9] reversed" in flipped["detail"]
     judge_calls = [r.body for r in server.log if "judge of answers" in r.body["messages"][0]["content"]]

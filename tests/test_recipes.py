@@ -70,6 +70,9 @@ def test_good_reply_becomes_a_record_with_meta() -> None:
     assert row.label == "polite" and row.id == "abc"
     assert row.meta["axis_category"] == prompt.target["axes"]["category"]
     assert row.meta["generator"] == prompt.generator and row.meta["model"] == "m"
+    # Which few-shot example the row was written after: where the recipe writes it.
+    index = recipe.examples["polite"].index(prompt.target["examples"][0])
+    assert row.meta["few_shot"] == [f"labels.polite.examples[{index}]"]
 
 
 @pytest.mark.parametrize(
@@ -119,6 +122,7 @@ def test_instruction_recipe_prompts_and_parses() -> None:
     assert "Describe the X1 speaker." in prompt.messages[-1]["content"]
     row = recipe.parse(prompt, reply(instruction="Describe the Z9 robot toy.", response="It walks and talks."), "i1")
     assert isinstance(row, Record) and row.fields["response"] == "It walks and talks." and row.label is None
+    assert row.meta["few_shot"] == ["examples[0]"]
     copied = recipe.parse(prompt, reply(instruction="Describe the X1 speaker.", response="Loud."), "i2")
     assert isinstance(copied, Rejected) and copied.reason == "copied_example"
     missing = recipe.parse(prompt, reply(instruction="Describe it."), "i3")
@@ -138,6 +142,9 @@ def test_real_rows_as_examples_are_bounded_whatever_their_length() -> None:
     for index in range(20):
         prompt = recipe.prompt("polite", index)
         assert all(len(example.split()) <= 41 for example in prompt.target["examples"])  # 40 words + "…"
+        # A real row cut to the bound still names the row it came from.
+        assert {i for i in prompt.target["few_shot"] if i.startswith("p")} and set(prompt.target["few_shot"]) <= {
+            *(r.id for r in real), "labels.polite.examples[0]", "labels.polite.examples[1]"}
         assert len(prompt.messages[-1]["content"].split()) < 400
 
 

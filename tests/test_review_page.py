@@ -88,6 +88,8 @@ def test_the_server_refuses_without_the_token_and_reads_nothing_outside_the_run(
         assert _get(f"{base}/api/row?id=nope&token={server.token}")[0] == 404
         detail = json.loads(_get(f"{base}/api/row?id={one}&token={server.token}")[1])
         assert "provenance" in detail and detail["prompt"][-1]["role"] == "user"  # the request that made the row
+        # Its few-shot example, by where the recipe writes it (the recipe has one per label, and few_shot: 1).
+        assert detail["provenance"]["few_shot"] == [f"labels.{detail['provenance']['bucket']}.examples[0]"]
         assert json.loads(_get(f"{base}/api/decisions?token={server.token}")[1]) == {}
         assert _post(server, {"ids": ["not-a-row"], "action": "reject"})[0] == 400
         assert _post(server, {"ids": [one], "action": "relabel", "label": "nonsense"})[0] == 400

@@ -15,13 +15,13 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from factory.records import STAGE_FINAL, WEIGHT
+from factory.records import FEW_SHOT, STAGE_FINAL, WEIGHT
 from factory.run.manifest import load_manifest
 from factory.run.store import read_jsonl
 
 # Meta keys that are scores a filter gave (shown as scores, not provenance).
 SCORES = ("confidence", "critic_score", "judge_score", WEIGHT, "agreement")
-PROVENANCE = ("generator", "model", "bucket", "index", "document", "source_index", "passage_id")
+PROVENANCE = ("generator", "model", "bucket", "index", FEW_SHOT, "document", "source_index", "passage_id")
 KEPT, DROPPED = "kept", "rejected"
 DETAIL_KEYS = ("fields", "detail", "provenance", "scores")  # what one row's view adds
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from factory.records import DEFAULT_CONFIG, STAGE_PARSE, Completion, Conversation, Message, Prompt, Record, Rejected
+from factory.records import DEFAULT_CONFIG, FEW_SHOT, STAGE_PARSE, Completion, Conversation, Message, Prompt, Record, Rejected
 from factory.spec import AxisValues, RecipeBase
 from factory.text import extract_json, is_refusal, normalize, words
 
@@ -315,7 +315,7 @@ class Recipe(ABC, Generic[SpecT]):
             "model": completion.model,
             "bucket": prompt.bucket,
             "index": prompt.index,
-            **{k: prompt.target[k] for k in ("passage_id", "document", "source_index") if k in prompt.target},
+            **{k: prompt.target[k] for k in ("passage_id", "document", "source_index", FEW_SHOT) if k in prompt.target},
             **{f"axis_{k}": v for k, v in prompt.target.get("axes", {}).items()},
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from factory.filters.params import ExactDedupParams
-from factory.records import OWN_TEXT, STAGE_PARSE, WEIGHT, Completion, Conversation, Prompt, Record, Rejected
+from factory.records import FEW_SHOT, OWN_TEXT, STAGE_PARSE, WEIGHT, Completion, Conversation, Prompt, Record, Rejected
 from factory.spec import EvalSpec, RealDataSpec, RecipeBase, Strict
-from factory.tasks.base import Recipe, bounded_examples, template
+from factory.tasks.base import Recipe, bounded_examples, cut_to_words, template
 from factory.text import extract_json
 
 if TYPE_CHECKING:
@@ -121,6 +121,15 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
             ]))
             for label in spec.labels
         }
+        # Where each example comes from, for the rows' provenance: a real row's id (a long one is cut to its first
+        # words), or its place in the recipe.
+        self.example_ids: dict[str, str] = {}
+        for row in real_train:
+            self.example_ids.setdefault(row.text, row.id)
+            self.example_ids.setdefault(cut_to_words(row.text, generate.example_max_words), row.id)
+        for label in spec.labels:
+            for n, text in enumerate(spec.labels[label].examples):
+                self.example_ids[text] = f"labels.{label}.examples[{n}]"
         # Lengths (words) to ask for with match_real_length: the user's real rows show how long a text
         # of each label is; the recipe's examples stand in when there are none.
         self.real_lengths = {
@@ -223,7 +232,8 @@ class ClassificationRecipe(Recipe[ClassificationSpec]):
             bucket=bucket, index=index, messages=self.messages(user),
             generator=generator or self.assign_generator(bucket, index),
             seed=rng.randrange(2**31), schema=self.schema(),
-            target={"label": bucket, "axes": axes, "examples": shots, **grounding, **length,
+            target={"label": bucket, "axes": axes, "examples": shots, FEW_SHOT: [self.example_ids[s] for s in shots],
+                    **grounding, **length,
                     **({"focus": list(focus)} if focus else {})},
         )
 

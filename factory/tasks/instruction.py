@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from factory.filters.params import ExactDedupParams, NoveltyParams
-from factory.records import STAGE_PARSE, Completion, Conversation, Message, Prompt, Record, Rejected
+from factory.records import FEW_SHOT, STAGE_PARSE, Completion, Conversation, Message, Prompt, Record, Rejected
 from factory.spec import CountSpec, Strict
 from factory.tasks.base import Recipe, template, too_close
 
@@ -89,7 +89,8 @@ class InstructionRecipe(Recipe[InstructionSpec]):
     def prompt(self, bucket: str, index: int, generator: str | None = None, focus: Sequence[str] = ()) -> Prompt:
         rng = self.rng(bucket, index)
         axes = self.sample_axes(rng)
-        shots = rng.sample(self.spec.examples, min(self.spec.generate.few_shot, len(self.spec.examples)))
+        picked = rng.sample(range(len(self.spec.examples)), min(self.spec.generate.few_shot, len(self.spec.examples)))
+        shots = [self.spec.examples[i] for i in picked]
         example_block = ""
         if shots:
             example_block = "Examples:\n" + "\n".join(
@@ -109,7 +110,8 @@ class InstructionRecipe(Recipe[InstructionSpec]):
             bucket=bucket, index=index, messages=self.messages(user),
             generator=generator or self.assign_generator(bucket, index),
             seed=rng.randrange(2**31), schema=self.schema(),
-            target={"axes": axes, "examples": [s.instruction for s in shots], **grounding,
+            target={"axes": axes, "examples": [s.instruction for s in shots], FEW_SHOT: [f"examples[{i}]" for i in picked],
+                    **grounding,
                     **({"focus": list(focus)} if focus else {})},
         )
 

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from factory.filters.params import ExactDedupParams
 from factory.judging import DATA_RULE, JUDGE_INJECTION, addresses_judge, fence
-from factory.records import STAGE_PARSE, Completion, Conversation, Message, Prompt, Record, Rejected
+from factory.records import FEW_SHOT, STAGE_PARSE, Completion, Conversation, Message, Prompt, Record, Rejected
 from factory.spec import CountSpec
 from factory.tasks.base import Recipe, template
 from factory.text import extract_json
@@ -163,7 +163,8 @@ class PreferenceRecipe(Recipe[PreferenceSpec]):
         base = {"axes": axes, "answers": []}
         if self.spec.prompts:
             return self._answer_prompt(bucket, index, {**base, "prompt": self.spec.prompts[index % len(self.spec.prompts)]})
-        shots = rng.sample(self.spec.examples, min(self.spec.generate.few_shot, len(self.spec.examples)))
+        picked = rng.sample(range(len(self.spec.examples)), min(self.spec.generate.few_shot, len(self.spec.examples)))
+        shots = [self.spec.examples[i] for i in picked]
         passage, grounding = self.passage(bucket, index, " ".join([*axes.values(), *shots]))
         if passage and self.spec.grounding.mode == "prompt":
             return self._answer_prompt(bucket, index, {**base, **grounding, "prompt": passage})
@@ -176,7 +177,8 @@ class PreferenceRecipe(Recipe[PreferenceSpec]):
                                    {"role": "user", "content": user}]
         return Prompt(bucket=bucket, index=index, messages=messages, generator=self.spec.writer or "",
                       seed=rng.randrange(2**31), schema=_object({"prompt": {"type": "string"}}),
-                      target={**base, **grounding, "step": WRITE, "examples": shots})
+                      target={**base, **grounding, "step": WRITE, "examples": shots,
+                              FEW_SHOT: [f"examples[{i}]" for i in picked]})
 
     def _answer_prompt(self, bucket: str, index: int, target: dict[str, Any]) -> Prompt:
         """The request for the next candidate's answer to target["prompt"] (with its passage, when grounded)."""
