@@ -143,7 +143,7 @@ def test_rows_a_person_kept_teach_the_confidence_filter_and_the_critic(tmp_path:
     critic = next(s for s in again.manifest.funnel if s.stage == "critic")
     assert critic.stats["reviewed_rows"] == 4 and critic.stats["real_rows"] == 8
     card = (run / "README.md").read_text()
-    assert "confidence trained on 4 of them besides the real rows" in card and "critic trained on 4 of them" in card
+    assert "confidence learned from 4 of them as from the real rows" in card and "critic learned from 4 of them" in card
 
 
 def test_export_applies_new_decisions_from_the_cache_and_a_build_tops_up(tmp_path: Path, loopback, canary_key: str,

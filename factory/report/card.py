@@ -174,7 +174,7 @@ def _review_section(manifest: Manifest) -> list[str]:
     if not review or not review.get("reviewed"):
         return []
     restored = next(((s.stats or {}).get("restored", 0) for s in manifest.funnel if s.stage == REVIEW_STAGE), 0)
-    learned = [f"{s.stage} trained on {s.stats['reviewed_rows']} of them besides the real rows"
+    learned = [f"{s.stage} learned from {s.stats['reviewed_rows']} of them as from the real rows"
                for s in manifest.funnel if (s.stats or {}).get("reviewed_rows")]
     return ["## Human review", "",
             f"A person reviewed {review['reviewed']} of the generated rows with `factory review` and decided: "
