@@ -30,15 +30,15 @@ def build(spec: RecipeBase, run_dir: str | Path | None = None, *, progress: bool
     return builder.run()
 
 
-def apply_decisions(run_dir: str | Path, *, evaluate: bool = True, progress: bool = False) -> BuildResult:
+def apply_decisions(run_dir: str | Path, *, run_eval: bool = True, progress: bool = False) -> BuildResult:
     """Build `run_dir` again from its own recipe and cached replies alone, so that a person's decisions
     (`factory review`) made since its last build hold in its dataset, card and eval; nothing is sent.
 
     What the filters drop and the trim keeps is decided again with the decisions applied: surplus rows
     replace rejected ones. Should a rejection need a row that only a new request would bring, the build
-    stops short (status offline) and says so; `factory build` sends it. `evaluate`: run the recipe's eval.
+    stops short (status offline) and says so; `factory build` sends it. `run_eval`: run the recipe's eval.
     """
     run_dir = Path(run_dir)
     builder = Builder(recipe_of_run(run_dir), run_dir, progress=progress, after=(write_documents,), offline=True,
-                      evaluate=evaluate)
+                      run_eval=run_eval)
     return builder.run()

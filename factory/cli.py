@@ -311,7 +311,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     evaluators = args.evaluators.split(",") if args.evaluators else None
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    _apply_pending_decisions(args.run_dir, evaluate=False)  # scored next, with this command's options
+    _apply_pending_decisions(args.run_dir, run_eval=False)  # scored next, with this command's options
     results = rescore(args.run_dir, evaluators=evaluators, seeds=seeds)
     write_documents(args.run_dir)
     print_warning(results)
@@ -327,7 +327,7 @@ def _pending_decisions(run_dir: Path) -> int:
     return unapplied(run_dir, (load_manifest(run_dir).review or {}).get("decisions", 0))
 
 
-def _apply_pending_decisions(run_dir: Path, *, evaluate: bool = True) -> None:
+def _apply_pending_decisions(run_dir: Path, *, run_eval: bool = True) -> None:
     """Eval, export and push honour every review decision: those the last build did not apply are applied first,
     by building the run again from its cached replies alone (api.apply_decisions: nothing is sent)."""
     from factory.api import apply_decisions
@@ -337,7 +337,7 @@ def _apply_pending_decisions(run_dir: Path, *, evaluate: bool = True) -> None:
         return
     print(f"applying {pending} review decision(s) made since the last build, from the cached replies (nothing is "
           "sent)", file=sys.stderr)
-    manifest = apply_decisions(run_dir, evaluate=evaluate).manifest
+    manifest = apply_decisions(run_dir, run_eval=run_eval).manifest
     print(f"  {manifest.rows} rows; " + ", ".join(f"{b}: {s.kept}/{s.target}" for b, s in manifest.progress.items()),
           file=sys.stderr)
     if not manifest.complete:

@@ -129,7 +129,7 @@ class Builder:
                  requests_per_bucket: int | None = None, after: Sequence[AfterBuild] = (),
                  generators: Mapping[str, Generator] | None = None, filters: Sequence[Filter] | None = None,
                  embedder: Embedder | None = None, replace: bool = False, no_wait: bool = False,
-                 offline: bool = False, evaluate: bool = True) -> None:
+                 offline: bool = False, run_eval: bool = True) -> None:
         """Store the settings; nothing is read, loaded or fitted until `run()` holds the run's lock.
 
         `generators` (by name), `filters` (unfitted, in order) and `embedder` replace what the
@@ -138,7 +138,7 @@ class Builder:
         Batch API jobs and stop; a later build collects them. `offline`: send nothing: a request the cache
         cannot answer is held back, the build stops there (status offline) and its rows replace the run's
         dataset even when short of the targets (export, push and eval apply a person's decisions this way).
-        `evaluate`: False leaves the recipe's eval to the caller (`factory eval`, with its own options).
+        `run_eval`: False leaves the recipe's eval to the caller (`factory eval`, with its own options).
         """
         self.spec = spec
         self.run_dir = Path(run_dir)
@@ -157,7 +157,7 @@ class Builder:
         self.meter = MoneyMeter(limit_usd=spec.budget.usd if spec.budget else None)
         self.no_wait = no_wait
         self.offline = offline
-        self.evaluate = evaluate
+        self.run_eval = run_eval
         self.held_back: Counter[str] = Counter()  # requests not sent, by why (generators/failures.py: NOT_SENT)
         self.answers: dict[str, Completion] = {}  # replies to the filters' requests (a judge's verdicts), by request key
         self.stage_costs: dict[int, GeneratorStats] = defaultdict(GeneratorStats)  # those requests, per filter stage
@@ -536,7 +536,7 @@ class Builder:
             for name, text in self.recipe.artifacts().items():  # e.g. a table's accepted program
                 atomic_write_text(self.run_dir / name, text)
             store.write_manifest(manifest)
-            eval_spec = self.spec.evaluation() if self.evaluate else None
+            eval_spec = self.spec.evaluation() if self.run_eval else None
             if eval_spec is not None:
                 manifest.eval = evaluate(
                     eval_spec, list(self.targets), self.real.train, self.real.validation, stages,
