@@ -11,6 +11,7 @@ from pathlib import Path
 from factory.builder.builder import Builder, BuildResult, default_run_dir
 from factory.recipe_file import recipe_of_run
 from factory.report import write_documents
+from factory.run.manifest import load_manifest
 from factory.spec import RecipeBase
 
 
@@ -39,6 +40,8 @@ def apply_decisions(run_dir: str | Path, *, run_eval: bool = True, progress: boo
     stops short (status offline) and says so; `factory build` sends it. `run_eval`: run the recipe's eval.
     """
     run_dir = Path(run_dir)
+    fixed = load_manifest(run_dir).fixed_requests or {}  # a compare run makes compare's requests again
     builder = Builder(recipe_of_run(run_dir), run_dir, progress=progress, after=(write_documents,), offline=True,
-                      run_eval=run_eval)
+                      run_eval=run_eval, only_generator=fixed.get("generator"),
+                      requests_per_bucket=fixed.get("requests_per_bucket"))
     return builder.run()

@@ -276,3 +276,25 @@ def test_verdict_ranks_score_per_1k_tokens_and_checks_the_spread() -> None:
     assert close["best"] == "a" and close["outside_spread"] is False and "within the seed spread" in close["text"]
     fallback = verdict({"a": _metrics(0, 0, 1000, kept=5), "b": _metrics(0, 0, 1000, kept=9)}, has_eval=False)
     assert fallback["best"] == "b" and "needs an eval section" in fallback["text"]
+
+
+def test_export_of_a_compare_run_applies_decisions_with_compares_requests(tmp_path: Path, loopback, canary_key: str) -> None:
+    from factory.run.decisions import REJECT, Decision, append
+
+    server = loopback()
+    recipe = classification_recipe(server.base_url)
+    recipe["generators"].append({**recipe["generators"][0], "name": "cold", "temperature": 0.2})
+    out = tmp_path / "c"
+    assert main(["compare", str(write_recipe(tmp_path / "r.yaml", recipe)), "--out", str(out), "--no-progress"]) == 0
+    run = out / "loop"
+    before = json.loads((run / "manifest.json").read_text())
+    assert before["fixed_requests"] == {"generator": "loop", "requests_per_bucket": 6}
+    gone = pd.read_parquet(run / "dataset" / "data" / "train.parquet")["id"][0]
+    append(run, [Decision(gone, REJECT)])
+    sent = len(server.log)
+    assert main(["export", str(run), "--format", "columns"]) == 0
+    after = json.loads((run / "manifest.json").read_text())
+    # The same fixed requests to the same one generator, all cached: nothing sent, nothing missing.
+    assert len(server.log) == sent and after["status"] != "offline"
+    assert [g["name"] for g in after["generators"]] == ["loop"] and after["budget"]["used"] == before["budget"]["used"]
+    assert gone not in set(pd.read_parquet(run / "dataset" / "data" / "train.parquet")["id"])

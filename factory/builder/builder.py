@@ -637,6 +637,8 @@ class Builder:
             "weights": weight_spread(final, self.recipe.bucket) if any(r.meta.get(WEIGHT, 1.0) != 1.0 for r in final) else None,
             "cost": self._cost(len(final)),
             "review": self._review_counts(records) if self.verdicts else None,
+            "fixed_requests": None if self.requests_per_bucket is None else {
+                "generator": self.only_generator, "requests_per_bucket": self.requests_per_bucket},
             "tokens": {
                 "prompt": sum(s.prompt_tokens for s in self.stats.values()),
                 "completion": sum(s.completion_tokens for s in self.stats.values()),

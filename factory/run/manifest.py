@@ -145,6 +145,9 @@ class Manifest(_Part):
     # A person's decisions (factory review, run/decisions.py) applied by this build: how many rows were
     # reviewed, accepted, rejected and relabelled; None when nobody reviewed the run.
     review: dict[str, int] | None = None
+    # compare's fixed-request mode ({"generator": name, "requests_per_bucket": n}), so that a later build of this
+    # run (export applying review decisions) makes the same requests; None for a build of the recipe.
+    fixed_requests: dict[str, Any] | None = None
 
     @property
     def task(self) -> str:
