@@ -37,11 +37,14 @@ def apply_decisions(run_dir: str | Path, *, run_eval: bool = True, progress: boo
 
     What the filters drop and the trim keeps is decided again with the decisions applied: surplus rows
     replace rejected ones. Should a rejection need a row that only a new request would bring, the build
-    stops short (status offline) and says so; `factory build` sends it. `run_eval`: run the recipe's eval.
+    stops short (status offline) and says so; `factory build` sends it. It runs here, on the local engine,
+    whatever the recipe's. `run_eval`: run the recipe's eval.
     """
     run_dir = Path(run_dir)
     fixed = load_manifest(run_dir).fixed_requests or {}  # a compare run makes compare's requests again
-    builder = Builder(recipe_of_run(run_dir), run_dir, progress=progress, after=(write_documents,), offline=True,
+    spec = recipe_of_run(run_dir)
+    spec.engine.name = "local"  # nothing is sent, so no Ray cluster is needed: an export never waits for one
+    builder = Builder(spec, run_dir, progress=progress, after=(write_documents,), offline=True,
                       run_eval=run_eval, only_generator=fixed.get("generator"),
                       requests_per_bucket=fixed.get("requests_per_bucket"))
     return builder.run()

@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import CANARY_KEY, assert_resumes_after_sigkill, classification_recipe, write_recipe
 from loopback_openai import Action, default_text
@@ -48,6 +49,17 @@ def test_a_ray_build_writes_the_same_dataset_as_a_local_build(ray_cluster, loopb
     assert generator["engine"] == "ray" and generator["workers"] == 2
     assert sum(w["requests"] for w in generator["worker_stats"]) == generator["requests"] - generator["cached"]
     assert len({w["pid"] for w in generator["worker_stats"]}) == 2
+
+    # An export applying a review decision needs no cluster: it rebuilds here, from the cache, sending nothing.
+    from factory.run.decisions import REJECT, Decision, append
+
+    assert load_manifest(on_ray).recipe["engine"]["name"] == "ray"
+    gone = pd.read_parquet(on_ray / data)["id"][0]
+    append(on_ray, [Decision(gone, REJECT)])
+    sent = len(server.log)
+    assert main(["export", str(on_ray), "--format", "columns"]) == 0
+    assert len(server.log) == sent and load_manifest(on_ray).engine["name"] == "local"
+    assert gone not in set(pd.read_parquet(on_ray / data)["id"])
 
 
 def test_a_worker_killed_mid_build_loses_nothing(ray_cluster, loopback, tmp_path, canary_key) -> None:
