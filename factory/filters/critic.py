@@ -27,9 +27,8 @@ class Critic(Filter):
     balanced class weights because real rows are few, cross-fitted over real + synthetic rows so that
     every score comes from a model that did not see the row. Only `real_train` is used: the holdout rows are
     validation data. Rows a person kept in `factory review` join the real side (with at least MIN_REVIEWED of
-    them). The ROC AUC of the
-    out-of-fold scores, before and after the drop, says how separable the two sets were and still are
-    (0.5: indistinguishable).
+    them). The ROC AUC of the out-of-fold scores, before and after the drop, says how separable the two sets
+    were and still are (0.5: indistinguishable).
     """
 
     type = "critic"
