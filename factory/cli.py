@@ -170,7 +170,8 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     server = ReviewServer(args.run_dir, host=args.host, port=args.port, who=args.who, with_map=not args.no_map)
     print(f"reviewing {args.run_dir} ({len(server.data['rows'])} rows) at {server.url}")
-    print("decisions go to decisions.jsonl; `factory build` applies them. Ctrl+C stops the page.", flush=True)
+    print("decisions go to decisions.jsonl; every later build, eval, export and push applies them. Ctrl+C stops "
+          "the page.", flush=True)
     if not args.no_open:
         import webbrowser
 
@@ -319,20 +320,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0 if results["gate"]["passed"] else EXIT_GATE_FAILED
 
 
-def _pending_decisions(run_dir: Path) -> int:
-    """Review decisions made after the last build (factory review)."""
-    from factory.run.decisions import unapplied
-    from factory.run.manifest import load_manifest
-
-    return unapplied(run_dir, (load_manifest(run_dir).review or {}).get("decisions", 0))
-
-
 def _apply_pending_decisions(run_dir: Path, *, run_eval: bool = True) -> None:
     """Eval, export and push honour every review decision: those the last build did not apply are applied first,
     by building the run again from its cached replies alone (api.apply_decisions: nothing is sent)."""
     from factory.api import apply_decisions
+    from factory.run.decisions import unapplied
+    from factory.run.manifest import load_manifest
 
-    pending = _pending_decisions(run_dir)
+    pending = unapplied(run_dir, (load_manifest(run_dir).review or {}).get("decisions", 0))
     if not pending:
         return
     print(f"applying {pending} review decision(s) made since the last build, from the cached replies (nothing is "

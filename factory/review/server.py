@@ -37,11 +37,10 @@ class ReviewServer:
                  with_map: bool = True) -> None:
         self.run_dir = Path(run_dir)
         self.data = review_rows(self.run_dir)  # a run that is not finished fails here, before the port opens
-        self.ids = {row["id"] for row in self.data["rows"]}
+        self.rows = {row["id"]: row for row in self.data["rows"]}
         # The list is serialised once, as columns: a 100k-row run then loads in one short transfer and parse.
         # Each row's details (every field, provenance, scores) come when the page opens that row.
         self.list_blob = json.dumps(list_columns(self.data), ensure_ascii=False).encode()
-        self.details = {row["id"]: {k: row[k] for k in DETAIL_KEYS} for row in self.data["rows"]}
         self.token = secrets.token_urlsafe(24)
         self.who = who or _user()
         self.map: dict[str, Any] = {"ready": False}
@@ -81,12 +80,12 @@ class ReviewServer:
 
     def decisions(self) -> dict[str, Any]:
         """Every decided row's decision, read fresh: another tab may have decided since."""
-        return {row_id: _decision(verdict) for row_id, verdict in verdicts(self.run_dir).items() if row_id in self.ids}
+        return {row_id: _decision(verdict) for row_id, verdict in verdicts(self.run_dir).items() if row_id in self.rows}
 
     def decide(self, body: dict[str, Any]) -> dict[str, Any]:
         ids, action, label = body.get("ids"), body.get("action"), body.get("label")
         note = body.get("note") or ""
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i in self.ids for i in ids):
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i in self.rows for i in ids):
             raise ValueError("ids: a list of this run's row ids")
         if action not in ACTIONS:
             raise ValueError(f"action: one of {', '.join(ACTIONS)}")
@@ -172,11 +171,11 @@ def _handler(server: ReviewServer) -> type[BaseHTTPRequestHandler]:
                 self._json(200, server.decisions())
             elif route == "/api/row":
                 row_id = (parse_qs(urlsplit(self.path).query).get("id") or [""])[0]
-                detail = server.details.get(row_id)
-                if detail is None:
+                row = server.rows.get(row_id)
+                if row is None:
                     self._json(404, {"error": "no such row"})
                 else:
-                    self._json(200, {**detail, "prompt": prompt_of(server.run_dir, row_id)})
+                    self._json(200, {**{k: row[k] for k in DETAIL_KEYS}, "prompt": prompt_of(server.run_dir, row_id)})
             elif route == "/api/map":
                 self._json(200, server.map)
             else:
@@ -188,8 +187,11 @@ def _handler(server: ReviewServer) -> type[BaseHTTPRequestHandler]:
             if urlsplit(self.path).path != "/api/decide":
                 self._json(404, {"error": "no such page"})
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = MAX_BODY + 1  # not a length: refused unread, as a body too large is
+            if not 0 <= length <= MAX_BODY:
                 self._json(413, {"error": "request too large"})
                 return
             try:
